@@ -1,0 +1,47 @@
+"""batchgen: run large batches of Gemini generateContent calls reliably, fast and cheaply."""
+
+from __future__ import annotations
+
+from batchgen.errors import (
+    ApiError,
+    AuthError,
+    BatchgenError,
+    ConfigError,
+    FatalApiError,
+    InputError,
+    MalformedResponse,
+    OutputError,
+    QuotaExhausted,
+    RateLimited,
+    RequestRejected,
+    RetryableError,
+    SchemaError,
+    ServerError,
+    TransportError,
+)
+from batchgen.records import Generate, Limiter, Prompt, Result, Sink, Status, Usage
+
+__all__ = [
+    "ApiError",
+    "AuthError",
+    "BatchgenError",
+    "ConfigError",
+    "FatalApiError",
+    "Generate",
+    "InputError",
+    "Limiter",
+    "MalformedResponse",
+    "OutputError",
+    "Prompt",
+    "QuotaExhausted",
+    "RateLimited",
+    "RequestRejected",
+    "Result",
+    "RetryableError",
+    "SchemaError",
+    "ServerError",
+    "Sink",
+    "Status",
+    "TransportError",
+    "Usage",
+]

@@ -1,0 +1,129 @@
+"""Every error batchgen raises, grouped by what the caller does next.
+
+    BatchgenError
+    ├── ConfigError              fix the job file or the flags, then rerun (exit 2; nothing was sent)
+    │   └── SchemaError          a response schema the API would reject (file + JSON pointer)
+    ├── InputError               the input cannot be read at all (file, line/row)
+    ├── OutputError              the results folder cannot be written (disk full, permissions): stop, keep parts
+    └── ApiError                 the API answered with an error, or not at all (HTTP status when there was one)
+        ├── RetryableError       worth another attempt after a wait
+        │   ├── RateLimited      429 RESOURCE_EXHAUSTED, per-minute (or unnamed) quota
+        │   ├── ServerError      500 / 502 / 503 / 504
+        │   ├── TransportError   timeout, connection refused or reset, stream cut short
+        │   └── MalformedResponse  HTTP 200 whose body is not a GenerateContentResponse
+        ├── RequestRejected      400 / 404 / 413 ... for this request: the row fails, the job goes on
+        └── FatalApiError        the whole job must stop (exit 3)
+            ├── AuthError        401 / 403, or 400 with reason API_KEY_INVALID
+            └── QuotaExhausted   a per-day quota is spent: resume after it resets
+
+Errors carry their context as attributes so callers never parse messages.
+"""
+
+from __future__ import annotations
+
+
+class BatchgenError(Exception):
+    """Base of every error raised by batchgen."""
+
+
+class ConfigError(BatchgenError):
+    """The job file or a command-line flag is invalid; raised before any request is sent."""
+
+    def __init__(self, message: str, *, file: str | None = None, key: str | None = None) -> None:
+        where = ": ".join(part for part in (file, key) if part)
+        super().__init__(f"{where}: {message}" if where else message)
+        self.file = file
+        self.key = key
+
+
+class SchemaError(ConfigError):
+    """A response schema is one the API would reject; `pointer` is the JSON pointer of the problem."""
+
+    def __init__(self, message: str, *, file: str | None = None, pointer: str = "") -> None:
+        super().__init__(f"{message} (at {pointer or '/'})", file=file)
+        self.pointer = pointer
+
+
+class InputError(BatchgenError):
+    """The input cannot be read (missing, unreadable, truncated); `line` or `row` locate it when known."""
+
+    def __init__(self, message: str, *, file: str, line: int | None = None, row: int | None = None) -> None:
+        where = file if line is None and row is None else f"{file}:{line if line is not None else f'row {row}'}"
+        super().__init__(f"{where}: {message}")
+        self.file = file
+        self.line = line
+        self.row = row
+
+
+class OutputError(BatchgenError):
+    """The results folder cannot be written; parts already renamed into place stay valid."""
+
+    def __init__(self, message: str, *, path: str) -> None:
+        super().__init__(f"{path}: {message}")
+        self.path = path
+
+
+class ApiError(BatchgenError):
+    """The API returned an error, or no usable answer; `http_status` is None when nothing came back."""
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        http_status: int | None = None,
+        status: str | None = None,
+        reason: str | None = None,
+    ) -> None:
+        prefix = " ".join(str(p) for p in (http_status, status) if p)
+        super().__init__(f"{prefix}: {message}" if prefix else message)
+        self.http_status = http_status
+        self.status = status
+        self.reason = reason
+
+
+class RetryableError(ApiError):
+    """A transient failure; `retry_after` is the server's requested wait in seconds, when it gave one."""
+
+    def __init__(self, message: str, *, retry_after: float | None = None, **context: object) -> None:
+        super().__init__(message, **context)  # type: ignore[arg-type]
+        self.retry_after = retry_after
+
+
+class RateLimited(RetryableError):
+    """429 RESOURCE_EXHAUSTED; `quota_id` is the QuotaFailure quota that tripped, when the body named one."""
+
+    def __init__(self, message: str, *, quota_id: str | None = None, **context: object) -> None:
+        super().__init__(message, **context)
+        self.quota_id = quota_id
+
+
+class ServerError(RetryableError):
+    """500 / 502 / 503 / 504 from the server."""
+
+
+class TransportError(RetryableError):
+    """No complete HTTP answer: timeout, refused or reset connection, stream cut before its last event."""
+
+
+class MalformedResponse(RetryableError):
+    """HTTP 200 whose body is not JSON, or not a GenerateContentResponse."""
+
+
+class RequestRejected(ApiError):
+    """The API refused this one request (400 INVALID_ARGUMENT, 404, ...); other rows may still succeed."""
+
+
+class FatalApiError(ApiError):
+    """An API error that no other row can get past; the job stops (exit code 3)."""
+
+
+class AuthError(FatalApiError):
+    """The key is missing, invalid or not allowed (401, 403, 400 API_KEY_INVALID)."""
+
+
+class QuotaExhausted(FatalApiError):
+    """A per-day quota is spent; rerunning after it resets resumes the job."""
+
+    def __init__(self, message: str, *, quota_id: str | None = None, **context: object) -> None:
+        super().__init__(message, **context)  # type: ignore[arg-type]
+        self.quota_id = quota_id

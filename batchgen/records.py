@@ -1,0 +1,114 @@
+"""The values that flow through a job, and the Protocols the runner depends on.
+
+A `Prompt` comes from a source, is sent by a `Generate` carrier under a `Limiter`, and leaves as a `Result`
+for a `Sink`. The runner knows nothing else: where rows come from, how a request travels (an online call or a
+line in a batch file) and where results go are all behind these interfaces.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import Any, Protocol
+
+
+class Status(StrEnum):
+    """A row's final status, most severe first (the order of precedence)."""
+
+    FAILED = "failed"
+    BLOCKED = "blocked"
+    TRUNCATED = "truncated"
+    INVALID_JSON = "invalid_json"
+    SCHEMA_MISMATCH = "schema_mismatch"
+    OK = "ok"
+
+
+@dataclass(frozen=True, slots=True)
+class Prompt:
+    """One input row, ready to send: `contents` is the serialised JSON array of Gemini `Content`.
+
+    `problem` is set when the row cannot be sent (malformed line, no prompt); it then becomes a `failed` result
+    without any request, so no input row is ever silently dropped.
+    """
+
+    id: str
+    where: str
+    contents: bytes
+    keep: Mapping[str, Any] = field(default_factory=dict)
+    problem: str | None = None
+
+
+_USAGE_FIELDS = ("prompt", "candidates", "thoughts", "cached", "tool_use", "total")
+
+
+@dataclass(frozen=True, slots=True)
+class Usage:
+    """Token counts from `usageMetadata`; None where the API never reported the field."""
+
+    prompt: int | None = None
+    candidates: int | None = None
+    thoughts: int | None = None
+    cached: int | None = None
+    tool_use: int | None = None
+    total: int | None = None
+
+    def __add__(self, other: Usage) -> Usage:
+        # A row is billed for every response it received, so usage adds up across attempts and re-asks;
+        # None + None stays None so "never reported" is not confused with 0.
+        def add(a: int | None, b: int | None) -> int | None:
+            return b if a is None else a if b is None else a + b
+
+        return Usage(*(add(getattr(self, f), getattr(other, f)) for f in _USAGE_FIELDS))
+
+
+@dataclass(slots=True)
+class Result:
+    """What one input row became: the results contract, one `Result` per `Prompt`."""
+
+    id: str
+    status: Status
+    text: str | None = None
+    output: Any = None
+    output_json: str | None = None
+    thoughts: str | None = None
+    finish_reason: str | None = None
+    block_reason: str | None = None
+    usage: Usage = field(default_factory=Usage)
+    model_version: str | None = None
+    response_id: str | None = None
+    attempts: int = 0
+    reasks: int = 0
+    latency_ms: float | None = None
+    error: str | None = None
+    http_status: int | None = None
+    extras: Mapping[str, Any] = field(default_factory=dict)
+    keep: Mapping[str, Any] = field(default_factory=dict)
+
+
+class Generate(Protocol):
+    """Carries one request body to the model and returns the decoded `GenerateContentResponse`.
+
+    Raises the `errors.ApiError` subclasses; a streamed call returns the events already merged.
+    """
+
+    async def __call__(self, body: bytes, /) -> Mapping[str, Any]: ...
+
+
+class Limiter(Protocol):
+    """Admits one HTTP attempt at a time under the job's rate limits."""
+
+    async def acquire(self, tokens: int) -> None:
+        """Wait until one request carrying about `tokens` input tokens may be sent."""
+
+    def settle(self, estimated: int, actual: int | None) -> None:
+        """Correct the token meter once the real `promptTokenCount` of an admitted request is known."""
+
+    def rate_limited(self, quota_id: str | None, retry_after: float | None) -> None:
+        """Tell the limiter that the server answered 429 for the named quota (or an unnamed one)."""
+
+
+class Sink(Protocol):
+    """Receives finished rows; how and when they become durable is the sink's business."""
+
+    async def write(self, result: Result) -> None: ...
