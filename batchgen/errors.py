@@ -14,6 +14,7 @@
         ├── RequestRejected      400 / 404 / 413 ... for this request: the row fails, the job goes on
         └── FatalApiError        the whole job must stop (exit 3)
             ├── AuthError        401 / 403, or 400 with reason API_KEY_INVALID
+            ├── JobRejected      the API refuses the job's request itself (unknown model, same 400 on the first rows)
             └── QuotaExhausted   a per-day quota is spent: resume after it resets
 
 Errors carry their context as attributes so callers never parse messages.
@@ -119,6 +120,10 @@ class FatalApiError(ApiError):
 
 class AuthError(FatalApiError):
     """The key is missing, invalid or not allowed (401, 403, 400 API_KEY_INVALID)."""
+
+
+class JobRejected(FatalApiError):
+    """Every request of this job would be refused: an unknown model (404) or the same 400 on the first rows."""
 
 
 class QuotaExhausted(FatalApiError):

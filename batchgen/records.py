@@ -78,12 +78,43 @@ class Result:
     model_version: str | None = None
     response_id: str | None = None
     attempts: int = 0
+    responses: int = 0
     reasks: int = 0
     latency_ms: float | None = None
     error: str | None = None
     http_status: int | None = None
     extras: Mapping[str, Any] = field(default_factory=dict)
     keep: Mapping[str, Any] = field(default_factory=dict)
+
+
+# The fixed columns of every results file, in order (writer.py gives their Arrow types). A keep column may not
+# reuse one of these names.
+RESULT_COLUMNS = (
+    "id",
+    "status",
+    "text",
+    "output_json",
+    "thoughts",
+    "finish_reason",
+    "block_reason",
+    "prompt_token_count",
+    "candidates_token_count",
+    "thoughts_token_count",
+    "cached_content_token_count",
+    "tool_use_prompt_token_count",
+    "total_token_count",
+    "model",
+    "model_version",
+    "response_id",
+    "attempts",
+    "responses",
+    "reasks",
+    "latency_ms",
+    "error",
+    "http_status",
+    "run_id",
+    "finished_at",
+)
 
 
 class Generate(Protocol):

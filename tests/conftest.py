@@ -1,0 +1,57 @@
+"""Shared fixtures: anyio on asyncio, a clean environment, and helpers to build replies."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+
+@pytest.fixture
+def anyio_backend() -> str:
+    return "asyncio"
+
+
+@pytest.fixture(autouse=True)
+def _clean_environment(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """No test may see a real API key or go through a proxy."""
+    for name in (
+        "GEMINI_API_KEY",
+        "GOOGLE_API_KEY",
+        "HTTP_PROXY",
+        "HTTPS_PROXY",
+        "http_proxy",
+        "https_proxy",
+    ):
+        monkeypatch.delenv(name, raising=False)
+    yield
+
+
+def response(
+    text: str | None = "hello",
+    *,
+    finish: str | None = "STOP",
+    usage: dict[str, int] | None = None,
+    thought: str | None = None,
+    block: str | None = None,
+) -> dict[str, Any]:
+    """A GenerateContentResponse as the API sends it."""
+    body: dict[str, Any] = {
+        "usageMetadata": usage or {"promptTokenCount": 10, "candidatesTokenCount": 5, "totalTokenCount": 15},
+        "modelVersion": "gemini-2.5-flash",
+        "responseId": "resp-1",
+    }
+    if block:
+        body["promptFeedback"] = {"blockReason": block}
+        return body
+    parts: list[dict[str, Any]] = []
+    if thought is not None:
+        parts.append({"text": thought, "thought": True})
+    if text is not None:
+        parts.append({"text": text})
+    candidate: dict[str, Any] = {"content": {"role": "model", "parts": parts}, "index": 0}
+    if finish:
+        candidate["finishReason"] = finish
+    body["candidates"] = [candidate]
+    return body
