@@ -158,7 +158,10 @@ class Runner:
         with scope:
             async with send:
                 async for prompt in rows:
-                    await send.send(prompt)
+                    try:
+                        await send.send(prompt)
+                    except anyio.BrokenResourceError:
+                        return  # every worker is gone (a fatal error): the run is ending
 
     async def _work(self, receive: ObjectReceiveStream[Prompt], sink: Sink) -> None:
         async with receive:

@@ -1,0 +1,310 @@
+"""The runner's contract, driven by plain async functions: no network, no files."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Callable, Mapping
+from typing import Any
+
+import anyio
+import orjson
+import pytest
+from conftest import response
+
+from batchgen.errors import AuthError, JobRejected, QuotaExhausted, RateLimited, RequestRejected, ServerError
+from batchgen.gemini import RequestTemplate, user_contents
+from batchgen.outcome import judge
+from batchgen.records import Prompt, Result, Status, Usage
+from batchgen.retry import Retrier, RetryPolicy
+from batchgen.runner import Runner, RunPolicy
+
+
+class OpenLimiter:
+    """Admits everything at once; records what the runner tells it."""
+
+    def __init__(self) -> None:
+        self.acquired = 0
+        self.settled: list[tuple[int, int | None]] = []
+        self.limited: list[tuple[str | None, float | None]] = []
+
+    async def acquire(self, tokens: int) -> None:
+        self.acquired += 1
+
+    def settle(self, estimated: int, actual: int | None) -> None:
+        self.settled.append((estimated, actual))
+
+    def rate_limited(self, quota_id: str | None, retry_after: float | None) -> None:
+        self.limited.append((quota_id, retry_after))
+
+
+class ListSink:
+    def __init__(self) -> None:
+        self.results: list[Result] = []
+
+    async def write(self, result: Result) -> None:
+        self.results.append(result)
+
+    def by_id(self) -> dict[str, Result]:
+        return {r.id: r for r in self.results}
+
+
+async def no_sleep(seconds: float) -> None:
+    await anyio.lowlevel.checkpoint()
+
+
+class Validator:
+    def validate(self, value: Any) -> str | None:
+        return None if isinstance(value, dict) and "label" in value else "/label: required"
+
+
+def make_runner(
+    generate: Callable[[bytes], Any],
+    *,
+    json_mode: bool = True,
+    limiter: OpenLimiter | None = None,
+    request: Mapping[str, Any] | None = None,
+    **policy: Any,
+) -> Runner:
+    return Runner(
+        generate,
+        template=RequestTemplate(request or {"generationConfig": {"responseMimeType": "application/json"}}),
+        limiter=limiter or OpenLimiter(),
+        retrier=Retrier(RetryPolicy(max_attempts=3), sleep=no_sleep),
+        judge=lambda reply: judge(reply, json_mode=json_mode, validator=Validator()),
+        policy=RunPolicy(**{"concurrency": 4, **policy}),
+    )
+
+
+async def prompts(*texts: str) -> AsyncIterator[Prompt]:
+    for i, text in enumerate(texts):
+        yield Prompt(id=f"r{i}", where=f"in.jsonl line {i + 1}", contents=user_contents(text), keep={"n": i})
+
+
+def prompt_text(body: bytes) -> str:
+    return str(orjson.loads(body)["contents"][0]["parts"][0]["text"])
+
+
+@pytest.mark.anyio
+async def test_every_prompt_becomes_exactly_one_result_with_its_status() -> None:
+    """Each reply kind maps to its status; kept columns ride along."""
+    answers = {
+        "ok": response('{"label": "x"}'),
+        "bad-json": response("{"),
+        "mismatch": response('{"other": 1}'),
+        "cut": response('{"lab', finish="MAX_TOKENS"),
+        "blocked": response(block="SAFETY"),
+    }
+
+    async def generate(body: bytes) -> Any:
+        return answers[prompt_text(body)]
+
+    sink = ListSink()
+    stats = await make_runner(generate, max_reasks=0).run(prompts(*answers), sink)
+    statuses = [r.status for r in sorted(sink.results, key=lambda r: r.id)]
+    assert statuses == [Status.OK, Status.INVALID_JSON, Status.SCHEMA_MISMATCH, Status.TRUNCATED, Status.BLOCKED]
+    assert stats.done == 5
+    assert sink.by_id()["r0"].keep == {"n": 0}
+    assert sink.by_id()["r0"].output == {"label": "x"}
+
+
+@pytest.mark.anyio
+async def test_bad_input_row_fails_without_a_request() -> None:
+    calls: list[bytes] = []
+
+    async def generate(body: bytes) -> Any:
+        calls.append(body)
+        return response('{"label": "x"}')
+
+    async def rows() -> AsyncIterator[Prompt]:
+        yield Prompt(id="line:3", where="in.jsonl line 3", contents=b"", problem="malformed JSON line")
+        async for p in prompts("fine"):
+            yield p
+
+    sink = ListSink()
+    await make_runner(generate).run(rows(), sink)
+    bad = sink.by_id()["line:3"]
+    assert bad.status is Status.FAILED and bad.attempts == 0
+    assert bad.error == "in.jsonl line 3: malformed JSON line"
+    assert len(calls) == 1
+
+
+@pytest.mark.anyio
+async def test_reask_counts_tokens_of_every_attempt() -> None:
+    """A re-ask after invalid JSON bills both responses; the final status is the last response's."""
+    replies = iter(
+        [
+            response("{", usage={"promptTokenCount": 10, "totalTokenCount": 12}),
+            response(
+                '{"label": "y"}', usage={"promptTokenCount": 10, "candidatesTokenCount": 4, "totalTokenCount": 14}
+            ),
+        ]
+    )
+
+    async def generate(body: bytes) -> Any:
+        return next(replies)
+
+    sink = ListSink()
+    await make_runner(generate, max_reasks=1).run(prompts("a"), sink)
+    (result,) = sink.results
+    assert result.status is Status.OK
+    assert result.reasks == 1 and result.attempts == 2 and result.responses == 2
+    assert result.usage == Usage(prompt=20, candidates=4, thoughts=0, cached=0, tool_use=0, total=26)
+
+
+@pytest.mark.anyio
+async def test_reask_after_truncation_raises_max_output_tokens() -> None:
+    seen: list[Any] = []
+
+    async def generate(body: bytes) -> Any:
+        config = orjson.loads(body)["generationConfig"]
+        seen.append(config.get("maxOutputTokens"))
+        return response('{"label": "y"}') if len(seen) > 1 else response('{"la', finish="MAX_TOKENS")
+
+    request = {"generationConfig": {"responseMimeType": "application/json", "maxOutputTokens": 50}}
+    sink = ListSink()
+    await make_runner(generate, request=request, reask_max_output_tokens=500).run(prompts("a"), sink)
+    assert seen == [50, 500]
+    assert sink.results[0].status is Status.OK
+
+
+@pytest.mark.anyio
+async def test_retries_then_fails_with_attempts_and_http_status() -> None:
+    async def generate(body: bytes) -> Any:
+        raise ServerError("overloaded", http_status=503)
+
+    sink = ListSink()
+    await make_runner(generate).run(prompts("a"), sink)
+    (result,) = sink.results
+    assert result.status is Status.FAILED
+    assert result.attempts == 3 and result.http_status == 503
+    assert "overloaded" in (result.error or "")
+
+
+@pytest.mark.anyio
+async def test_429_informs_the_limiter_and_refunds_the_tokens() -> None:
+    attempts: list[int] = []
+
+    async def generate(body: bytes) -> Any:
+        attempts.append(1)
+        if len(attempts) == 1:
+            raise RateLimited("quota", quota_id="GenerateRequestsPerMinutePerProjectPerModel", retry_after=2.0)
+        return response('{"label": "x"}', usage={"promptTokenCount": 7, "totalTokenCount": 9})
+
+    limiter = OpenLimiter()
+    sink = ListSink()
+    await make_runner(generate, limiter=limiter).run(prompts("a"), sink)
+    assert limiter.limited == [("GenerateRequestsPerMinutePerProjectPerModel", 2.0)]
+    assert [actual for _, actual in limiter.settled] == [0, 7]
+    assert sink.results[0].attempts == 2 and sink.results[0].status is Status.OK
+
+
+@pytest.mark.anyio
+async def test_auth_failure_on_the_first_request_stops_the_job() -> None:
+    calls: list[int] = []
+
+    async def generate(body: bytes) -> Any:
+        calls.append(1)
+        raise AuthError("API key not valid", http_status=400, reason="API_KEY_INVALID")
+
+    runner = make_runner(generate)
+    sink = ListSink()
+    await runner.run(prompts(*"abcdefgh"), sink)
+    assert isinstance(runner.stopped_by, AuthError)
+    assert calls == [1]
+    assert sink.results == []
+
+
+@pytest.mark.anyio
+async def test_same_400_on_the_first_rows_stops_the_job_after_a_handful() -> None:
+    calls: list[int] = []
+
+    async def generate(body: bytes) -> Any:
+        calls.append(1)
+        raise RequestRejected('Invalid JSON payload received. Unknown name "foo"', http_status=400)
+
+    runner = make_runner(generate)
+    sink = ListSink()
+    await runner.run(prompts(*"abcdefghij"), sink)
+    assert isinstance(runner.stopped_by, JobRejected)
+    assert len(calls) == 3
+    assert [r.status for r in sink.results] == [Status.FAILED] * 3
+
+
+@pytest.mark.anyio
+async def test_unknown_model_stops_at_the_first_request() -> None:
+    async def generate(body: bytes) -> Any:
+        raise RequestRejected("models/gemini-9 is not found", http_status=404)
+
+    runner = make_runner(generate)
+    await runner.run(prompts(*"abc"), ListSink())
+    assert isinstance(runner.stopped_by, JobRejected)
+
+
+@pytest.mark.anyio
+async def test_a_row_specific_400_fails_only_that_row() -> None:
+    async def generate(body: bytes) -> Any:
+        if prompt_text(body) == "b":
+            raise RequestRejected("image too large", http_status=400)
+        return response('{"label": "x"}')
+
+    runner = make_runner(generate)
+    sink = ListSink()
+    await runner.run(prompts(*"abcdef"), sink)
+    assert runner.stopped_by is None
+    assert sink.by_id()["r1"].status is Status.FAILED
+    assert sum(r.status is Status.OK for r in sink.results) == 5
+
+
+@pytest.mark.anyio
+async def test_daily_quota_stops_the_run_and_keeps_finished_rows() -> None:
+    served: list[int] = []
+
+    async def generate(body: bytes) -> Any:
+        if len(served) >= 5:
+            raise QuotaExhausted("daily quota", quota_id="GenerateRequestsPerDayPerProjectPerModel")
+        served.append(1)
+        return response('{"label": "x"}')
+
+    runner = make_runner(generate, concurrency=1)
+    sink = ListSink()
+    await runner.run(prompts(*"abcdefghij"), sink)
+    assert isinstance(runner.stopped_by, QuotaExhausted)
+    assert len(sink.results) == 5
+    assert len({r.id for r in sink.results}) == 5
+
+
+@pytest.mark.anyio
+async def test_concurrency_is_bounded() -> None:
+    in_flight = 0
+    peak = 0
+
+    async def generate(body: bytes) -> Any:
+        nonlocal in_flight, peak
+        in_flight += 1
+        peak = max(peak, in_flight)
+        await anyio.sleep(0.001)
+        in_flight -= 1
+        return response('{"label": "x"}')
+
+    sink = ListSink()
+    await make_runner(generate, concurrency=3).run(prompts(*[str(i) for i in range(40)]), sink)
+    assert peak == 3
+    assert len(sink.results) == 40
+
+
+@pytest.mark.anyio
+async def test_stop_takes_no_new_rows_and_lets_in_flight_rows_finish() -> None:
+    started: list[str] = []
+    runner: Runner
+
+    async def generate(body: bytes) -> Any:
+        started.append(prompt_text(body))
+        if len(started) == 3:
+            runner.stop()
+        await anyio.sleep(0.01)
+        return response('{"label": "x"}')
+
+    runner = make_runner(generate, concurrency=2)
+    sink = ListSink()
+    await runner.run(prompts(*[str(i) for i in range(50)]), sink)
+    assert runner.stopping
+    assert len(sink.results) == len(started) < 10
