@@ -22,6 +22,8 @@ Errors carry their context as attributes so callers never parse messages.
 
 from __future__ import annotations
 
+from typing import Any
+
 
 class BatchgenError(Exception):
     """Base of every error raised by batchgen."""
@@ -85,15 +87,15 @@ class ApiError(BatchgenError):
 class RetryableError(ApiError):
     """A transient failure; `retry_after` is the server's requested wait in seconds, when it gave one."""
 
-    def __init__(self, message: str, *, retry_after: float | None = None, **context: object) -> None:
-        super().__init__(message, **context)  # type: ignore[arg-type]
+    def __init__(self, message: str, *, retry_after: float | None = None, **context: Any) -> None:
+        super().__init__(message, **context)
         self.retry_after = retry_after
 
 
 class RateLimited(RetryableError):
     """429 RESOURCE_EXHAUSTED; `quota_id` is the QuotaFailure quota that tripped, when the body named one."""
 
-    def __init__(self, message: str, *, quota_id: str | None = None, **context: object) -> None:
+    def __init__(self, message: str, *, quota_id: str | None = None, **context: Any) -> None:
         super().__init__(message, **context)
         self.quota_id = quota_id
 
@@ -129,6 +131,6 @@ class JobRejected(FatalApiError):
 class QuotaExhausted(FatalApiError):
     """A per-day quota is spent; rerunning after it resets resumes the job."""
 
-    def __init__(self, message: str, *, quota_id: str | None = None, **context: object) -> None:
-        super().__init__(message, **context)  # type: ignore[arg-type]
+    def __init__(self, message: str, *, quota_id: str | None = None, **context: Any) -> None:
+        super().__init__(message, **context)
         self.quota_id = quota_id

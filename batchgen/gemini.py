@@ -119,7 +119,7 @@ def parse_response(data: Any) -> Reply:
     block_reason = feedback.get("blockReason")
     candidates = data.get("candidates")
     usage = parse_usage(data.get("usageMetadata"))
-    common = {
+    common: dict[str, Any] = {
         "usage": usage,
         "model_version": data.get("modelVersion"),
         "response_id": data.get("responseId"),
@@ -173,7 +173,8 @@ def error_from_response(http_status: int, body: bytes, retry_after_header: str |
     error = _error_object(body)
     message = str(error.get("message") or f"HTTP {http_status}")
     status = error.get("status")
-    details = error.get("details") if isinstance(error.get("details"), list) else []
+    raw_details = error.get("details")
+    details: list[Any] = raw_details if isinstance(raw_details, list) else []
     reason = _detail(details, "ErrorInfo").get("reason")
     context: dict[str, Any] = {"http_status": http_status, "status": status, "reason": reason}
     if http_status in (401, 403) or reason == "API_KEY_INVALID":

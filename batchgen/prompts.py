@@ -65,9 +65,10 @@ class PromptBuilder:
         if self.prompt_template is not None:
             text = self._render(row)
         elif self.prompt_field is not None:
-            text = row.get(self.prompt_field)
-            if not isinstance(text, str):
+            value = row.get(self.prompt_field)
+            if not isinstance(value, str):
                 raise ValueError(f"prompt field {self.prompt_field!r} is missing or not a string")
+            text = value
         else:
             raise ValueError(f"row has no {self.contents_field!r} field and the job sets no prompt")
         if not text.strip():

@@ -85,7 +85,7 @@ async def test_truncated_parquet_is_reported_with_its_file(tmp_path: Path) -> No
     source = InputSource(path, BUILDER)
     with pytest.raises(InputError, match="in.parquet"):
         await source.scan_ids()
-    with pytest.raises(InputError, match="truncated or corrupt"):
+    with pytest.raises(InputError, match=r"truncated or corrupt"):
         await collect(source)
 
 
