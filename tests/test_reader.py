@@ -83,7 +83,7 @@ async def test_truncated_parquet_is_reported_with_its_file(tmp_path: Path) -> No
     pq.write_table(pa.table({"id": ["a"] * 100, "p": ["x"] * 100}), path)
     path.write_bytes(path.read_bytes()[:-30])
     source = InputSource(path, BUILDER)
-    with pytest.raises(InputError, match="in.parquet"):
+    with pytest.raises(InputError, match=r"in\.parquet"):
         await source.scan_ids()
     with pytest.raises(InputError, match=r"truncated or corrupt"):
         await collect(source)
