@@ -70,6 +70,13 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--limit", type=int, metavar="N", help="send at most N rows")
     run.add_argument("--allow-duplicate-ids", action="store_true", help="suffix repeated ids (#2, #3...)")
     run.add_argument(
+        "--retry-failed",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="on a rerun, send rows that ended `failed` again (default: yes)",
+    )
+    run.add_argument("--force", action="store_true", help="write into a results folder made by a different job")
+    run.add_argument(
         "--local-server",
         action="store_true",
         help="run against an in-process local Gemini server (no key needed)",
@@ -147,7 +154,12 @@ def _check(args: argparse.Namespace) -> int:
 
 def _run(args: argparse.Namespace) -> int:
     job = load_with_flags(args)
-    options = RunOptions(limit=args.limit, allow_duplicate_ids=args.allow_duplicate_ids)
+    options = RunOptions(
+        limit=args.limit,
+        allow_duplicate_ids=args.allow_duplicate_ids,
+        retry_failed=args.retry_failed,
+        force=args.force,
+    )
     interrupted: list[int] = []
     outcome = anyio.run(_run_async, job, options, args.local_server, interrupted, **_backend())
     _print_summary(outcome, sys.stdout)

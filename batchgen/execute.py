@@ -14,7 +14,10 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import anyio
 import pyarrow as pa
+
+from batchgen import ledger
 
 from batchgen.client import Endpoint, GeminiClient
 from batchgen.errors import BatchgenError, ConfigError, InputError
@@ -38,6 +41,8 @@ class RunOptions:
 
     limit: int | None = None
     allow_duplicate_ids: bool = False
+    retry_failed: bool = True
+    force: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -102,6 +107,9 @@ async def execute(
     """Run `job` to completion (or until stopped) and record it in the results folder's manifest."""
     source, duplicates, rows = await prepare_source(job, options)
     keep = await source.keep_schema()
+    folder = job.output.path
+    ledger.check_job(folder, job.fingerprint(), force=options.force)
+    done = await anyio.to_thread.run_sync(lambda: ledger.done_ids(folder, retry_failed=options.retry_failed))
     run_id = new_run_id()
     started = time.time()
     endpoint = Endpoint(
@@ -113,7 +121,9 @@ async def execute(
     )
     async with GeminiClient(endpoint, key, connections=job.limits.concurrency) as client:
         runner = _runner(job, client)
-        runner.stats.total_rows = rows if options.limit is None else min(rows, options.limit)
+        remaining = max(0, rows - len(done.final))
+        runner.stats.total_rows = remaining if options.limit is None else min(remaining, options.limit)
+        runner.stats.skipped_rows = len(done.final)
         on_start(runner)
         sink = ParquetSink(
             job.output.path,
@@ -125,11 +135,15 @@ async def execute(
         )
         try:
             async with sink:
-                prompts = _limited(source.prompts(duplicates=duplicates), options.limit)
+                # Recorded before the first request, so a run killed outright still leaves its job identity.
+                write_manifest(folder, _job_record(job), _run_record(run_id, started, job, runner, ended=False))
+                prompts = _limited(source.prompts(skip=done.final, duplicates=duplicates), options.limit)
                 await runner.run(prompts, sink)
+            with anyio.CancelScope(shield=True):
+                await anyio.to_thread.run_sync(ledger.compact, folder, run_id)
         finally:
-            write_manifest(job.output.path, _job_record(job), _run_record(run_id, started, job, runner))
-    return RunOutcome(run_id=run_id, stats=runner.stats, stopped_by=runner.stopped_by, output=job.output.path)
+            write_manifest(folder, _job_record(job), _run_record(run_id, started, job, runner, ended=True))
+    return RunOutcome(run_id=run_id, stats=runner.stats, stopped_by=runner.stopped_by, output=folder)
 
 
 def _runner(job: Job, client: GeminiClient) -> Runner:
@@ -178,15 +192,16 @@ def _job_record(job: Job) -> dict[str, Any]:
     return {"file": str(job.file), "model": job.model, "fingerprint": job.fingerprint()}
 
 
-def _run_record(run_id: str, started: float, job: Job, runner: Runner) -> dict[str, Any]:
+def _run_record(run_id: str, started: float, job: Job, runner: Runner, *, ended: bool) -> dict[str, Any]:
     stats = runner.stats
     usage = stats.usage
     return {
         "run_id": run_id,
         "started_at": utc_iso(started),
-        "ended_at": utc_iso(time.time()),
+        "ended_at": utc_iso(time.time()) if ended else None,
         "model": job.model,
         "rows": stats.done,
+        "skipped_rows": stats.skipped_rows,
         "counts": {status.value: count for status, count in stats.counts.items()},
         "tokens": {
             "prompt": usage.prompt or 0,
