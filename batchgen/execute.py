@@ -18,7 +18,6 @@ import anyio
 import pyarrow as pa
 
 from batchgen import ledger
-
 from batchgen.client import Endpoint, GeminiClient
 from batchgen.errors import BatchgenError, ConfigError, InputError
 from batchgen.gemini import RequestTemplate
