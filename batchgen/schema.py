@@ -10,6 +10,7 @@ top-level properties become typed Arrow columns, derived once so every part file
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable, Hashable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
@@ -469,6 +470,9 @@ class _Shapes:
 
     def __init__(self, root: dict[str, Any]) -> None:
         self._registry = _registry(root)
+        # jsonschema-rs hands back referenced schemas with their keys sorted; struct fields keep the order of
+        # the document, so each lookup result is traded for the original node it equals.
+        self._originals = {_canonical(node): node for node, _, _ in _walk(root, (), _BASE_URI)}
 
     def of(self, node: Any, base: str, active: frozenset[str]) -> _Shape:
         if not isinstance(node, dict):
@@ -493,7 +497,8 @@ class _Shapes:
         if target in active:
             return _JSON
         resolved = self._registry.resolver(base).lookup(ref)
-        return self.of(resolved.contents, resolved.resolver.base_uri, active | {target})
+        node = self._originals.get(_canonical(resolved.contents), resolved.contents)
+        return self.of(node, resolved.resolver.base_uri, active | {target})
 
     def _typed(
         self, node: dict[str, Any], types: frozenset[str], base: str, active: frozenset[str]
@@ -511,6 +516,10 @@ class _Shapes:
                 tuple((name, self.of(sub, base, active)) for name, sub in properties.items())
             )
         return _merge([_SCALARS.get(name, _JSON) for name in types]) if types else _JSON
+
+
+def _canonical(node: Any) -> str:
+    return json.dumps(node, sort_keys=True)
 
 
 def _declared_types(node: dict[str, Any]) -> frozenset[str] | None:
