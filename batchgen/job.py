@@ -26,6 +26,7 @@ from pydantic import (
 from batchgen.errors import ConfigError
 from batchgen.records import RESULT_COLUMNS
 from batchgen.schema import ResponseSchema, load_response_schema
+from batchgen.thinking import check_thinking
 
 # Top-level GenerateContentRequest fields a job may set in [request] (`contents` comes from each row).
 REQUEST_FIELDS = frozenset(
@@ -178,8 +179,16 @@ def _validated(data: Mapping[str, Any], file: str) -> Job:
         error = exc.errors()[0]
         key = ".".join(str(part) for part in error["loc"]) or None
         raise ConfigError(error["msg"], file=file, key=key) from None
+    _check_request(job, file)
     _check_columns(job, file)
     return job
+
+
+def _check_request(job: Job, file: str) -> None:
+    config = job.request.get("generationConfig") or {}
+    problem = check_thinking(job.model, config)
+    if problem:
+        raise ConfigError(problem, file=file, key="request.generationConfig.thinkingConfig")
 
 
 def _check_columns(job: Job, file: str) -> None:

@@ -129,9 +129,7 @@ class _OpenApiChecker:
         if not isinstance(values, list) or not values:
             self._fail("enum must be a non-empty list of strings", (*path, "enum"))
         if kind not in ("STRING", "INTEGER", "NUMBER"):
-            self._fail(
-                f"enum is only allowed on type STRING (or INTEGER/NUMBER), not {kind}", (*path, "enum")
-            )
+            self._fail(f"enum is only allowed on type STRING (or INTEGER/NUMBER), not {kind}", (*path, "enum"))
         for index, value in enumerate(values):
             # The proto field is `repeated string`: INTEGER/NUMBER enums are written as numeric strings.
             if not isinstance(value, str) or _enum_value(kind, value) is None:
@@ -150,9 +148,7 @@ class _OpenApiChecker:
         if kind == "OBJECT" and not properties:
             # The API answers "properties: should be non-empty for OBJECT type" for a missing or empty map.
             where = (*path, "properties") if "properties" in schema else path
-            self._fail(
-                "type OBJECT needs at least one property (free-form objects need responseJsonSchema)", where
-            )
+            self._fail("type OBJECT needs at least one property (free-form objects need responseJsonSchema)", where)
         for key in ("required", "propertyOrdering"):
             self._names(schema, key, properties or {}, path)
 
@@ -228,9 +224,7 @@ def _convert(schema: Mapping[str, Any]) -> dict[str, Any]:
     if "items" in schema:
         out["items"] = _convert(schema["items"])
     if "anyOf" in schema:
-        out["anyOf"] = [_convert(branch) for branch in schema["anyOf"]] + (
-            [{"type": "null"}] if nullable else []
-        )
+        out["anyOf"] = [_convert(branch) for branch in schema["anyOf"]] + ([{"type": "null"}] if nullable else [])
     return out
 
 
@@ -430,11 +424,7 @@ def _list_shape(item: _Shape) -> _Shape:
 
 def _struct_shape(fields: tuple[tuple[str, _Shape], ...]) -> _Shape:
     def convert(value: Any) -> Any:
-        return (
-            {name: shape.convert(value.get(name)) for name, shape in fields}
-            if isinstance(value, dict)
-            else None
-        )
+        return {name: shape.convert(value.get(name)) for name, shape in fields} if isinstance(value, dict) else None
 
     arrow = pa.struct([pa.field(name, shape.type) for name, shape in fields])
     return _Shape(("struct", tuple((name, shape.key) for name, shape in fields)), arrow, convert, fields)
@@ -500,9 +490,7 @@ class _Shapes:
         node = self._originals.get(_canonical(resolved.contents), resolved.contents)
         return self.of(node, resolved.resolver.base_uri, active | {target})
 
-    def _typed(
-        self, node: dict[str, Any], types: frozenset[str], base: str, active: frozenset[str]
-    ) -> _Shape:
+    def _typed(self, node: dict[str, Any], types: frozenset[str], base: str, active: frozenset[str]) -> _Shape:
         if types == {"array"}:
             items = node.get("items")
             if "prefixItems" in node or isinstance(items, list):
@@ -512,9 +500,7 @@ class _Shapes:
             properties = node.get("properties")
             if not isinstance(properties, dict) or not properties:
                 return _JSON  # free-form; Parquet cannot store a struct without fields either
-            return _struct_shape(
-                tuple((name, self.of(sub, base, active)) for name, sub in properties.items())
-            )
+            return _struct_shape(tuple((name, self.of(sub, base, active)) for name, sub in properties.items()))
         return _merge([_SCALARS.get(name, _JSON) for name in types]) if types else _JSON
 
 
@@ -590,14 +576,10 @@ def _compile(json_schema: dict[str, Any], source: str | None) -> jsonschema_rs.V
     # Formats stay annotations (the 2020-12 default): the API gives most of them no effect, so asserting them
     # would fail rows the model wrote in good faith. `offline` because no schema may reach the network.
     try:
-        return jsonschema_rs.validator_for(
-            json_schema, validate_formats=False, offline=True, base_uri=_BASE_URI
-        )
+        return jsonschema_rs.validator_for(json_schema, validate_formats=False, offline=True, base_uri=_BASE_URI)
     except ValueError as exc:  # jsonschema_rs.ValidationError (a bad pattern, say) is a ValueError
         path = getattr(exc, "instance_path", ())
-        raise SchemaError(
-            _shorten(getattr(exc, "message", str(exc))), file=source, pointer=_pointer(path)
-        ) from exc
+        raise SchemaError(_shorten(getattr(exc, "message", str(exc))), file=source, pointer=_pointer(path)) from exc
 
 
 def _shorten(message: str) -> str:
@@ -618,9 +600,7 @@ def load_response_schema(
     if not dialects:
         return None
     if len(dialects) > 1:
-        raise ConfigError(
-            "set responseSchema or responseJsonSchema, not both", file=job_file, key="generationConfig"
-        )
+        raise ConfigError("set responseSchema or responseJsonSchema, not both", file=job_file, key="generationConfig")
     dialect = dialects[0]
     mime_type = generation_config.get("responseMimeType")
     if mime_type != "application/json":
@@ -634,9 +614,7 @@ def load_response_schema(
     return ResponseSchema(dialect, wire, wire, source)
 
 
-def _schema_value(
-    value: Any, dialect: Dialect, base_dir: Path, job_file: str | None
-) -> tuple[Any, str | None]:
+def _schema_value(value: Any, dialect: Dialect, base_dir: Path, job_file: str | None) -> tuple[Any, str | None]:
     """The schema and where it came from: a file path, or the job file for an inline schema."""
     if isinstance(value, dict):
         return value, job_file
