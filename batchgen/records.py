@@ -114,6 +114,13 @@ RESULT_COLUMNS = (
     "http_status",
     "run_id",
     "finished_at",
+    "function_calls",
+    "grounding_queries",
+    "grounding_chunks",
+    "grounding_supports",
+    "citations",
+    "safety_ratings",
+    "avg_logprobs",
 )
 
 

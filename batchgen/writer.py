@@ -22,6 +22,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from batchgen.errors import OutputError
+from batchgen.extras import EXTRA_FIELDS, extra_columns
 from batchgen.records import RESULT_COLUMNS, Result
 
 MANIFEST = "_manifest.json"
@@ -53,7 +54,7 @@ _FIELDS: dict[str, pa.DataType] = {
     "run_id": pa.string(),
     "finished_at": pa.timestamp("ms", tz="UTC"),
 }
-assert tuple(_FIELDS) == RESULT_COLUMNS, "writer and records disagree on the results contract"
+assert (*_FIELDS, *EXTRA_FIELDS.names) == RESULT_COLUMNS, "writer and records disagree on the results contract"
 
 # Result attribute (or usage field) feeding each fixed column.
 _USAGE_COLUMNS = {
@@ -79,7 +80,7 @@ class Layout:
     @property
     def schema(self) -> pa.Schema:
         fixed = [pa.field(name, kind) for name, kind in _FIELDS.items()]
-        return pa.schema(fixed + list(self.keep) + list(self.typed))
+        return pa.schema(fixed + list(EXTRA_FIELDS) + list(self.keep) + list(self.typed))
 
 
 class ParquetSink:
@@ -162,6 +163,7 @@ class ParquetSink:
         columns: list[pa.Array] = []
         for name, kind in _FIELDS.items():
             columns.append(pa.array(self._column(name, rows), type=kind))
+        columns.extend(extra_columns([r.extras for r in results]))
         for field in self.layout.keep:
             columns.append(_keep_array([r.keep.get(field.name) for r in results], field.type))
         if self.layout.typed_columns is not None:

@@ -1,0 +1,47 @@
+"""Grounding, function calls, citations and safety ratings become typed, queryable columns."""
+
+from __future__ import annotations
+
+import duckdb
+import pyarrow as pa
+
+from batchgen.extras import EXTRA_FIELDS, extra_columns
+
+GROUNDED = {
+    "groundingMetadata": {
+        "webSearchQueries": ["who won euro 2024"],
+        "groundingChunks": [{"web": {"uri": "https://example.org/a", "title": "example.org"}}],
+        "groundingSupports": [
+            {
+                "segment": {"startIndex": 0, "endIndex": 20, "text": "Spain won Euro 2024"},
+                "groundingChunkIndices": [0],
+                "confidenceScores": [0.97],
+            }
+        ],
+    },
+    "citationMetadata": {
+        "citationSources": [{"startIndex": 1, "endIndex": 9, "uri": "https://x.org", "license": "mit"}]
+    },
+    "safetyRatings": [{"category": "HARM_CATEGORY_HARASSMENT", "probability": "NEGLIGIBLE"}],
+    "avgLogprobs": -0.25,
+    "functionCalls": [{"name": "get_weather", "args": {"city": "Paris"}}],
+}
+
+
+def test_columns_hold_the_structured_fields_and_nulls_for_plain_rows() -> None:
+    table = pa.Table.from_arrays(extra_columns([GROUNDED, {}]), schema=EXTRA_FIELDS)
+    first, plain = table.to_pylist()
+    assert first["grounding_queries"] == ["who won euro 2024"]
+    assert first["grounding_chunks"] == [{"uri": "https://example.org/a", "title": "example.org"}]
+    assert first["grounding_supports"][0]["chunk_indices"] == [0]
+    assert first["citations"][0]["license"] == "mit"
+    assert first["function_calls"] == [{"name": "get_weather", "args_json": '{"city":"Paris"}'}]
+    assert first["safety_ratings"][0]["blocked"] is None
+    assert first["avg_logprobs"] == -0.25
+    assert all(value is None for value in plain.values())
+
+
+def test_grounding_sources_are_queryable_in_duckdb() -> None:
+    results = pa.Table.from_arrays(extra_columns([GROUNDED, {}]), schema=EXTRA_FIELDS)
+    uris = duckdb.sql("select unnest(grounding_chunks).uri as uri from results").fetchall()
+    assert uris == [("https://example.org/a",)]
