@@ -43,5 +43,7 @@ def test_columns_hold_the_structured_fields_and_nulls_for_plain_rows() -> None:
 
 def test_grounding_sources_are_queryable_in_duckdb() -> None:
     results = pa.Table.from_arrays(extra_columns([GROUNDED, {}]), schema=EXTRA_FIELDS)
-    uris = duckdb.sql("select unnest(grounding_chunks).uri as uri from results").fetchall()
+    connection = duckdb.connect()
+    connection.register("results", results)
+    uris = connection.sql("select unnest(grounding_chunks).uri as uri from results").fetchall()
     assert uris == [("https://example.org/a",)]
