@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import secrets
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -25,7 +25,7 @@ from batchgen.job import Job
 from batchgen.limiter import Limits, RateLimiter
 from batchgen.outcome import judge
 from batchgen.prompts import PromptBuilder
-from batchgen.reader import InputSource
+from batchgen.reader import BATCH_ROWS, InputSource
 from batchgen.records import Prompt, Result, Status
 from batchgen.retry import Retrier, RetryPolicy
 from batchgen.runner import Runner, RunPolicy
@@ -66,12 +66,18 @@ def prompt_builder(job: Job) -> PromptBuilder:
         prompt_field=job.input.prompt_field,
         contents_field=job.input.contents_field,
         keep_columns=job.output.keep_columns,
+        media_field=job.input.media_field,
+        media_uri_field=job.input.media_uri_field,
+        mime_field=job.input.mime_field,
+        media_root=job.input.path if job.input.path.is_dir() else job.input.path.parent,
     )
 
 
 async def prepare_source(job: Job, options: RunOptions) -> tuple[InputSource, frozenset[str], int]:
     """Open the input and check its ids before anything is sent; returns (source, allowed duplicates, rows)."""
-    source = InputSource(job.input.path, prompt_builder(job))
+    # Rows carrying media hold whole files in memory: read them in small batches.
+    batch_rows = 16 if job.input.media_field else BATCH_ROWS
+    source = InputSource(job.input.path, prompt_builder(job), batch_rows=batch_rows)
     scan = await source.scan_ids()
     if scan.duplicates and not options.allow_duplicate_ids:
         shown = ", ".join(f"{k!r} x{v}" for k, v in list(scan.duplicates.items())[:5])
@@ -89,9 +95,8 @@ def layout_for(job: Job, keep: pa.Schema) -> Layout:
         return Layout(keep=keep, typed=pa.schema([]))
     prefix = job.output.column_prefix
 
-    def typed_columns(results: list[Result]) -> list[pa.Array]:
-        outputs = [r.output if r.status is Status.OK else None for r in results]
-        return schema.arrow_columns(outputs, prefix)
+    def typed_columns(results: Sequence[Result]) -> list[pa.Array]:
+        return schema.arrow_columns([r.output if r.status is Status.OK else None for r in results])
 
     return Layout(keep=keep, typed=schema.arrow_schema(prefix), typed_columns=typed_columns)
 

@@ -35,9 +35,9 @@ _RETRYABLE_STATUSES = frozenset({408, 429, 500, 502, 503, 504})
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)s\s*$")
 
 
-def user_contents(text: str) -> bytes:
-    """The `contents` array for a single-turn text prompt."""
-    return orjson.dumps([{"role": "user", "parts": [{"text": text}]}])
+def user_contents(text: str, media: Sequence[Mapping[str, Any]] = ()) -> bytes:
+    """The `contents` array for a single-turn prompt: media parts (inlineData / fileData) first, then the text."""
+    return orjson.dumps([{"role": "user", "parts": [*media, {"text": text}]}])
 
 
 @dataclass(frozen=True, slots=True)

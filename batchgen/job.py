@@ -58,6 +58,9 @@ class InputSpec(_Section):
     prompt_template: str | None = None
     prompt_field: str | None = None
     contents_field: str = "contents"
+    media_field: str | None = None
+    media_uri_field: str | None = None
+    mime_field: str | None = None
 
     @model_validator(mode="after")
     def _one_prompt_source(self) -> InputSpec:

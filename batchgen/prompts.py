@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import base64
+import mimetypes
 import string
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import orjson
@@ -26,6 +29,12 @@ class PromptBuilder:
     prompt_field: str | None = None
     contents_field: str = "contents"
     keep_columns: Sequence[str] = ()
+    # Multimodal rows: a local file sent as inlineData (relative paths against `media_root`), or a URI sent as
+    # fileData; the MIME type comes from `mime_field` or the file name.
+    media_field: str | None = None
+    media_uri_field: str | None = None
+    mime_field: str | None = None
+    media_root: Path | None = None
     _template_fields: tuple[str, ...] = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
@@ -73,7 +82,31 @@ class PromptBuilder:
             raise ValueError(f"row has no {self.contents_field!r} field and the job sets no prompt")
         if not text.strip():
             raise ValueError("prompt is empty")
-        return user_contents(text)
+        return user_contents(text, self._media(row))
+
+    def _media(self, row: Mapping[str, Any]) -> list[dict[str, Any]]:
+        parts: list[dict[str, Any]] = []
+        if self.media_field is not None and row.get(self.media_field) is not None:
+            path = Path(str(row[self.media_field]))
+            if not path.is_absolute() and self.media_root is not None:
+                path = self.media_root / path
+            try:
+                data = path.read_bytes()
+            except OSError as exc:
+                raise ValueError(f"cannot read media file {path}: {exc.strerror or exc}") from exc
+            inline = {"mimeType": self._mime(row, path.name), "data": base64.b64encode(data).decode("ascii")}
+            parts.append({"inlineData": inline})
+        if self.media_uri_field is not None and row.get(self.media_uri_field) is not None:
+            uri = str(row[self.media_uri_field])
+            parts.append({"fileData": {"mimeType": self._mime(row, uri), "fileUri": uri}})
+        return parts
+
+    def _mime(self, row: Mapping[str, Any], name: str) -> str:
+        given = row.get(self.mime_field) if self.mime_field is not None else None
+        mime = given if isinstance(given, str) and given else mimetypes.guess_type(name)[0]
+        if mime is None:
+            raise ValueError(f"no MIME type for {name!r}: add a {self.mime_field or 'mime_field'} column")
+        return mime
 
     def _render(self, row: Mapping[str, Any]) -> str:
         missing = [name for name in self._template_fields if row.get(name) is None]

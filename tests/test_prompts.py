@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import base64
+from pathlib import Path
+
 import orjson
 import pytest
 
@@ -63,3 +66,19 @@ def test_row_without_a_readable_id_is_named_by_its_line() -> None:
 def test_non_object_row() -> None:
     prompt = PromptBuilder().build([1, 2], 0, "in.jsonl", "line:2")
     assert prompt.problem == "row is a JSON list, not an object"
+
+
+def test_media_file_is_sent_inline_and_uris_as_file_data(tmp_path: Path) -> None:
+    (tmp_path / "cat.png").write_bytes(b"\x89PNG fake")
+    builder = PromptBuilder(prompt_field="p", media_field="image", media_uri_field="doc", media_root=tmp_path)
+    prompt = builder.build({"p": "Describe", "image": "cat.png", "doc": "gs://b/report.pdf"}, 0, "in.jsonl", "line:1")
+    parts = orjson.loads(prompt.contents)[0]["parts"]
+    assert parts[0] == {"inlineData": {"mimeType": "image/png", "data": base64.b64encode(b"\x89PNG fake").decode()}}
+    assert parts[1] == {"fileData": {"mimeType": "application/pdf", "fileUri": "gs://b/report.pdf"}}
+    assert parts[2] == {"text": "Describe"}
+
+
+def test_missing_media_file_is_a_row_problem(tmp_path: Path) -> None:
+    builder = PromptBuilder(prompt_field="p", media_field="image", media_root=tmp_path)
+    prompt = builder.build({"p": "Describe", "image": "nope.jpg"}, 0, "in.jsonl", "line:1")
+    assert prompt.problem is not None and "cannot read media file" in prompt.problem
