@@ -48,7 +48,9 @@ class InputError(BatchgenError):
     """The input cannot be read (missing, unreadable, truncated); `line` or `row` locate it when known."""
 
     def __init__(self, message: str, *, file: str, line: int | None = None, row: int | None = None) -> None:
-        where = file if line is None and row is None else f"{file}:{line if line is not None else f'row {row}'}"
+        where = (
+            file if line is None and row is None else f"{file}:{line if line is not None else f'row {row}'}"
+        )
         super().__init__(f"{where}: {message}")
         self.file = file
         self.line = line
