@@ -51,8 +51,8 @@ def sections(report: Report) -> tuple[tuple[str, str, tuple[Line, ...]], ...]:
 
 
 def line_fields(line: Line) -> dict[str, int | float]:
-    """A line's figures under their machine names, at full precision."""
-    return {name: value(line) for name, _, value in COLUMNS}
+    """A line's figures under their machine names; dollars to 1e-12, which drops float noise but no cent."""
+    return {name: round(value(line), 12) for name, _, value in COLUMNS}
 
 
 def render(report: Report, fmt: Format) -> str:
@@ -69,8 +69,8 @@ def render(report: Report, fmt: Format) -> str:
 
 
 def usd(value: float) -> str:
-    """Dollars for reading: cents from $1 up, else micro-dollars so small runs do not show as $0.00."""
-    return f"${value:,.2f}" if abs(value) >= 1 else f"${value:.6f}"
+    """Dollars for reading, to the micro-dollar so that small test runs do not show as $0.00."""
+    return f"${value:,.6f}"
 
 
 def display(name: str, value: int | float) -> str:
@@ -104,7 +104,12 @@ def price_summary(price: Price) -> str:
 
 
 def _rates_text(rates: Rates) -> str:
-    return f"${rates.input:g} / ${rates.cached_input:g} / ${rates.output:g}"
+    return " / ".join(_rate(value) for value in (rates.input, rates.cached_input, rates.output))
+
+
+def _rate(value: float) -> str:
+    cents = f"{value:.2f}"
+    return f"${cents}" if float(cents) == value else f"${value:g}"
 
 
 def notes(report: Report) -> list[str]:
@@ -138,7 +143,8 @@ def _table(report: Report) -> str:
         console.print(note, soft_wrap=True)
     output = console.file
     assert isinstance(output, io.StringIO)
-    return output.getvalue()
+    # rich pads titles to the table's width; trailing blanks are noise in a file or a diff.
+    return "".join(line.rstrip() + "\n" for line in output.getvalue().splitlines())
 
 
 def _runs_table(runs: tuple[RunInfo, ...]) -> Table:
@@ -167,8 +173,13 @@ def _csv(report: Report) -> str:
     writer.writerow(["breakdown", "key", *(name for name, _, _ in COLUMNS)])
     for name, _, lines in sections(report):
         for line in lines:
-            writer.writerow([name, " / ".join(line.key), *(repr(v) for v in line_fields(line).values())])
+            writer.writerow([name, " / ".join(line.key), *map(_plain, line_fields(line).values())])
     return output.getvalue()
+
+
+def _plain(value: int | float) -> str:
+    """A number in plain decimal notation (no 4.5e-05), which every spreadsheet reads the same way."""
+    return str(value) if isinstance(value, int) else f"{value:.12f}".rstrip("0").rstrip(".")
 
 
 def _json(report: Report) -> str:

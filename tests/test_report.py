@@ -463,6 +463,7 @@ def test_csv_reads_back_to_the_same_figures(report: Report) -> None:
         assert int(record["rows"]) == expected[0]
         assert int(record["thoughts_tokens"]) == expected[4]
         assert float(record["cost_usd"]) == pytest.approx(expected[-1])
+    assert keyed[("total", "total")]["cost_cached_usd"] == "0.012545"  # no float noise (0.012544999999999999)
 
 
 def test_table_shows_every_section_and_cost(report: Report) -> None:
@@ -480,9 +481,11 @@ def test_table_shows_every_section_and_cost(report: Report) -> None:
         DAY2,
     ):
         assert expected in text
-    assert "$1.08" in text  # the grand total, 1.08151
-    assert "$0.034465" in text  # flash, below $1: shown to the micro-dollar
+    assert "$1.081510" in text  # the grand total, to the micro-dollar
+    assert "$0.000045" in text  # flash's cache reads: small runs do not round to $0.00
+    assert "$1.25 / $0.125 / $10.00; above 200,000: $2.50 / $0.25 / $15.00" in text  # pro's prices
     assert "\x1b[" not in text  # no terminal escapes in a string meant for files too
+    assert all(line == line.rstrip() for line in text.splitlines())
 
 
 def test_markdown_tables_are_well_formed(report: Report) -> None:
