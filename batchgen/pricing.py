@@ -159,7 +159,7 @@ class PriceTable:
 
         Raises ConfigError when no entry applies: an unknown model is never priced at 0.
         """
-        name = model.rsplit("/", 1)[-1]
+        name = model.removeprefix("models/")
         if name in self.prices:
             return self.prices[name]
         extended = [known for known in self.prices if _is_version_of(name, known)]

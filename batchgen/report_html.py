@@ -6,7 +6,6 @@ model, the status breakdown, latency and attempts histograms, then the same tabl
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 from html import escape
 from pathlib import Path
@@ -108,7 +107,7 @@ def latency_histogram(latency: pa.ChunkedArray) -> tuple[list[str], list[int]]:
     highest = pc.max(values).as_py()
     top = pc.quantile(values, q=0.99, interpolation="higher")[0].as_py() or highest or 1.0
     step = nice_step(top, HISTOGRAM_BINS)
-    count = max(math.ceil(top / step), 1)
+    count = int(top // step) + 1  # the bin holding `top` is a regular one: [top, top+step) is not a tail
     index = pc.max_element_wise(pc.floor(pc.divide(values, step)).cast(pa.int64()), 0)
     counts = _counts(pc.min_element_wise(index, count))
     labels = [_duration(k * step, step) for k in range(count)]

@@ -35,6 +35,9 @@ from __future__ import annotations
 
 import csv
 import io
+import re
+import shutil
+import subprocess
 from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
@@ -45,10 +48,20 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from batchgen.errors import ConfigError, InputError
+from batchgen.errors import ConfigError, InputError, OutputError
 from batchgen.pricing import PriceTable
 from batchgen.report import RESULT_SCHEMA, Report, build_report, load_results, load_runs
 from batchgen.report_format import FORMATS, render
+from batchgen.report_html import (
+    ATTEMPTS_COLOUR,
+    LATENCY_COLOUR,
+    MODEL_COLOURS,
+    STATUS_COLOURS,
+    attempts_histogram,
+    latency_histogram,
+    render_html,
+    write_html,
+)
 
 FLASH, PRO = "gemini-2.5-flash", "gemini-2.5-pro"
 RUN_A, RUN_B = "20260101T100000Z-aaaa", "20260102T090000Z-bbbb"
@@ -510,3 +523,145 @@ def test_unknown_format_is_rejected(report: Report) -> None:
     """A format name outside FORMATS is a programming error, not an empty report."""
     with pytest.raises(ValueError, match="unknown report format"):
         render(report, "yaml")  # type: ignore[arg-type]
+
+
+# HTML -----------------------------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def html(report: Report, folder: Path) -> str:
+    return render_html(report, load_results([folder]))
+
+
+def test_html_is_self_contained(html: str) -> None:
+    """The page fetches nothing: no script, no stylesheet link, no URL in src/href/url(), no http at all."""
+    assert html.startswith("<!DOCTYPE html>")
+    assert not re.search(r"<script|<link|<img|<iframe|@import|url\(", html, re.IGNORECASE)
+    assert not re.search(r"""\b(?:src|href)\s*=""", html, re.IGNORECASE)
+    assert "http:" not in html and "https:" not in html
+
+
+def test_html_has_the_five_charts(html: str) -> None:
+    """Tokens and cost by day and model, status, latency and attempts, each an inline SVG."""
+    labels = re.findall(r'<svg class="chart"[^>]*aria-label="([^"]+)"', html)
+    assert labels == ["tokens", "cost", "status", "latency", "attempts"]
+    assert html.count("</svg>") == 5
+
+
+def test_html_stacks_each_day_by_model(html: str) -> None:
+    """Each (day, model) cell is one coloured bar segment whose tooltip gives the exact figure."""
+    flash, pro = MODEL_COLOURS[0], MODEL_COLOURS[1]
+    # day 2 pro = r5 + r6: 253_000 + 302_100 = 555_100 tokens, costing 0.5575 + 0.395125 = 0.952625
+    assert f'fill="{pro}"><title>2026-01-02, {PRO}: 555k</title>' in html
+    assert f'fill="{pro}"><title>2026-01-02, {PRO}: $0.952625</title>' in html
+    # day 1 flash = r1 + r2: 4_200 + 7_300 = 11_500 tokens
+    assert f'fill="{flash}"><title>2026-01-01, {FLASH}: 11.5k</title>' in html
+    for status in ("ok", "invalid_json", "truncated", "failed"):
+        assert f'fill="{STATUS_COLOURS[status]}"><title>{status}:' in html
+
+
+def test_html_shows_the_figures_and_runs(html: str) -> None:
+    """The summary and tables carry the same figures as the text formats, and the runs' start and end."""
+    assert "$1.081510" in html
+    assert "<td>2026-01-02T09:07:01Z</td>" in html
+    assert '<td class="n">573,292</td>' in html  # pro's total tokens
+
+
+def test_html_escapes_names(tmp_path: Path) -> None:
+    """Model names come from data: they are escaped, never markup."""
+    name = "<b>evil</b>"
+    prices_file = tmp_path / "p.toml"
+    prices_file.write_text(f'[models."{name}"]\ninput = 1\noutput = 1\ncached_input = 1\n', encoding="utf-8")
+    table = load_results([write_folder(tmp_path / "out", [[(*ROWS[0][:1], name, *ROWS[0][2:])]])])
+    page = render_html(build_report(table, PriceTable.load(prices_file)), table)
+    assert name not in page and "&lt;b&gt;evil&lt;/b&gt;" in page
+
+
+def test_latency_histogram_bins_by_round_widths(folder: Path) -> None:
+    """Latencies 1.2, 3.4, 5.1, 9, 30, 41, 52 s: the 99th percentile (52 s) over 20 bins gives 5 s bins."""
+    labels, counts = latency_histogram(load_results([folder])["latency_ms"])
+    assert labels == [f"{5 * k} s" for k in range(11)]
+    # floor(v / 5000): 0, 0, 1, 1 (9 s), 6, 8, 10
+    assert counts == [2, 2, 0, 0, 0, 0, 1, 0, 1, 0, 1]
+
+
+def test_latency_histogram_puts_stragglers_in_one_tail_bin() -> None:
+    """199 rows at 100 ms and one at 60 s: 5 ms bins up to the 100 ms bin, then one '≥ 105 ms' bar."""
+    labels, counts = latency_histogram(pa.chunked_array([[100.0] * 199 + [60_000.0, None]]))
+    assert len(labels) == 22 and labels[-1] == "≥ 105 ms" and labels[20] == "100 ms"
+    assert counts[20] == 199 and counts[21] == 1 and sum(counts) == 200
+
+
+def test_attempts_histogram_counts_each_number_of_attempts(folder: Path) -> None:
+    """Attempts 1, 2, 2, 5, 1, 2, 1: three rows took 1, three took 2, one took 5."""
+    assert attempts_histogram(load_results([folder])["attempts"]) == (
+        ["1", "2", "3", "4", "5"],
+        [3, 3, 0, 0, 1],
+    )
+    labels, counts = attempts_histogram(pa.chunked_array([[1, 40, 41]], pa.int32()))
+    assert labels[-1] == "> 20" and counts[-1] == 2
+
+
+def test_histograms_of_nothing_are_empty() -> None:
+    """No latency or attempts recorded: empty histograms, and the page still renders."""
+    nothing = pa.chunked_array([[None, None]], pa.float64())
+    assert latency_histogram(nothing) == ([], [])
+    assert attempts_histogram(nothing.cast(pa.int32())) == ([], [])
+
+
+def test_write_html_writes_the_page(report: Report, folder: Path, tmp_path: Path) -> None:
+    """write_html puts render_html's page in the file."""
+    table = load_results([folder])
+    write_html(tmp_path / "r.html", report, table)
+    assert (tmp_path / "r.html").read_text(encoding="utf-8") == render_html(report, table)
+
+
+def test_write_html_to_an_unwritable_place_is_an_output_error(
+    report: Report, folder: Path, tmp_path: Path
+) -> None:
+    """A page that cannot be written fails with OutputError naming the path."""
+    target = tmp_path / "missing-dir" / "r.html"
+    with pytest.raises(OutputError) as info:
+        write_html(target, report, load_results([folder]))
+    assert info.value.path == str(target)
+
+
+CHROMIUM = next(
+    (found for name in ("chromium", "chromium-browser", "google-chrome") if (found := shutil.which(name))),
+    None,
+)
+
+
+@pytest.mark.skipif(CHROMIUM is None, reason="no chromium binary (CI installs the `chromium` apt package)")
+def test_html_renders_its_charts_in_headless_chromium(report: Report, folder: Path, tmp_path: Path) -> None:
+    """Chromium renders the page offline and the screenshot shows every chart's colours in solid areas."""
+    pytest.importorskip("PIL", reason="pillow is in the dev extra")
+    from PIL import Image
+
+    page, shot = tmp_path / "report.html", tmp_path / "shot.png"
+    write_html(page, report, load_results([folder]))
+    assert CHROMIUM is not None
+    subprocess.run(
+        [
+            CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+            "--disable-background-networking", "--disable-component-update", "--disable-sync",
+            f"--user-data-dir={tmp_path / 'profile'}", f"--screenshot={shot}", "--window-size=1200,2000",
+            page.as_uri(),
+        ],
+        check=True,
+        capture_output=True,
+        timeout=60,
+    )  # fmt: skip
+    with Image.open(shot) as image:
+        pixels = {rgb: n for n, rgb in image.convert("RGB").getcolors(maxcolors=1 << 24) or []}
+
+    def area(colour: str) -> int:
+        return pixels.get(tuple(int(colour[i : i + 2], 16) for i in (1, 3, 5)), 0)
+
+    # Solid bars are thousands of pixels; a missing or unrendered chart leaves (near) none.
+    assert area(MODEL_COLOURS[1]) > 20_000  # pro's stacks in the tokens and cost charts
+    assert area(MODEL_COLOURS[0]) > 1_000  # flash's thin stacks and legend swatches
+    assert area(STATUS_COLOURS["ok"]) > 2_000  # the status chart's longest bar
+    assert area(STATUS_COLOURS["failed"]) > 500
+    assert area(LATENCY_COLOUR) > 5_000
+    assert area(ATTEMPTS_COLOUR) > 5_000
