@@ -149,6 +149,11 @@ def _dollars(value: float) -> str:
     return "$0" if value == 0 else f"${value:,.6f}".rstrip("0").rstrip(".")
 
 
+def _headline_dollars(value: float) -> str:
+    """Cents once a figure reaches $100 (the tables keep the micro-dollars), else `usd`."""
+    return f"${value:,.2f}" if value >= 100 else usd(value)
+
+
 def _subtitle(report: Report) -> str:
     days = [line.key[0] for line in report.by_day]
     span = f"{days[0]} to {days[-1]} (UTC)" if days else "no rows"
@@ -162,7 +167,7 @@ def _cards(report: Report) -> str:
     ok = next((line.rows for line in report.by_status if line.key == ("ok",)), 0)
     output = totals.candidates + totals.thoughts
     cards = [
-        (usd(totals.cost.total), "total cost (USD)"),
+        (_headline_dollars(totals.cost.total), "total cost (USD)"),
         (f"{totals.rows:,}", "rows"),
         (f"{ok / totals.rows:.1%}" if totals.rows else "n/a", "rows ok"),
         (_tokens(totals.total), "tokens"),
