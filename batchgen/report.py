@@ -103,7 +103,9 @@ class RunInfo:
 
 @dataclass(frozen=True, slots=True)
 class Report:
-    """Totals and breakdowns of a set of results; breakdown keys are 1-tuples except `by_day_model`."""
+    """Totals and breakdowns of a set of results; breakdown keys are 1-tuples except `by_day_model`'s
+    (day, model). `prices` maps each model name found in the results to the price applied to it.
+    """
 
     totals: Line
     by_model: tuple[Line, ...]
@@ -114,10 +116,6 @@ class Report:
     prices: Mapping[str, Price]
     runs: tuple[RunInfo, ...] = ()
     factor: float = 1.0
-
-    def run(self, run_id: str) -> RunInfo | None:
-        """The manifest's record of `run_id`, when a manifest had one."""
-        return next((run for run in self.runs if run.run_id == run_id), None)
 
 
 def load_results(paths: Sequence[Path]) -> pa.Table:
