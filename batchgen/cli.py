@@ -22,9 +22,13 @@ from typing import Any, TextIO
 import anyio
 
 from batchgen import fakeserver
-from batchgen.errors import ConfigError, InputError
+from batchgen.errors import ConfigError, InputError, OutputError
 from batchgen.execute import RunOptions, RunOutcome, execute, prepare_source
 from batchgen.job import Job, load_job
+from batchgen.pricing import PriceTable
+from batchgen.report import build_report, load_results, load_runs
+from batchgen.report_format import FORMATS, render
+from batchgen.report_html import write_html
 from batchgen.records import Status
 from batchgen.runner import Runner
 from batchgen.secret import ApiKey
@@ -52,6 +56,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (ConfigError, InputError) as exc:
         print(f"batchgen: error: {exc}", file=sys.stderr)
         return EXIT_CONFIG
+    except OutputError as exc:
+        print(f"batchgen: error: {exc}", file=sys.stderr)
+        return EXIT_FATAL
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -86,6 +93,13 @@ def _parser() -> argparse.ArgumentParser:
     check = commands.add_parser("check", help="run every start-up check of a job without sending a request")
     _job_arguments(check)
     check.set_defaults(handler=_check)
+
+    report = commands.add_parser("report", help="tokens and cost from one or more results folders")
+    report.add_argument("folders", type=Path, nargs="+", metavar="OUT", help="results folder(s)")
+    report.add_argument("--format", choices=FORMATS, default="table", help="output format (default: table)")
+    report.add_argument("--prices", type=Path, metavar="FILE", help="TOML overriding the shipped price table")
+    report.add_argument("--html", type=Path, metavar="PATH", help="also write a self-contained HTML page")
+    report.set_defaults(handler=_report)
 
     server = commands.add_parser("fake-server", help="serve the local Gemini server until interrupted")
     fakeserver.add_arguments(server)
@@ -149,6 +163,16 @@ def _check(args: argparse.Namespace) -> int:
     print(f"{job.file}: ok: model {job.model}, {rows} input rows, output {job.output.path}")
     if schema is not None:
         print(f"  {schema.dialect.value} from {schema.source or 'the job file'}: ok")
+    return EXIT_OK
+
+
+def _report(args: argparse.Namespace) -> int:
+    table = load_results(args.folders)
+    report = build_report(table, PriceTable.load(args.prices), runs=load_runs(args.folders))
+    print(render(report, args.format), end="")
+    if args.html:
+        write_html(args.html, report, table)
+        print(f"wrote {args.html}", file=sys.stderr)
     return EXIT_OK
 
 
