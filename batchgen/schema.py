@@ -11,6 +11,8 @@ top-level properties become typed Arrow columns, derived once so every part file
 from __future__ import annotations
 
 import json
+import math
+import re
 from collections.abc import Callable, Hashable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
@@ -56,6 +58,9 @@ _OPENAPI_KEYWORDS = frozenset(
     {"type", "nullable", "enum", "items", "properties", "required", "anyOf", "propertyOrdering", "example"}
     | {"default", *_COUNTS, *_NUMBERS, *_TEXTS}
 )
+# JSON's number grammar: Python's int() and float() also take "1_000", " 7 ", "nan" and "inf".
+_JSON_INTEGER = re.compile(r"-?(?:0|[1-9][0-9]*)")
+_JSON_NUMBER = re.compile(r"-?(?:0|[1-9][0-9]*)(?:\.[0-9]+)?(?:[eE][+-]?[0-9]+)?")
 _JSON_SCHEMA_ONLY = "is JSON Schema, not part of the responseSchema subset; use responseJsonSchema for it"
 
 
@@ -116,8 +121,8 @@ class _OpenApiChecker:
             if key in schema and not (_is_int(schema[key]) and schema[key] >= 0):
                 self._fail(f"{key} must be a non-negative integer", (*path, key))
         for key in _NUMBERS:
-            if key in schema and not _is_number(schema[key]):
-                self._fail(f"{key} must be a number", (*path, key))
+            if key in schema and not (_is_number(schema[key]) and math.isfinite(schema[key])):
+                self._fail(f"{key} must be a finite number", (*path, key))
         for low, high in _BOUNDS:
             if low in schema and high in schema and schema[low] > schema[high]:
                 self._fail(f"{low} ({schema[low]}) is greater than {high} ({schema[high]})", (*path, low))
@@ -129,14 +134,12 @@ class _OpenApiChecker:
         if not isinstance(values, list) or not values:
             self._fail("enum must be a non-empty list of strings", (*path, "enum"))
         if kind not in ("STRING", "INTEGER", "NUMBER"):
-            self._fail(
-                f"enum is only allowed on type STRING (or INTEGER/NUMBER), not {kind}", (*path, "enum")
-            )
+            self._fail(f"enum needs type STRING, INTEGER or NUMBER, not {kind or 'no type'}", (*path, "enum"))
         for index, value in enumerate(values):
             # The proto field is `repeated string`: INTEGER/NUMBER enums are written as numeric strings.
             if not isinstance(value, str) or _enum_value(kind, value) is None:
-                expected = "a string" if kind == "STRING" else f"a string holding a {kind.lower()}"
-                self._fail(f"enum value {value!r} must be {expected}", (*path, "enum", index))
+                expected = {"STRING": "a string", "INTEGER": "an integer", "NUMBER": "a number"}[kind]
+                self._fail(f"enum value {value!r} must be {expected} in a string", (*path, "enum", index))
 
     def _object(self, schema: dict[str, Any], kind: str | None, path: _Path) -> None:
         properties = schema.get("properties")
@@ -195,10 +198,9 @@ def _enum_value(kind: str | None, text: str) -> str | int | float | None:
     """The JSON value an enum string stands for under `kind`, or None when it cannot stand for one."""
     if kind == "STRING":
         return text
-    try:
-        return int(text) if kind == "INTEGER" else float(text)
-    except ValueError:
-        return None
+    if kind == "INTEGER":
+        return int(text) if _JSON_INTEGER.fullmatch(text) else None
+    return float(text) if _JSON_NUMBER.fullmatch(text) else None
 
 
 def openapi_to_json_schema(schema: Mapping[str, Any]) -> dict[str, Any]:
@@ -519,7 +521,7 @@ class _Shapes:
 
 
 def _canonical(node: Any) -> str:
-    return json.dumps(node, sort_keys=True)
+    return json.dumps(node, sort_keys=True, default=str)  # jsonschema-rs may hand back a Decimal
 
 
 def _declared_types(node: dict[str, Any]) -> frozenset[str] | None:
@@ -593,7 +595,10 @@ def _compile(json_schema: dict[str, Any], source: str | None) -> jsonschema_rs.V
         return jsonschema_rs.validator_for(
             json_schema, validate_formats=False, offline=True, base_uri=_BASE_URI
         )
-    except ValueError as exc:  # jsonschema_rs.ValidationError (a bad pattern, say) is a ValueError
+    except (
+        ValueError,
+        jsonschema_rs.ReferencingError,
+    ) as exc:  # ValidationError (a bad pattern) is a ValueError
         path = getattr(exc, "instance_path", ())
         raise SchemaError(
             _shorten(getattr(exc, "message", str(exc))), file=source, pointer=_pointer(path)

@@ -280,7 +280,7 @@ OPENAPI_REJECTIONS = [
     pytest.param(
         obj(a={"type": "BOOLEAN", "enum": ["true"]}),
         "/properties/a/enum",
-        "only allowed on type STRING",
+        "needs type STRING, INTEGER or NUMBER, not BOOLEAN",
         id="enum-on-boolean",
     ),
     pytest.param(
@@ -292,10 +292,28 @@ OPENAPI_REJECTIONS = [
     pytest.param(
         obj(a={"type": "INTEGER", "enum": ["1", "two"]}),
         "/properties/a/enum/1",
-        "holding a integer",
+        "must be an integer in a string",
         id="integer-enum-not-numeric",
     ),
     pytest.param(obj(a={"type": "STRING", "enum": []}), "/properties/a/enum", "non-empty", id="enum-empty"),
+    pytest.param(
+        obj(a={"type": "INTEGER", "enum": ["1_000"]}),
+        "/properties/a/enum/0",
+        "integer",
+        id="integer-enum-python-only",
+    ),
+    pytest.param(
+        obj(a={"type": "NUMBER", "enum": ["0.5", "nan"]}),
+        "/properties/a/enum/1",
+        "number",
+        id="number-enum-nan",
+    ),
+    pytest.param(
+        obj(a={"enum": ["a"], "anyOf": [{"type": "STRING"}]}),
+        "/properties/a/enum",
+        "no type",
+        id="enum-untyped",
+    ),
     pytest.param(obj(a={"$ref": "#/$defs/x"}), "/properties/a/$ref", "use responseJsonSchema", id="ref"),
     pytest.param({**obj(a={"type": "STRING"}), "$defs": {}}, "/$defs", "use responseJsonSchema", id="defs"),
     pytest.param(
@@ -508,6 +526,13 @@ def test_schema_files_pass_the_checks() -> None:
     check_openapi_schema(json.loads((SCHEMAS / "topics.json").read_text()), file="topics.json")
     check_json_schema(json.loads((SCHEMAS / "entities.json").read_text()), file="entities.json")
     check_json_schema(json.loads((SCHEMAS / "invoice.json").read_text()), file="invoice.json")
+
+
+def test_bounds_must_be_finite() -> None:
+    """minimum/maximum must be finite numbers (an inline TOML schema can hold nan)."""
+    with pytest.raises(SchemaError) as info:
+        check_openapi_schema({"type": "NUMBER", "maximum": float("nan")}, file="job.toml")
+    assert info.value.pointer == "/maximum"
 
 
 # --- loading ------------------------------------------------------------------------------------------------
