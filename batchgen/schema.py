@@ -11,6 +11,8 @@ top-level properties become typed Arrow columns, derived once so every part file
 from __future__ import annotations
 
 import json
+import math
+import re
 from collections.abc import Callable, Hashable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
@@ -20,7 +22,7 @@ from urllib.parse import urljoin
 
 import jsonschema_rs
 import orjson
-import pyarrow as pa  # type: ignore[import-untyped]
+import pyarrow as pa
 
 from batchgen.errors import ConfigError, SchemaError
 
@@ -56,6 +58,9 @@ _OPENAPI_KEYWORDS = frozenset(
     {"type", "nullable", "enum", "items", "properties", "required", "anyOf", "propertyOrdering", "example"}
     | {"default", *_COUNTS, *_NUMBERS, *_TEXTS}
 )
+# JSON's number grammar: Python's int() and float() also take "1_000", " 7 ", "nan" and "inf".
+_JSON_INTEGER = re.compile(r"-?(?:0|[1-9][0-9]*)")
+_JSON_NUMBER = re.compile(r"-?(?:0|[1-9][0-9]*)(?:\.[0-9]+)?(?:[eE][+-]?[0-9]+)?")
 _JSON_SCHEMA_ONLY = "is JSON Schema, not part of the responseSchema subset; use responseJsonSchema for it"
 
 
@@ -116,8 +121,8 @@ class _OpenApiChecker:
             if key in schema and not (_is_int(schema[key]) and schema[key] >= 0):
                 self._fail(f"{key} must be a non-negative integer", (*path, key))
         for key in _NUMBERS:
-            if key in schema and not _is_number(schema[key]):
-                self._fail(f"{key} must be a number", (*path, key))
+            if key in schema and not (_is_number(schema[key]) and math.isfinite(schema[key])):
+                self._fail(f"{key} must be a finite number", (*path, key))
         for low, high in _BOUNDS:
             if low in schema and high in schema and schema[low] > schema[high]:
                 self._fail(f"{low} ({schema[low]}) is greater than {high} ({schema[high]})", (*path, low))
@@ -129,12 +134,12 @@ class _OpenApiChecker:
         if not isinstance(values, list) or not values:
             self._fail("enum must be a non-empty list of strings", (*path, "enum"))
         if kind not in ("STRING", "INTEGER", "NUMBER"):
-            self._fail(f"enum is only allowed on type STRING (or INTEGER/NUMBER), not {kind}", (*path, "enum"))
+            self._fail(f"enum needs type STRING, INTEGER or NUMBER, not {kind or 'no type'}", (*path, "enum"))
         for index, value in enumerate(values):
             # The proto field is `repeated string`: INTEGER/NUMBER enums are written as numeric strings.
             if not isinstance(value, str) or _enum_value(kind, value) is None:
-                expected = "a string" if kind == "STRING" else f"a string holding a {kind.lower()}"
-                self._fail(f"enum value {value!r} must be {expected}", (*path, "enum", index))
+                expected = {"STRING": "a string", "INTEGER": "an integer", "NUMBER": "a number"}[kind]
+                self._fail(f"enum value {value!r} must be {expected} in a string", (*path, "enum", index))
 
     def _object(self, schema: dict[str, Any], kind: str | None, path: _Path) -> None:
         properties = schema.get("properties")
@@ -148,7 +153,9 @@ class _OpenApiChecker:
         if kind == "OBJECT" and not properties:
             # The API answers "properties: should be non-empty for OBJECT type" for a missing or empty map.
             where = (*path, "properties") if "properties" in schema else path
-            self._fail("type OBJECT needs at least one property (free-form objects need responseJsonSchema)", where)
+            self._fail(
+                "type OBJECT needs at least one property (free-form objects need responseJsonSchema)", where
+            )
         for key in ("required", "propertyOrdering"):
             self._names(schema, key, properties or {}, path)
 
@@ -191,10 +198,9 @@ def _enum_value(kind: str | None, text: str) -> str | int | float | None:
     """The JSON value an enum string stands for under `kind`, or None when it cannot stand for one."""
     if kind == "STRING":
         return text
-    try:
-        return int(text) if kind == "INTEGER" else float(text)
-    except ValueError:
-        return None
+    if kind == "INTEGER":
+        return int(text) if _JSON_INTEGER.fullmatch(text) else None
+    return float(text) if _JSON_NUMBER.fullmatch(text) else None
 
 
 def openapi_to_json_schema(schema: Mapping[str, Any]) -> dict[str, Any]:
@@ -224,7 +230,9 @@ def _convert(schema: Mapping[str, Any]) -> dict[str, Any]:
     if "items" in schema:
         out["items"] = _convert(schema["items"])
     if "anyOf" in schema:
-        out["anyOf"] = [_convert(branch) for branch in schema["anyOf"]] + ([{"type": "null"}] if nullable else [])
+        out["anyOf"] = [_convert(branch) for branch in schema["anyOf"]] + (
+            [{"type": "null"}] if nullable else []
+        )
     return out
 
 
@@ -424,7 +432,11 @@ def _list_shape(item: _Shape) -> _Shape:
 
 def _struct_shape(fields: tuple[tuple[str, _Shape], ...]) -> _Shape:
     def convert(value: Any) -> Any:
-        return {name: shape.convert(value.get(name)) for name, shape in fields} if isinstance(value, dict) else None
+        return (
+            {name: shape.convert(value.get(name)) for name, shape in fields}
+            if isinstance(value, dict)
+            else None
+        )
 
     arrow = pa.struct([pa.field(name, shape.type) for name, shape in fields])
     return _Shape(("struct", tuple((name, shape.key) for name, shape in fields)), arrow, convert, fields)
@@ -490,7 +502,9 @@ class _Shapes:
         node = self._originals.get(_canonical(resolved.contents), resolved.contents)
         return self.of(node, resolved.resolver.base_uri, active | {target})
 
-    def _typed(self, node: dict[str, Any], types: frozenset[str], base: str, active: frozenset[str]) -> _Shape:
+    def _typed(
+        self, node: dict[str, Any], types: frozenset[str], base: str, active: frozenset[str]
+    ) -> _Shape:
         if types == {"array"}:
             items = node.get("items")
             if "prefixItems" in node or isinstance(items, list):
@@ -500,12 +514,14 @@ class _Shapes:
             properties = node.get("properties")
             if not isinstance(properties, dict) or not properties:
                 return _JSON  # free-form; Parquet cannot store a struct without fields either
-            return _struct_shape(tuple((name, self.of(sub, base, active)) for name, sub in properties.items()))
+            return _struct_shape(
+                tuple((name, self.of(sub, base, active)) for name, sub in properties.items())
+            )
         return _merge([_SCALARS.get(name, _JSON) for name in types]) if types else _JSON
 
 
 def _canonical(node: Any) -> str:
-    return json.dumps(node, sort_keys=True)
+    return json.dumps(node, sort_keys=True, default=str)  # jsonschema-rs may hand back a Decimal
 
 
 def _declared_types(node: dict[str, Any]) -> frozenset[str] | None:
@@ -576,10 +592,17 @@ def _compile(json_schema: dict[str, Any], source: str | None) -> jsonschema_rs.V
     # Formats stay annotations (the 2020-12 default): the API gives most of them no effect, so asserting them
     # would fail rows the model wrote in good faith. `offline` because no schema may reach the network.
     try:
-        return jsonschema_rs.validator_for(json_schema, validate_formats=False, offline=True, base_uri=_BASE_URI)
-    except ValueError as exc:  # jsonschema_rs.ValidationError (a bad pattern, say) is a ValueError
+        return jsonschema_rs.validator_for(
+            json_schema, validate_formats=False, offline=True, base_uri=_BASE_URI
+        )
+    except (
+        ValueError,
+        jsonschema_rs.ReferencingError,
+    ) as exc:  # ValidationError (a bad pattern) is a ValueError
         path = getattr(exc, "instance_path", ())
-        raise SchemaError(_shorten(getattr(exc, "message", str(exc))), file=source, pointer=_pointer(path)) from exc
+        raise SchemaError(
+            _shorten(getattr(exc, "message", str(exc))), file=source, pointer=_pointer(path)
+        ) from exc
 
 
 def _shorten(message: str) -> str:
@@ -600,7 +623,9 @@ def load_response_schema(
     if not dialects:
         return None
     if len(dialects) > 1:
-        raise ConfigError("set responseSchema or responseJsonSchema, not both", file=job_file, key="generationConfig")
+        raise ConfigError(
+            "set responseSchema or responseJsonSchema, not both", file=job_file, key="generationConfig"
+        )
     dialect = dialects[0]
     mime_type = generation_config.get("responseMimeType")
     if mime_type != "application/json":
@@ -614,7 +639,9 @@ def load_response_schema(
     return ResponseSchema(dialect, wire, wire, source)
 
 
-def _schema_value(value: Any, dialect: Dialect, base_dir: Path, job_file: str | None) -> tuple[Any, str | None]:
+def _schema_value(
+    value: Any, dialect: Dialect, base_dir: Path, job_file: str | None
+) -> tuple[Any, str | None]:
     """The schema and where it came from: a file path, or the job file for an inline schema."""
     if isinstance(value, dict):
         return value, job_file
