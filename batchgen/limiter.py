@@ -1,0 +1,505 @@
+"""Admission under Gemini's quotas: even pacing, one shared cooldown on 429, rates that adapt to the server.
+
+Gemini counts requests per minute (RPM), input tokens per minute (TPM) and requests per day (RPD) per project
+and model, sends no rate-limit headers, and says in a 429's body which quota tripped and how long to wait.
+`RateLimiter` turns that into one decision per HTTP attempt: "send now" or "wait until t".
+
+Design, in the order a request meets it:
+
+* **FIFO admission.** Callers queue in arrival order; only the head of the queue may be admitted, so a large
+  request is never starved by a stream of small ones. One timer is armed for the moment the head becomes
+  admissible (a heap of one, since only the head matters); `settle`, a cancellation and a 429 re-arm it.
+  Nothing polls.
+* **Buckets that refill continuously** (GCRA). A request needs 1 unit of the RPM bucket and its estimated
+  input tokens of the TPM bucket. The RPM bucket holds one request: requests leave evenly spaced from the
+  very first one, with no burst at start and no stampede at a minute boundary. The TPM bucket holds
+  `token_burst` seconds of tokens. The rate is set so that *any* 60-second window sees at most the quota less
+  `headroom`: capacity + 60 s x rate = quota x (1 - headroom). A request needing more than the bucket
+  holds lets the bucket fill up to its own size while it waits at the head (the earlier traffic ages out of
+  the server's window meanwhile), so it is sent alone rather than stuck; one needing more than a whole
+  minute's worth waits for a full minute of credit, then goes.
+* **Settling.** The caller reports the real `promptTokenCount`; the difference is returned to, or taken from,
+  the TPM bucket (which may go into debt and hold the next admissions back).
+* **One shared cooldown on 429.** Every waiter, and every new caller, waits until it ends; a later 429 may
+  extend it to what the server asked, never shorten it. The quota the 429 names is slowed (multiplicative
+  decrease, once per congestion event: the other requests already in flight bounce too and must not each
+  cut the rate again), then climbs back in steps: halfway to the rate that last tripped, a hold there,
+  then small probes upward, never above the configured limit. With no configured limit a meter starts
+  unlimited; the first 429 sets its rate from what the server actually accepted over the last minute.
+* **Requests per day** is a counter of the requests this limiter admitted; once spent, `acquire` raises
+  `QuotaExhausted` (the job stops with exit code 3 and resumes after the reset at midnight Pacific).
+
+Concurrency is not the limiter's job: the runner bounds requests in flight with a fixed number of workers.
+The limiter is built for asyncio (anyio on its asyncio backend included); it is not thread-safe.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+from collections import deque
+from dataclasses import dataclass
+from typing import Final
+
+from batchgen.clock import Clock, LoopClock, Timer
+from batchgen.errors import ConfigError, QuotaExhausted
+
+WINDOW: Final = 60.0
+"""Gemini's RPM and TPM quotas count what arrived in the last minute."""
+
+_EPSILON: Final = 1e-6
+"""Seconds of slack when comparing times, so float rounding cannot re-arm a timer for a nanosecond."""
+
+
+@dataclass(frozen=True, slots=True)
+class Limits:
+    """The job's quotas (None = not configured) and how the limiter paces and adapts under them."""
+
+    requests_per_minute: float | None = None
+    tokens_per_minute: float | None = None
+    requests_per_day: int | None = None
+    headroom: float = 0.01
+    """Fraction of each per-minute quota left unused, for clock skew and network jitter."""
+    token_burst: float = 1.0
+    """Seconds of input tokens the TPM bucket holds (paid for by pacing that much slower)."""
+    decrease: float = 0.8
+    """On a 429 the tripped quota's rate becomes this fraction of what was being admitted."""
+    recovery_interval: float = 5.0
+    """Seconds between two steps back up, counted from the end of the last cooldown."""
+    probe_hold: float = 60.0
+    """Seconds to stay just under the rate that last tripped before probing above it."""
+    probe_step: float = 0.01
+    """Fraction added per step when probing above the rate that last tripped."""
+    default_cooldown: float = 5.0
+    """Shared pause after a 429 that says nothing about when to retry."""
+
+    def __post_init__(self) -> None:
+        for name in ("requests_per_minute", "tokens_per_minute", "requests_per_day"):
+            value = getattr(self, name)
+            if value is not None and not value > 0:
+                raise ConfigError(f"must be positive, got {value!r}", key=name)
+        checks = {
+            "headroom": 0 <= self.headroom < 0.5,
+            "token_burst": 0 <= self.token_burst <= WINDOW,
+            "decrease": 0 < self.decrease < 1,
+            "recovery_interval": self.recovery_interval > 0,
+            "probe_hold": self.probe_hold >= 0,
+            "probe_step": 0 < self.probe_step < 1,
+            "default_cooldown": self.default_cooldown >= 0,
+        }
+        for name, ok in checks.items():
+            if not ok:
+                raise ConfigError(f"out of range: {getattr(self, name)!r}", key=name)
+
+
+@dataclass(frozen=True, slots=True)
+class LimiterSnapshot:
+    """The limiter's live state for the progress display; rates are per minute, times on its clock."""
+
+    state: str
+    """"ok", "waiting on RPM", "waiting on TPM", "backing off after 429" or "daily quota spent"."""
+    rpm: float | None
+    """Requests per minute currently paced for (before headroom); None = unlimited."""
+    tpm: float | None
+    """Input tokens per minute currently paced for (before headroom); None = unlimited."""
+    configured_rpm: float | None
+    configured_tpm: float | None
+    requests_per_day: int | None
+    waiting: int
+    cooling_down_until: float | None
+    cooldown_remaining: float
+    rate_limited: int
+    """429s reported through `rate_limited`."""
+    admitted: int
+    """Requests admitted (each HTTP attempt counts)."""
+    tokens: int
+    """Input tokens admitted: estimates, corrected by `settle`."""
+    achieved_rpm: float
+    """Requests admitted during the last minute."""
+    achieved_tpm: float
+    """Input tokens admitted during the last minute (corrected by `settle`)."""
+
+
+class _Recent:
+    """What was admitted during the last minute, in one-second bins so memory does not grow with the rate."""
+
+    def __init__(self) -> None:
+        self._bins = [0.0] * int(WINDOW)
+        self._second: int | None = None
+
+    def add(self, now: float, amount: float) -> None:
+        self._roll(now)
+        self._bins[math.floor(now) % len(self._bins)] += amount
+
+    def total(self, now: float) -> float:
+        self._roll(now)
+        return max(0.0, sum(self._bins))
+
+    def _roll(self, now: float) -> None:
+        second = math.floor(now)
+        if self._second is not None and second > self._second:
+            for elapsed in range(1, min(second - self._second, len(self._bins)) + 1):
+                self._bins[(self._second + elapsed) % len(self._bins)] = 0.0
+        if self._second is None or second > self._second:
+            self._second = second
+
+
+class _Meter:
+    """One per-minute quota, requests or input tokens: a bucket refilling continuously at an adaptive rate.
+
+    `limit` is the per-minute figure the meter currently honours (None = unlimited); the bucket refills at
+    `limit * (1 - headroom) / (60 + burst)` per second and holds `burst` seconds of that (at least one unit),
+    so that a full bucket plus a minute of refill never exceeds the limit less headroom.
+    """
+
+    def __init__(self, name: str, ceiling: float | None, burst: float, limits: Limits) -> None:
+        self.name = name
+        self.ceiling = ceiling
+        self._burst = burst
+        self._limits = limits
+        self.recent = _Recent()
+        self._started_at: float | None = None
+        self._updated_at: float | None = None
+        self._head_need = 0.0
+        self.limit: float | None = None
+        self.rate = math.inf
+        self.capacity = 1.0
+        self.level = 1.0
+        self._cap = 1.0
+        self.peak: float | None = None
+        """The rate that last drew a 429; recovery climbs back toward it."""
+        self._hold_until: float | None = None
+        self.next_step_at = math.inf
+        self.quiet_until = -math.inf
+        """Until then, a 429 for this quota is part of the congestion event already acted on."""
+        if ceiling is not None:
+            self._set_limit(ceiling)
+
+    # -- the bucket ----------------------------------------------------------------------------------------
+
+    def advance(self, now: float) -> None:
+        """Refill up to `now`, applying any recovery steps that fell due on the way."""
+        if self._updated_at is None:
+            self._updated_at = now
+        while self.next_step_at <= now:
+            self._fill(self.next_step_at)
+            self._step(self.next_step_at)
+        self._fill(now)
+
+    def ready_at(self, now: float, need: float) -> float:
+        """When the bucket will hold `need` (capped at a full minute's worth), given the current rate."""
+        if self.limit is None:
+            return now
+        short = min(need, self.capacity + WINDOW * self.rate) - self.level
+        return now if short <= 0 else now + short / self.rate
+
+    def set_head(self, need: float) -> None:
+        """Let the bucket fill up to what the first waiter needs, so an oversize request is sent, alone."""
+        self._head_need = need
+        self._recap()
+
+    def charge(self, now: float, amount: float) -> None:
+        if self._started_at is None:
+            self._started_at = now
+        self.recent.add(now, amount)
+        if self.limit is not None:
+            self.level -= amount
+
+    def credit(self, now: float, amount: float) -> None:
+        """Give back `amount` (negative: take more); a bucket in debt holds the next admissions back."""
+        self.recent.add(now, -amount)
+        if self.limit is not None:
+            self.level = min(self.level + amount, self._cap)
+
+    def _fill(self, until: float) -> None:
+        assert self._updated_at is not None
+        elapsed = until - self._updated_at
+        if elapsed > 0:
+            if self.limit is not None and self.level < self._cap:
+                self.level = min(self._cap, self.level + elapsed * self.rate)
+            self._updated_at = until
+
+    def _set_limit(self, limit: float) -> None:
+        starting = self.limit is None
+        self.limit = limit
+        self.rate = limit * (1 - self._limits.headroom) / (WINDOW + self._burst)
+        self.capacity = max(1.0, self.rate * self._burst)
+        if starting:
+            # A meter starts full, but full is one request or `burst` seconds of tokens: no burst at start.
+            self.level = self.capacity
+        self._recap()
+
+    def _recap(self) -> None:
+        full = self.capacity + WINDOW * self.rate
+        self._cap = max(self.capacity, min(self._head_need, full))
+        self.level = min(self.level, self._cap)
+
+    # -- adapting to 429s ----------------------------------------------------------------------------------
+
+    def slow_down(self, now: float, quiet_until: float, resume_at: float) -> None:
+        """Congestion: pace at `decrease` x what the server was accepting, then recover from `resume_at`."""
+        accepted = self._accepted_per_minute(now)
+        base = accepted if self.limit is None else min(self.limit, accepted)
+        self.peak = max(base, 1.0)
+        self._set_limit(self.peak * self._limits.decrease)
+        self._hold_until = None
+        self.quiet_until = quiet_until
+        self.next_step_at = resume_at
+
+    def postpone_recovery(self, resume_at: float) -> None:
+        if self.next_step_at < math.inf:
+            self.next_step_at = max(self.next_step_at, resume_at)
+
+    def _accepted_per_minute(self, now: float) -> float:
+        total = self.recent.total(now)
+        if self.limit is None or self._started_at is None:
+            # Unlimited so far: the server's window held everything sent in the last minute when it said
+            # no, so that count is the best estimate of the quota (the sending rate may have been far higher).
+            return total
+        # Already paced: cut from the rate being sent at, even when less than a minute has passed.
+        return total * WINDOW / min(WINDOW, max(1.0, now - self._started_at))
+
+    def _step(self, at: float) -> None:
+        assert self.limit is not None and self.peak is not None
+        limits = self._limits
+        limit = self.limit
+        if limit < self.peak * (1 - limits.probe_step):
+            limit += (self.peak - limit) / 2
+        elif self._hold_until is None:
+            self._hold_until = at + limits.probe_hold
+        elif at >= self._hold_until:
+            limit *= 1 + limits.probe_step
+        self.next_step_at = at + limits.recovery_interval
+        if self.ceiling is not None and limit >= self.ceiling:
+            limit = self.ceiling
+            self.next_step_at = math.inf
+        self._set_limit(limit)
+
+    def describe(self) -> str:
+        if self.limit is None:
+            return f"{self.name} unlimited"
+        configured = "" if self.ceiling is None else f"/{self.ceiling:g}"
+        return f"{self.name} {self.limit:.6g}{configured} level {self.level:.6g}/{self._cap:.6g}"
+
+
+@dataclass(slots=True, eq=False)
+class _Waiter:
+    tokens: int
+    future: asyncio.Future[None]
+
+
+class RateLimiter:
+    """Admits HTTP attempts under RPM, input-TPM and RPD quotas; implements `batchgen.records.Limiter`.
+
+    Use: `await limiter.acquire(estimated_tokens)` before each attempt; after a response,
+    `limiter.settle(estimated_tokens, usage.prompt)`; after a per-minute 429,
+    `limiter.rate_limited(error.quota_id, error.retry_after)`. A per-day 429 is not reported here (the client
+    raises `QuotaExhausted`). Concurrency is bounded by the runner's workers, not here.
+    """
+
+    def __init__(self, limits: Limits, clock: Clock | None = None) -> None:
+        self.limits = limits
+        self._clock: Clock = LoopClock() if clock is None else clock
+        self._requests = _Meter("RPM", limits.requests_per_minute, 0.0, limits)
+        self._tokens = _Meter("TPM", limits.tokens_per_minute, limits.token_burst, limits)
+        self._waiters: deque[_Waiter] = deque()
+        self._timer: Timer | None = None
+        self._timer_at = math.inf
+        self._cooldown_until = -math.inf
+        self._admitted = 0
+        self._tokens_admitted = 0
+        self._rate_limited = 0
+
+    # -- the Limiter protocol ------------------------------------------------------------------------------
+
+    async def acquire(self, tokens: int) -> None:
+        """Wait until one request carrying about `tokens` input tokens may be sent.
+
+        Raises `QuotaExhausted` once `requests_per_day` requests were admitted. Cancelling the wait takes
+        nothing from the quotas and leaves the other waiters' order intact.
+        """
+        now = self._sync()
+        if self._day_spent():
+            raise self._day_error()
+        if not self._waiters and self._ready_at(now, tokens) <= now + _EPSILON:
+            self._admit(now, tokens)
+            return
+        waiter = _Waiter(tokens, asyncio.get_running_loop().create_future())
+        self._waiters.append(waiter)
+        if len(self._waiters) == 1:
+            self._head_changed()
+        self._dispatch(now)
+        try:
+            await waiter.future
+        except BaseException:
+            self._withdraw(waiter)
+            raise
+
+    def settle(self, estimated: int, actual: int | None) -> None:
+        """Correct the TPM meter with the real `promptTokenCount` (None: unknown, the estimate stands)."""
+        if actual is None or actual == estimated:
+            return
+        now = self._sync()
+        self._tokens.credit(now, estimated - actual)
+        self._tokens_admitted += actual - estimated
+        self._dispatch(now)
+
+    def rate_limited(self, quota_id: str | None, retry_after: float | None) -> None:
+        """Pause every caller for the server's retry delay and slow the quota the 429 named.
+
+        `quota_id` is the QuotaFailure quota id: one about tokens slows TPM; a requests quota, or none, slows
+        RPM. `retry_after` is RetryInfo's delay or Retry-After, in seconds; without one the pause is
+        `default_cooldown`. The tripped attempt keeps its charge: the server may have counted it.
+        """
+        now = self._sync()
+        self._rate_limited += 1
+        delay = self.limits.default_cooldown if retry_after is None else max(0.0, retry_after)
+        self._cooldown_until = max(self._cooldown_until, now + delay)
+        resume_at = self._cooldown_until + self.limits.recovery_interval
+        meter = self._tokens if quota_id is not None and "token" in quota_id.lower() else self._requests
+        if now >= meter.quiet_until:
+            quiet_until = max(self._cooldown_until, now + self.limits.default_cooldown)
+            meter.slow_down(now, quiet_until, resume_at)
+        for each in (self._requests, self._tokens):
+            each.postpone_recovery(resume_at)
+        self._dispatch(now)
+
+    # -- what the progress display reads -------------------------------------------------------------------
+
+    def snapshot(self) -> LimiterSnapshot:
+        """The live state, read now (call it from the event loop)."""
+        now = self._sync()
+        cooling = self._cooldown_until > now
+        return LimiterSnapshot(
+            state=self._state(now),
+            rpm=self._requests.limit,
+            tpm=self._tokens.limit,
+            configured_rpm=self.limits.requests_per_minute,
+            configured_tpm=self.limits.tokens_per_minute,
+            requests_per_day=self.limits.requests_per_day,
+            waiting=len(self._waiters),
+            cooling_down_until=self._cooldown_until if cooling else None,
+            cooldown_remaining=self._cooldown_until - now if cooling else 0.0,
+            rate_limited=self._rate_limited,
+            admitted=self._admitted,
+            tokens=self._tokens_admitted,
+            achieved_rpm=self._requests.recent.total(now),
+            achieved_tpm=self._tokens.recent.total(now),
+        )
+
+    def __repr__(self) -> str:
+        snap = self.snapshot()
+        return (
+            f"<RateLimiter {snap.state}: {self._requests.describe()}, {self._tokens.describe()}, "
+            f"waiting={snap.waiting}, cooldown={snap.cooldown_remaining:.1f}s, "
+            f"admitted={snap.admitted}, 429s={snap.rate_limited}>"
+        )
+
+    # -- internals -----------------------------------------------------------------------------------------
+
+    def _sync(self) -> float:
+        # The one place the clock is read: each entry point brings the buckets up to date before any change.
+        now = self._clock.now()
+        self._requests.advance(now)
+        self._tokens.advance(now)
+        return now
+
+    def _ready_at(self, now: float, tokens: int) -> float:
+        return max(self._cooldown_until, self._requests.ready_at(now, 1), self._tokens.ready_at(now, tokens))
+
+    def _head_changed(self) -> None:
+        head = self._waiters[0] if self._waiters else None
+        self._requests.set_head(0 if head is None else 1)
+        self._tokens.set_head(0 if head is None else head.tokens)
+
+    def _dispatch(self, now: float) -> None:
+        """Admit waiters from the head while they fit, then arm the one timer for the next."""
+        while self._waiters:
+            head = self._waiters[0]
+            if head.future.done():  # cancelled; its task withdraws it when it next runs
+                self._waiters.popleft()
+                self._head_changed()
+                continue
+            if self._day_spent():
+                self._fail_waiters()
+                break
+            when = self._ready_at(now, head.tokens)
+            if when > now + _EPSILON:
+                # A recovery step may raise the rate before `when`; wake for it and recompute.
+                self._arm(min(when, self._requests.next_step_at, self._tokens.next_step_at))
+                return
+            self._waiters.popleft()
+            self._admit(now, head.tokens)
+            head.future.set_result(None)
+            self._head_changed()
+        self._disarm()
+
+    def _admit(self, now: float, tokens: int) -> None:
+        self._requests.charge(now, 1)
+        self._tokens.charge(now, tokens)
+        self._admitted += 1
+        self._tokens_admitted += tokens
+
+    def _withdraw(self, waiter: _Waiter) -> None:
+        now = self._sync()
+        if waiter in self._waiters:
+            was_head = self._waiters[0] is waiter
+            self._waiters.remove(waiter)
+            if was_head:
+                self._head_changed()
+        elif waiter.future.done() and not waiter.future.cancelled() and waiter.future.exception() is None:
+            # Admitted in the same loop step the caller gave up: the request is never sent, so it must not
+            # count against any quota.
+            self._requests.credit(now, 1)
+            self._tokens.credit(now, waiter.tokens)
+            self._admitted -= 1
+            self._tokens_admitted -= waiter.tokens
+        self._dispatch(now)
+
+    def _arm(self, when: float) -> None:
+        if self._timer is not None:
+            if self._timer_at == when:
+                return
+            self._timer.cancel()
+        self._timer = self._clock.call_at(when, self._wake)
+        self._timer_at = when
+
+    def _disarm(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+            self._timer_at = math.inf
+
+    def _wake(self) -> None:
+        self._timer = None
+        self._timer_at = math.inf
+        self._dispatch(self._sync())
+
+    def _day_spent(self) -> bool:
+        return self.limits.requests_per_day is not None and self._admitted >= self.limits.requests_per_day
+
+    def _day_error(self) -> QuotaExhausted:
+        return QuotaExhausted(
+            f"requests_per_day ({self.limits.requests_per_day}) spent by this run; "
+            "the quota resets at midnight Pacific time"
+        )
+
+    def _fail_waiters(self) -> None:
+        while self._waiters:
+            waiter = self._waiters.popleft()
+            if not waiter.future.done():
+                waiter.future.set_exception(self._day_error())
+        self._head_changed()
+
+    def _state(self, now: float) -> str:
+        if self._cooldown_until > now:
+            return "backing off after 429"
+        if self._day_spent():
+            return "daily quota spent"
+        if not self._waiters:
+            return "ok"
+        tokens = self._waiters[0].tokens
+        rpm_at, tpm_at = self._requests.ready_at(now, 1), self._tokens.ready_at(now, tokens)
+        if max(rpm_at, tpm_at) <= now + _EPSILON:
+            return "ok"
+        return "waiting on TPM" if tpm_at > rpm_at else "waiting on RPM"
