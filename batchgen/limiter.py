@@ -50,6 +50,21 @@ WINDOW: Final = 60.0
 _EPSILON: Final = 1e-6
 """Seconds of slack when comparing times, so float rounding cannot re-arm a timer for a nanosecond."""
 
+_ERROR_WEIGHT: Final = 0.02
+"""Weight of each settled request in the running mean and variance of estimate errors (~50 requests)."""
+
+_ERROR_SIGMAS: Final = 2.0
+"""Standard deviations of estimate noise the token reserve covers."""
+
+_SAME_PEAK: Final = 0.05
+"""Two 429s at rates this close (relative) confirm a peak: the quota is steady, so probe less often."""
+
+_MAX_HOLDS: Final = 8
+"""At most this many `probe_hold`s between probes above a confirmed peak."""
+
+_MARGIN: Final = 1e-3
+"""An admission stays in the window this long past the minute, so the server surely no longer counts it."""
+
 
 @dataclass(frozen=True, slots=True)
 class Limits:
@@ -60,8 +75,8 @@ class Limits:
     requests_per_day: int | None = None
     headroom: float = 0.01
     """Fraction of each per-minute quota left unused, for clock skew and network jitter."""
-    token_burst: float = 1.0
-    """Seconds of input tokens the TPM bucket holds (paid for by pacing that much slower)."""
+    burst: float = 3.0
+    """Seconds of pacing a bucket may bank while demand is below the rate (at least one request)."""
     decrease: float = 0.8
     """On a 429 the tripped quota's rate becomes this fraction of what was being admitted."""
     recovery_interval: float = 5.0
@@ -80,7 +95,7 @@ class Limits:
                 raise ConfigError(f"must be positive, got {value!r}", key=name)
         checks = {
             "headroom": 0 <= self.headroom < 0.5,
-            "token_burst": 0 <= self.token_burst <= WINDOW,
+            "burst": 0 <= self.burst <= WINDOW,
             "decrease": 0 < self.decrease < 1,
             "recovery_interval": self.recovery_interval > 0,
             "probe_hold": self.probe_hold >= 0,
@@ -120,118 +135,229 @@ class LimiterSnapshot:
     """Input tokens admitted during the last minute (corrected by `settle`)."""
 
 
-class _Recent:
-    """What was admitted during the last minute, in one-second bins so memory does not grow with the rate."""
+class _Entry:
+    """One admitted request in a window: when, how much (corrected when settled), and its estimate."""
+
+    __slots__ = ("amount", "at", "pending", "tag")
+
+    def __init__(self, at: float, amount: float, tag: int | None) -> None:
+        self.at = at
+        self.amount = amount
+        self.tag = tag
+        self.pending = tag is not None
+
+
+class _Window:
+    """Everything admitted during the last minute, entry by entry: the measure and the hard guard.
+
+    A per-minute quota refuses a request when what it accepted over the last 60 s plus the request would
+    exceed it. Keeping the same sum here means the limiter never sends what such a server would refuse, and
+    knows to the millisecond when room frees up. Memory is one entry per request of the last minute.
+
+    Token entries are estimates until settled, but the server counts the real size at once. So the window
+    keeps a reserve over the estimates still pending, learnt from the settled ones: their mean relative
+    error (a bias adds up across requests) plus three standard deviations of the noise (which adds up as
+    the square root of the sum of squares).
+    """
 
     def __init__(self) -> None:
-        self._bins = [0.0] * int(WINDOW)
-        self._second: int | None = None
+        self._log: deque[_Entry] = deque()
+        self._unsettled: dict[int, deque[_Entry]] = {}
+        self.total = 0.0
+        self._pending = 0.0
+        self._pending_squares = 0.0
+        self._settled = 0
+        self._error_mean = 0.0
+        self._error_var = 0.0
 
-    def add(self, now: float, amount: float) -> None:
-        self._roll(now)
-        self._bins[math.floor(now) % len(self._bins)] += amount
+    def add(self, now: float, amount: float, tag: int | None = None) -> _Entry:
+        entry = _Entry(now, amount, tag)
+        self._log.append(entry)
+        self.total += amount
+        if tag is not None:
+            self._pending += amount
+            self._pending_squares += amount * amount
+            self._unsettled.setdefault(tag, deque()).append(entry)
+        return entry
 
-    def total(self, now: float) -> float:
-        self._roll(now)
-        return max(0.0, sum(self._bins))
+    def expire(self, now: float) -> None:
+        while self._log and self._log[0].at + WINDOW + _MARGIN <= now:
+            entry = self._log.popleft()
+            self.total -= entry.amount
+            if entry.pending:
+                # Entries leave oldest first, so one still unsettled heads its estimate's queue.
+                self._unpend(entry, self._unsettled[entry.tag or 0].popleft())
+        if not self._log:
+            # Nothing left: start from exact zeros rather than the residue of many float updates.
+            self.total = self._pending = self._pending_squares = 0.0
 
-    def _roll(self, now: float) -> None:
-        second = math.floor(now)
-        if self._second is not None and second > self._second:
-            for elapsed in range(1, min(second - self._second, len(self._bins)) + 1):
-                self._bins[(self._second + elapsed) % len(self._bins)] = 0.0
-        if self._second is None or second > self._second:
-            self._second = second
+    def ready_at(self, now: float, need: float, allowed: float) -> float:
+        """When `need` (at most `allowed`) fits under `allowed` as older entries age out of the window."""
+        want = min(need, allowed)
+        excess = self.total + want + self._reserve(want) - allowed
+        if excess <= allowed * 1e-9 or not self._log:
+            return now
+        freed = 0.0
+        for entry in self._log:
+            freed += entry.amount
+            if freed >= excess * (1 - 1e-9):
+                return entry.at + WINDOW + _MARGIN
+        return self._log[-1].at + WINDOW + _MARGIN  # only an empty window has room: it goes alone
+
+    def settle(self, now: float, estimated: int, actual: int) -> None:
+        """Correct the entry of a request whose real size is now known, and learn from the error."""
+        self._learn(actual / estimated - 1 if estimated > 0 else 0.0)
+        pending = self._unsettled.get(estimated)
+        # Requests with the same estimate are told apart by age: the oldest one still unsettled is taken.
+        # If that is not the one that finished, it is older than it, so a refund leaves the window sooner:
+        # the error is on the safe side.
+        alone = pending is not None and len(pending) == 1
+        entry = self._unpend(pending[0], pending.popleft()) if pending else None
+        if actual > estimated:
+            # An extra charge may only go where it stays in the window at least as long as the server
+            # counts it: on the request itself when no other shares its estimate, else at the present time.
+            if entry is not None and alone:
+                entry.amount += actual - estimated
+                self.total += actual - estimated
+            else:
+                self.add(now, actual - estimated)
+        elif entry is not None:
+            refund = min(entry.amount, estimated - actual)
+            entry.amount -= refund
+            self.total -= refund
+
+    def cancel(self, entry: _Entry) -> None:
+        """Take back an entry for a request that was never sent."""
+        if entry.pending:
+            self._unsettled[entry.tag or 0].remove(entry)
+            self._unpend(entry, entry)
+        self.total -= entry.amount
+        entry.amount = 0.0
+
+    def _unpend(self, entry: _Entry, removed: _Entry) -> _Entry:
+        assert entry is removed and entry.tag is not None
+        if not self._unsettled[entry.tag]:
+            del self._unsettled[entry.tag]
+        entry.pending = False
+        self._pending -= entry.amount
+        self._pending_squares -= entry.amount * entry.amount
+        return entry
+
+    def _reserve(self, extra: float) -> float:
+        bias = max(0.0, self._error_mean) * (self._pending + extra)
+        noise = math.sqrt(max(0.0, self._pending_squares) + extra * extra)
+        return bias + _ERROR_SIGMAS * math.sqrt(self._error_var) * noise
+
+    def _learn(self, error: float) -> None:
+        # A plain average over the first requests, then exponential, so early estimates are not trusted
+        # blindly nor old ones forever.
+        self._settled += 1
+        weight = max(_ERROR_WEIGHT, 1 / self._settled)
+        diff = error - self._error_mean
+        self._error_mean += weight * diff
+        self._error_var = (1 - weight) * (self._error_var + weight * diff * diff)
 
 
 class _Meter:
-    """One per-minute quota, requests or input tokens: a bucket refilling continuously at an adaptive rate.
+    """One per-minute quota (requests or input tokens): a pacing bucket, a one-minute window, adaptive limit.
 
-    `limit` is the per-minute figure the meter currently honours (None = unlimited); the bucket refills at
-    `limit * (1 - headroom) / (60 + burst)` per second and holds `burst` seconds of that (at least one unit),
-    so that a full bucket plus a minute of refill never exceeds the limit less headroom.
+    `limit` is the per-minute figure the meter currently honours (None = unlimited) and `allowed` that less
+    headroom. The window guarantees no minute ever holds more than `allowed`; the bucket spreads admissions
+    evenly, refilling at `allowed / 60` per second and banking at most `burst` seconds of it (at least one
+    unit) while demand is below the rate, so a brief stall on the other quota can be caught up.
     """
 
-    def __init__(self, name: str, ceiling: float | None, burst: float, limits: Limits) -> None:
+    def __init__(self, name: str, ceiling: float | None, limits: Limits) -> None:
         self.name = name
         self.ceiling = ceiling
-        self._burst = burst
         self._limits = limits
-        self.recent = _Recent()
+        self.window = _Window()
         self._started_at: float | None = None
         self._updated_at: float | None = None
+        self._paused_until = -math.inf
         self._head_need = 0.0
         self.limit: float | None = None
+        self.allowed = math.inf
         self.rate = math.inf
         self.capacity = 1.0
         self.level = 1.0
         self._cap = 1.0
         self.peak: float | None = None
-        """The rate that last drew a 429; recovery climbs back toward it."""
+        """The limit that last drew a 429; recovery climbs back toward it."""
         self._hold_until: float | None = None
+        self._holds = 1
+        """Multiplies `probe_hold`: doubled each time a 429 confirms the previous peak, so probing gets rarer."""
         self.next_step_at = math.inf
         self.quiet_until = -math.inf
         """Until then, a 429 for this quota is part of the congestion event already acted on."""
         if ceiling is not None:
             self._set_limit(ceiling)
 
-    # -- the bucket ----------------------------------------------------------------------------------------
+    # -- admission -----------------------------------------------------------------------------------------
 
     def advance(self, now: float) -> None:
-        """Refill up to `now`, applying any recovery steps that fell due on the way."""
+        """Bring the meter up to `now`, applying any recovery steps that fell due on the way."""
         if self._updated_at is None:
             self._updated_at = now
+        self.window.expire(now)
         while self.next_step_at <= now:
             self._fill(self.next_step_at)
             self._step(self.next_step_at)
         self._fill(now)
 
     def ready_at(self, now: float, need: float) -> float:
-        """When the bucket will hold `need` (capped at a full minute's worth), given the current rate."""
+        """When a request needing `need` units may go (a need above `allowed` waits for an empty window)."""
         if self.limit is None:
             return now
-        short = min(need, self.capacity + WINDOW * self.rate) - self.level
-        return now if short <= 0 else now + short / self.rate
+        short = min(need, self.allowed) - self.level
+        paced = now if short <= 0 else max(now, self._paused_until) + short / self.rate
+        return max(paced, self.window.ready_at(now, need, self.allowed))
 
     def set_head(self, need: float) -> None:
-        """Let the bucket fill up to what the first waiter needs, so an oversize request is sent, alone."""
+        """Let the bucket fill up to what the first waiter needs, so an oversize request goes, alone."""
         self._head_need = need
         self._recap()
 
-    def charge(self, now: float, amount: float) -> None:
+    def charge(self, now: float, amount: float, tag: int | None = None) -> _Entry:
         if self._started_at is None:
             self._started_at = now
-        self.recent.add(now, amount)
         if self.limit is not None:
             self.level -= amount
+        return self.window.add(now, amount, tag)
 
-    def credit(self, now: float, amount: float) -> None:
-        """Give back `amount` (negative: take more); a bucket in debt holds the next admissions back."""
-        self.recent.add(now, -amount)
+    def settle(self, estimated: int, actual: int, now: float) -> None:
+        """Correct a request's charge; a bucket in debt holds the next admissions back."""
         if self.limit is not None:
-            self.level = min(self.level + amount, self._cap)
+            self.level = min(self.level + estimated - actual, self._cap)
+        self.window.settle(now, estimated, actual)
+
+    def cancel(self, entry: _Entry) -> None:
+        if self.limit is not None:
+            self.level = min(self.level + entry.amount, self._cap)
+        self.window.cancel(entry)
+
+    def pause(self, until: float) -> None:
+        """Bank nothing until `until` (a shared cooldown), so it does not end in a burst."""
+        self._paused_until = max(self._paused_until, until)
 
     def _fill(self, until: float) -> None:
         assert self._updated_at is not None
-        elapsed = until - self._updated_at
-        if elapsed > 0:
-            if self.limit is not None and self.level < self._cap:
-                self.level = min(self._cap, self.level + elapsed * self.rate)
-            self._updated_at = until
+        start = max(self._updated_at, self._paused_until)
+        if self.limit is not None and until > start and self.level < self._cap:
+            self.level = min(self._cap, self.level + (until - start) * self.rate)
+        self._updated_at = max(self._updated_at, until)
 
     def _set_limit(self, limit: float) -> None:
-        starting = self.limit is None
+        if self.limit is None:
+            self.level = 1.0  # starts holding one unit: one request, or one token, so no burst at start
         self.limit = limit
-        self.rate = limit * (1 - self._limits.headroom) / (WINDOW + self._burst)
-        self.capacity = max(1.0, self.rate * self._burst)
-        if starting:
-            # A meter starts full, but full is one request or `burst` seconds of tokens: no burst at start.
-            self.level = self.capacity
+        self.allowed = limit * (1 - self._limits.headroom)
+        self.rate = self.allowed / WINDOW
+        self.capacity = max(1.0, self.rate * self._limits.burst)
         self._recap()
 
     def _recap(self) -> None:
-        full = self.capacity + WINDOW * self.rate
-        self._cap = max(self.capacity, min(self._head_need, full))
+        self._cap = max(self.capacity, min(self._head_need, self.allowed))
         self.level = min(self.level, self._cap)
 
     # -- adapting to 429s ----------------------------------------------------------------------------------
@@ -240,8 +366,11 @@ class _Meter:
         """Congestion: pace at `decrease` x what the server was accepting, then recover from `resume_at`."""
         accepted = self._accepted_per_minute(now)
         base = accepted if self.limit is None else min(self.limit, accepted)
-        self.peak = max(base, 1.0)
-        self._set_limit(self.peak * self._limits.decrease)
+        base = max(base, 1.0)
+        repeated = self.peak is not None and abs(base / self.peak - 1) <= _SAME_PEAK
+        self._holds = min(2 * self._holds, _MAX_HOLDS) if repeated else 1
+        self.peak = base
+        self._set_limit(base * self._limits.decrease)
         self._hold_until = None
         self.quiet_until = quiet_until
         self.next_step_at = resume_at
@@ -251,7 +380,7 @@ class _Meter:
             self.next_step_at = max(self.next_step_at, resume_at)
 
     def _accepted_per_minute(self, now: float) -> float:
-        total = self.recent.total(now)
+        total = self.window.total
         if self.limit is None or self._started_at is None:
             # Unlimited so far: the server's window held everything sent in the last minute when it said
             # no, so that count is the best estimate of the quota (the sending rate may have been far higher).
@@ -266,7 +395,7 @@ class _Meter:
         if limit < self.peak * (1 - limits.probe_step):
             limit += (self.peak - limit) / 2
         elif self._hold_until is None:
-            self._hold_until = at + limits.probe_hold
+            self._hold_until = at + limits.probe_hold * self._holds
         elif at >= self._hold_until:
             limit *= 1 + limits.probe_step
         self.next_step_at = at + limits.recovery_interval
@@ -279,13 +408,17 @@ class _Meter:
         if self.limit is None:
             return f"{self.name} unlimited"
         configured = "" if self.ceiling is None else f"/{self.ceiling:g}"
-        return f"{self.name} {self.limit:.6g}{configured} level {self.level:.6g}/{self._cap:.6g}"
+        return (
+            f"{self.name} {self.limit:.6g}{configured} level {self.level:.6g}/{self._cap:.6g} "
+            f"window {self.window.total:.6g}/{self.allowed:.6g}"
+        )
 
 
 @dataclass(slots=True, eq=False)
 class _Waiter:
     tokens: int
     future: asyncio.Future[None]
+    admitted: tuple[_Entry, _Entry] | None = None
 
 
 class RateLimiter:
@@ -300,8 +433,8 @@ class RateLimiter:
     def __init__(self, limits: Limits, clock: Clock | None = None) -> None:
         self.limits = limits
         self._clock: Clock = LoopClock() if clock is None else clock
-        self._requests = _Meter("RPM", limits.requests_per_minute, 0.0, limits)
-        self._tokens = _Meter("TPM", limits.tokens_per_minute, limits.token_burst, limits)
+        self._requests = _Meter("RPM", limits.requests_per_minute, limits)
+        self._tokens = _Meter("TPM", limits.tokens_per_minute, limits)
         self._waiters: deque[_Waiter] = deque()
         self._timer: Timer | None = None
         self._timer_at = math.inf
@@ -340,7 +473,7 @@ class RateLimiter:
         if actual is None or actual == estimated:
             return
         now = self._sync()
-        self._tokens.credit(now, estimated - actual)
+        self._tokens.settle(estimated, actual, now)
         self._tokens_admitted += actual - estimated
         self._dispatch(now)
 
@@ -383,8 +516,8 @@ class RateLimiter:
             rate_limited=self._rate_limited,
             admitted=self._admitted,
             tokens=self._tokens_admitted,
-            achieved_rpm=self._requests.recent.total(now),
-            achieved_tpm=self._tokens.recent.total(now),
+            achieved_rpm=self._requests.window.total,
+            achieved_tpm=self._tokens.window.total,
         )
 
     def __repr__(self) -> str:
@@ -429,16 +562,15 @@ class RateLimiter:
                 self._arm(min(when, self._requests.next_step_at, self._tokens.next_step_at))
                 return
             self._waiters.popleft()
-            self._admit(now, head.tokens)
+            head.admitted = self._admit(now, head.tokens)
             head.future.set_result(None)
             self._head_changed()
         self._disarm()
 
-    def _admit(self, now: float, tokens: int) -> None:
-        self._requests.charge(now, 1)
-        self._tokens.charge(now, tokens)
+    def _admit(self, now: float, tokens: int) -> tuple[_Entry, _Entry]:
         self._admitted += 1
         self._tokens_admitted += tokens
+        return self._requests.charge(now, 1), self._tokens.charge(now, tokens, tag=tokens)
 
     def _withdraw(self, waiter: _Waiter) -> None:
         now = self._sync()
@@ -447,11 +579,11 @@ class RateLimiter:
             self._waiters.remove(waiter)
             if was_head:
                 self._head_changed()
-        elif waiter.future.done() and not waiter.future.cancelled() and waiter.future.exception() is None:
+        elif waiter.admitted is not None:
             # Admitted in the same loop step the caller gave up: the request is never sent, so it must not
             # count against any quota.
-            self._requests.credit(now, 1)
-            self._tokens.credit(now, waiter.tokens)
+            self._requests.cancel(waiter.admitted[0])
+            self._tokens.cancel(waiter.admitted[1])
             self._admitted -= 1
             self._tokens_admitted -= waiter.tokens
         self._dispatch(now)
