@@ -62,6 +62,9 @@ _SAME_PEAK: Final = 0.05
 _MAX_HOLDS: Final = 8
 """At most this many `probe_hold`s between probes above a confirmed peak."""
 
+_MAX_PROBE_GROWTH: Final = 8
+"""The n-th probe in a row adds n x `probe_step`, up to this many."""
+
 _MARGIN: Final = 1e-3
 """An admission stays in the window this long past the minute, so the server surely no longer counts it."""
 
@@ -175,9 +178,12 @@ class _Window:
         self._log.append(entry)
         self.total += amount
         if tag is not None:
+            queue = self._unsettled.setdefault(tag, deque())
             self._pending += amount
-            self._pending_squares += amount * amount
-            self._unsettled.setdefault(tag, deque()).append(entry)
+            # Entries sharing an estimate are most likely attempts of one request, whose errors are the
+            # same: they weigh as one entry of their combined size, (n x amount)^2, not as n independent ones.
+            self._pending_squares += amount * amount * (2 * len(queue) + 1)
+            queue.append(entry)
         return entry
 
     def expire(self, now: float) -> None:
@@ -185,8 +191,7 @@ class _Window:
             entry = self._log.popleft()
             self.total -= entry.amount
             if entry.pending:
-                # Entries leave oldest first, so one still unsettled heads its estimate's queue.
-                self._unpend(entry, self._unsettled[entry.tag or 0].popleft())
+                self._unpend(entry)
         if not self._log:
             # Nothing left: start from exact zeros rather than the residue of many float updates.
             self.total = self._pending = self._pending_squares = 0.0
@@ -212,7 +217,9 @@ class _Window:
         # If that is not the one that finished, it is older than it, so a refund leaves the window sooner:
         # the error is on the safe side.
         alone = pending is not None and len(pending) == 1
-        entry = self._unpend(pending[0], pending.popleft()) if pending else None
+        entry = pending[0] if pending else None
+        if entry is not None:
+            self._unpend(entry)
         if actual > estimated:
             # An extra charge may only go where it stays in the window at least as long as the server
             # counts it: on the request itself when no other shares its estimate, else at the present time.
@@ -229,19 +236,23 @@ class _Window:
     def cancel(self, entry: _Entry) -> None:
         """Take back an entry for a request that was never sent."""
         if entry.pending:
-            self._unsettled[entry.tag or 0].remove(entry)
-            self._unpend(entry, entry)
+            self._unpend(entry)
         self.total -= entry.amount
         entry.amount = 0.0
 
-    def _unpend(self, entry: _Entry, removed: _Entry) -> _Entry:
-        assert entry is removed and entry.tag is not None
-        if not self._unsettled[entry.tag]:
+    def _unpend(self, entry: _Entry) -> None:
+        assert entry.tag is not None
+        queue = self._unsettled[entry.tag]
+        self._pending -= entry.amount
+        self._pending_squares -= entry.amount * entry.amount * (2 * len(queue) - 1)
+        # Settled and expiring entries are the oldest of their estimate, so this is nearly always O(1).
+        if queue[0] is entry:
+            queue.popleft()
+        else:
+            queue.remove(entry)
+        if not queue:
             del self._unsettled[entry.tag]
         entry.pending = False
-        self._pending -= entry.amount
-        self._pending_squares -= entry.amount * entry.amount
-        return entry
 
     def _reserve(self, extra: float) -> float:
         bias = max(0.0, self._error_mean) * (self._pending + extra)
@@ -286,7 +297,8 @@ class _Meter:
         """The limit that last drew a 429; recovery climbs back toward it."""
         self._hold_until: float | None = None
         self._holds = 1
-        """Multiplies `probe_hold`: doubled each time a 429 confirms the previous peak, so probing gets rarer."""
+        self._probes = 0
+        """Multiplies `probe_hold`: doubled each time a 429 confirms the last peak, so probing gets rarer."""
         self.next_step_at = math.inf
         self.quiet_until = -math.inf
         """Until then, a 429 for this quota is part of the congestion event already acted on."""
@@ -310,7 +322,7 @@ class _Meter:
         if self.limit is None:
             return now
         short = min(need, self.allowed) - self.level
-        paced = now if short <= 0 else max(now, self._paused_until) + short / self.rate
+        paced = now if short <= 0 else now + short / self.rate
         return max(paced, self.window.ready_at(now, need, self.allowed))
 
     def set_head(self, need: float) -> None:
@@ -337,15 +349,25 @@ class _Meter:
         self.window.cancel(entry)
 
     def pause(self, until: float) -> None:
-        """Bank nothing until `until` (a shared cooldown), so it does not end in a burst."""
+        """Bank no more than the first waiter needs until `until` (a cooldown), so it ends without a burst."""
         self._paused_until = max(self._paused_until, until)
 
     def _fill(self, until: float) -> None:
         assert self._updated_at is not None
-        start = max(self._updated_at, self._paused_until)
-        if self.limit is not None and until > start and self.level < self._cap:
-            self.level = min(self._cap, self.level + (until - start) * self.rate)
+        if self.limit is not None:
+            paused_until = min(until, self._paused_until)
+            if paused_until > self._updated_at:
+                head_only = max(1.0, min(self._head_need, self.allowed))
+                self._refill(paused_until, min(self._cap, head_only))
+            self._refill(until, self._cap)
         self._updated_at = max(self._updated_at, until)
+
+    def _refill(self, until: float, cap: float) -> None:
+        assert self._updated_at is not None
+        if until > self._updated_at:
+            if self.level < cap:
+                self.level = min(cap, self.level + (until - self._updated_at) * self.rate)
+            self._updated_at = until
 
     def _set_limit(self, limit: float) -> None:
         if self.limit is None:
@@ -372,6 +394,7 @@ class _Meter:
         self.peak = base
         self._set_limit(base * self._limits.decrease)
         self._hold_until = None
+        self._probes = 0
         self.quiet_until = quiet_until
         self.next_step_at = resume_at
 
@@ -397,7 +420,10 @@ class _Meter:
         elif self._hold_until is None:
             self._hold_until = at + limits.probe_hold * self._holds
         elif at >= self._hold_until:
-            limit *= 1 + limits.probe_step
+            # Each probe a little bolder than the last, so a rate cut far below the quota (a 429 from
+            # shared capacity) is outgrown in minutes, while the first probes past a peak stay small.
+            self._probes += 1
+            limit *= 1 + limits.probe_step * min(self._probes, _MAX_PROBE_GROWTH)
         self.next_step_at = at + limits.recovery_interval
         if self.ceiling is not None and limit >= self.ceiling:
             limit = self.ceiling
@@ -494,6 +520,7 @@ class RateLimiter:
             quiet_until = max(self._cooldown_until, now + self.limits.default_cooldown)
             meter.slow_down(now, quiet_until, resume_at)
         for each in (self._requests, self._tokens):
+            each.pause(self._cooldown_until)
             each.postpone_recovery(resume_at)
         self._dispatch(now)
 

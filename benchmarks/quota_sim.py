@@ -8,7 +8,8 @@ real time, deterministically (seeded), with no sleeping.
 * `SlidingWindowQuota` is the server side: it accepts a request only if the requests, and the input tokens,
   that it accepted over the last 60 seconds stay within its quotas; otherwise it answers like Gemini's 429
   (a QuotaFailure quota id and a RetryInfo delay rounded up to whole seconds). A sliding window is the
-  strictest way to count "per minute": traffic that passes it passes a fixed-window counter too.
+  strictest way to count "per minute": traffic that passes it passes a fixed-window counter too. It can
+  also refuse a share of requests at random, naming no quota, as shared capacity running short does.
 * `simulate` runs a pool of workers (acquire, send, wait for the response, settle or report the 429) and
   returns what the server accepted and refused.
 """
@@ -89,17 +90,27 @@ class VirtualTimeLoop(asyncio.SelectorEventLoop):
 class Refusal:
     """A simulated 429: which quota tripped and the RetryInfo delay, in seconds."""
 
-    quota_id: str
+    quota_id: str | None
     retry_after: float | None
 
 
 class SlidingWindowQuota:
     """Per-minute request and input-token quotas over a sliding 60-second window of accepted requests."""
 
-    def __init__(self, rpm: int | None = None, tpm: int | None = None, *, retry_info: bool = True) -> None:
+    def __init__(
+        self,
+        rpm: int | None = None,
+        tpm: int | None = None,
+        *,
+        retry_info: bool = True,
+        shared_refusals: float = 0.0,
+        seed: int = 0,
+    ) -> None:
         self.rpm = rpm
         self.tpm = tpm
         self._retry_info = retry_info
+        self._shared_refusals = shared_refusals
+        self._rng = random.Random(seed)
         self._log: deque[tuple[float, int]] = deque()
         self._tokens = 0
 
@@ -108,6 +119,9 @@ class SlidingWindowQuota:
         while self._log and self._log[0][0] <= now - 60.0:
             self._tokens -= self._log.popleft()[1]
         rpm, tpm = self.rpm, self.tpm
+        if self._shared_refusals and self._rng.random() < self._shared_refusals:
+            # Capacity shared with other projects ran short: a 429 while inside quota, naming no quota.
+            return Refusal(None, None)
         if rpm is not None and len(self._log) >= rpm:
             return self._refuse(RPM_QUOTA_ID, now, lambda count, _: count < rpm)
         if tpm is not None and self._tokens + tokens > tpm:
@@ -139,16 +153,27 @@ class Workload:
     """Each estimate is the real count times a uniform factor in [1 - error, 1 + error]."""
     send_jitter: float = 0.0
     """Uniform delay between admission and arrival at the server (network jitter)."""
+    failures: float = 0.0
+    """Share of accepted requests whose answer never arrives (connection reset, stream cut)."""
+    deadline: float | None = None
+    """Total timeout of one attempt, waiting for the limiter included; the attempt is then retried."""
     seed: int = 1
 
 
 @dataclass(slots=True)
 class Outcome:
-    """What the server saw: accepted requests with their arrival times and tokens, and refusals."""
+    """What happened: requests accepted (arrival time, tokens), refusals, lost answers and timeouts."""
 
     duration: float
     accepted: list[tuple[float, int]] = field(default_factory=list)
-    refused: list[tuple[float, str]] = field(default_factory=list)
+    refused: list[tuple[float, str | None]] = field(default_factory=list)
+    failures: int = 0
+    timeouts: int = 0
+
+    @property
+    def own_refusals(self) -> int:
+        """429s that named a quota: caused by the traffic itself, not by shared capacity."""
+        return sum(1 for _, quota_id in self.refused if quota_id is not None)
 
     def requests_between(self, start: float, end: float) -> int:
         return sum(1 for at, _ in self.accepted if start <= at < end)
@@ -166,22 +191,34 @@ async def simulate(
     start = loop.time()
     outcome = Outcome(duration)
 
+    async def attempt(estimate: int, actual: int) -> bool:
+        await limiter.acquire(estimate)
+        await asyncio.sleep(rng.uniform(0, load.send_jitter))
+        refusal = quota.submit(loop.time(), actual)
+        if refusal is None:
+            outcome.accepted.append((loop.time() - start, actual))
+        else:
+            outcome.refused.append((loop.time() - start, refusal.quota_id))
+        await asyncio.sleep(rng.uniform(*load.latency))
+        if refusal is not None:
+            limiter.rate_limited(refusal.quota_id, refusal.retry_after)
+            return False
+        if rng.random() < load.failures:
+            outcome.failures += 1  # counted by the server, but the answer never arrives: nothing to settle
+            return False
+        limiter.settle(estimate, actual)
+        return True
+
     async def one_request() -> None:
         actual = rng.randint(*load.tokens)
         estimate = max(1, round(actual * rng.uniform(1 - load.estimate_error, 1 + load.estimate_error)))
         while True:
-            await limiter.acquire(estimate)
-            await asyncio.sleep(rng.uniform(0, load.send_jitter))
-            refusal = quota.submit(loop.time(), actual)
-            if refusal is None:
-                outcome.accepted.append((loop.time() - start, actual))
-            else:
-                outcome.refused.append((loop.time() - start, refusal.quota_id))
-            await asyncio.sleep(rng.uniform(*load.latency))
-            if refusal is None:
-                limiter.settle(estimate, actual)
-                return
-            limiter.rate_limited(refusal.quota_id, refusal.retry_after)
+            try:
+                async with asyncio.timeout(load.deadline):
+                    if await attempt(estimate, actual):
+                        return
+            except TimeoutError:
+                outcome.timeouts += 1
 
     async def worker() -> None:
         while True:
