@@ -417,3 +417,16 @@ async def test_429s_from_shared_capacity_are_absorbed() -> None:
     assert len(outcome.refused) >= 3
     assert outcome.own_refusals == 0
     assert outcome.requests_between(0, 3600) / (120 * 60) >= 0.85
+
+
+def test_paces_on_a_plain_asyncio_loop() -> None:
+    """With the default clock, on an ordinary event loop, the timers pace in real time (about 0.1 s here)."""
+
+    async def main() -> float:
+        limiter = RateLimiter(Limits(requests_per_minute=6_000, headroom=0.0))
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        await asyncio.gather(*(limiter.acquire(1) for _ in range(10)))
+        return loop.time() - started
+
+    assert asyncio.run(main()) >= 9 * 0.01 - 0.001  # nine 10 ms gaps; a timer never fires early
