@@ -182,9 +182,7 @@ class Outcome:
         return sum(tokens for at, tokens in self.accepted if start <= at < end)
 
 
-async def simulate(
-    limiter: RateLimiter, quota: SlidingWindowQuota, load: Workload, duration: float
-) -> Outcome:
+async def simulate(limiter: RateLimiter, quota: SlidingWindowQuota, load: Workload, duration: float) -> Outcome:
     """Run `load.workers` workers against `quota` for `duration` seconds of loop time (use a virtual loop)."""
     loop = asyncio.get_running_loop()
     rng = random.Random(load.seed)
