@@ -67,9 +67,9 @@ class ServerConfig:
     latency_jitter_ms: float = 0.0
     seed: int = 0
     fail_rate: float = 0.0
-    fault_weights: Mapping[str, float] = DEFAULT_FAULT_WEIGHTS
+    fault_weights: Mapping[str, float] = field(default_factory=lambda: DEFAULT_FAULT_WEIGHTS)
     violate_rate: float = 0.0
-    violation_weights: Mapping[str, float] = DEFAULT_VIOLATION_WEIGHTS
+    violation_weights: Mapping[str, float] = field(default_factory=lambda: DEFAULT_VIOLATION_WEIGHTS)
     # How long a "slow" fault stalls before it answers: meant to exceed the client's timeout.
     slow_s: float = 30.0
     # RetryInfo.retryDelay of injected transient 429s ("429" fault).

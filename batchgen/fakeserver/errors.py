@@ -64,6 +64,11 @@ def invalid_argument(message: str) -> RpcError:
     return RpcError(400, "INVALID_ARGUMENT", message)
 
 
+def field_violation(path: str, message: str) -> RpcError:
+    """A 400 naming the offending field, in the API's "* GenerateContentRequest.<path>: <message>" form."""
+    return invalid_argument(f"* GenerateContentRequest.{path}: {message}\n")
+
+
 def unknown_field(name: str, where: str = "") -> RpcError:
     at = f" at '{where}'" if where else ""
     return invalid_argument(f'Invalid JSON payload received. Unknown name "{name}"{at}: Cannot find field.')

@@ -3,8 +3,8 @@
 Supported: literals and escaped literals, `.`, classes (`[a-z0-9_]`, negated `[^...]`, `\\d \\w \\s` and their
 negations, inside or outside a class), groups (`(...)`, `(?:...)`, `(?P<name>...)`, `(?<name>...)`),
 alternation `|`, the quantifiers `? * + {n} {n,} {n,m} {,m}` (a trailing lazy `?` or possessive `+` is
-accepted and changes nothing) and the anchors `^ $ \\A \\Z \\z`, which are ignored because the generated string
-is the whole match. Unbounded quantifiers repeat at most 4 times more than their minimum.
+accepted and changes nothing) and the anchors `^ $ \\A \\Z \\z`, which are ignored because the generated
+string is the whole match. Unbounded quantifiers repeat at most 4 times more than their minimum.
 
 Not supported (raises PatternError): backreferences, lookaround, inline flags, `\\b`, and Unicode classes such
 as `\\p{L}`. Generated characters are printable ASCII, so a pattern that can only match other characters
@@ -129,7 +129,7 @@ class _Parser:
         if self.peek() == "?":
             self.pos += 1
             kind = self.take()
-            if kind == "P" and self.peek() == "<" or kind == "<" and self.peek() not in "=!":
+            if (kind == "P" and self.peek() == "<") or (kind == "<" and self.peek() not in "=!"):
                 self.pos = self.text.index(">", self.pos) + 1
             elif kind != ":":
                 raise PatternError(f"lookaround and inline flags are not supported: {self.text!r}")
@@ -200,7 +200,11 @@ class _Parser:
         end = self.text.find("}", self.pos)
         body = self.text[self.pos + 1 : end] if end > 0 else ""
         low_text, comma, high_text = body.partition(",")
-        if end < 0 or not (low_text.isdigit() or (comma and not low_text)) or (high_text and not high_text.isdigit()):
+        if (
+            end < 0
+            or not (low_text.isdigit() or (comma and not low_text))
+            or (high_text and not high_text.isdigit())
+        ):
             # Python treats a "{" that is not a valid quantifier as a literal; atom() will take it.
             return None
         self.pos = end + 1

@@ -22,6 +22,7 @@ from typing import Any, Literal
 
 import orjson
 
+from batchgen.fakeserver.errors import bad_enum
 from batchgen.fakeserver.nodes import (
     AnyNode,
     ArrayNode,
@@ -50,14 +51,41 @@ from batchgen.fakeserver.text import LEXICON
 Dialect = Literal["openapi", "jsonschema"]
 _TOO_COMPLEX = "The specified schema produces a constraint that has too many states for serving."
 _OPENAPI_KEYS = frozenset(
-    "type format title description nullable enum maxItems minItems items properties required minProperties "
-    "maxProperties minimum maximum minLength maxLength pattern example anyOf propertyOrdering default".split()
+    [
+        "type",
+        "format",
+        "title",
+        "description",
+        "nullable",
+        "enum",
+        "maxItems",
+        "minItems",
+        "items",
+        "properties",
+        "required",
+        "minProperties",
+        "maxProperties",
+        "minimum",
+        "maximum",
+        "minLength",
+        "maxLength",
+        "pattern",
+        "example",
+        "anyOf",
+        "propertyOrdering",
+        "default",
+    ]
 )
 _OPENAPI_TYPES = frozenset({"STRING", "NUMBER", "INTEGER", "BOOLEAN", "ARRAY", "OBJECT", "NULL"})
 
 
 class SchemaRejected(ValueError):
     """The API would refuse this schema; the message is the 400's message."""
+
+
+def _violation(path: str, message: str) -> SchemaRejected:
+    """A field violation in the API's wording: "* GenerateContentRequest.<path>: <message>"."""
+    return SchemaRejected(f"* GenerateContentRequest.{path}: {message}\n")
 
 
 def _camel(key: str) -> str:
@@ -147,7 +175,11 @@ class SchemaCache:
 
 def _compile(dialect: Dialect, schema: Any, where: str) -> CompiledSchema | str:
     try:
-        root = _OpenApi().node(schema, where) if dialect == "openapi" else _JsonSchema(schema).node(schema, where)
+        root = (
+            _OpenApi().node(schema, where)
+            if dialect == "openapi"
+            else _JsonSchema(schema).node(schema, where)
+        )
         compiled = CompiledSchema(root)
         # One trial draw finds required recursion, which no finite document satisfies.
         compiled.generate(random.Random(0), LEXICON)
@@ -195,11 +227,11 @@ def _numeric(
     if integer:
         lo, hi = integer_bounds(low, high, open_low, open_high)
         if lo > hi:
-            raise SchemaRejected(f"* GenerateContentRequest.{where}: minimum must not exceed maximum.\n")
+            raise _violation(where, "minimum must not exceed maximum.")
         return IntegerNode(lo, hi)
     flo, fhi = number_bounds(low, high)
-    if flo > fhi or flo == fhi and (open_low or open_high):
-        raise SchemaRejected(f"* GenerateContentRequest.{where}: minimum must not exceed maximum.\n")
+    if flo > fhi or (flo == fhi and (open_low or open_high)):
+        raise _violation(where, "minimum must not exceed maximum.")
     return NumberNode(flo, fhi, open_low, open_high)
 
 
@@ -235,14 +267,13 @@ class _OpenApi:
             )
         if kind is None:
             if isinstance(schema.get("anyOf"), list):
-                return UnionNode([self.node(s, f"{where}.any_of[{i}]") for i, s in enumerate(schema["anyOf"])])
-            raise SchemaRejected(f"* GenerateContentRequest.{where}.type: must be specified\n")
+                return UnionNode(
+                    [self.node(s, f"{where}.any_of[{i}]") for i, s in enumerate(schema["anyOf"])]
+                )
+            raise _violation(f"{where}.type", "must be specified")
         name = kind.upper() if isinstance(kind, str) else None
         if name not in _OPENAPI_TYPES:
-            raise SchemaRejected(
-                f"Invalid value at '{where}.type' (type.googleapis.com/google.ai.generativelanguage.v1beta.Type), "
-                f"{orjson.dumps(kind).decode()}"
-            )
+            raise SchemaRejected(bad_enum(f"{where}.type", "Type", kind).message)
         return self.by_type(name, schema, where)
 
     def by_type(self, name: str, schema: dict[str, Any], where: str) -> Node:
@@ -259,14 +290,16 @@ class _OpenApi:
             return NullNode()
         if name == "ARRAY":
             if "items" not in schema:
-                raise SchemaRejected(f"* GenerateContentRequest.{where}.items: missing field.\n")
+                raise _violation(f"{where}.items", "missing field.")
             items = self.node(schema["items"], f"{where}.items")
-            return ArrayNode(items, (), _count(schema, "minItems", where) or 0, _count(schema, "maxItems", where))
+            return ArrayNode(
+                items, (), _count(schema, "minItems", where) or 0, _count(schema, "maxItems", where)
+            )
         return self.object(schema, where)
 
     def enum(self, name: str, values: list[Any], where: str) -> Node:
         if not values:
-            raise SchemaRejected(f"* GenerateContentRequest.{where}.enum: must not be empty\n")
+            raise _violation(f"{where}.enum", "must not be empty")
         for index, value in enumerate(values):
             if not isinstance(value, str):
                 raise SchemaRejected(
@@ -278,18 +311,16 @@ class _OpenApi:
         try:
             return EnumNode([int(v) if name == "INTEGER" else float(v) for v in values])
         except ValueError as exc:
-            raise SchemaRejected(f"* GenerateContentRequest.{where}.enum: values must be {name}\n") from exc
+            raise _violation(f"{where}.enum", f"values must be {name}") from exc
 
     def object(self, schema: dict[str, Any], where: str) -> Node:
         properties = schema.get("properties")
         if not isinstance(properties, dict) or not properties:
-            raise SchemaRejected(
-                f"* GenerateContentRequest.{where}.properties: should be non-empty for OBJECT type\n"
-            )
+            raise _violation(f"{where}.properties", "should be non-empty for OBJECT type")
         required = schema.get("required") or []
         for index, name in enumerate(required):
             if name not in properties:
-                raise SchemaRejected(f"* GenerateContentRequest.{where}.required[{index}]: property is not defined\n")
+                raise _violation(f"{where}.required[{index}]", "property is not defined")
         names = _ordered(sorted(properties), schema.get("propertyOrdering"))
         props = [(n, self.node(properties[n], f"{where}.properties[{n}].value")) for n in names]
         return ObjectNode(
@@ -318,7 +349,7 @@ class _JsonSchema:
         if schema is True:
             return AnyNode()
         if not isinstance(schema, dict):
-            raise SchemaRejected(f"* GenerateContentRequest.{where}: a schema must be an object or true\n")
+            raise _violation(where, "a schema must be an object or true")
         if "$ref" in schema:
             return self.ref(schema["$ref"], where)
         if isinstance(schema.get("allOf"), list):
@@ -327,7 +358,7 @@ class _JsonSchema:
             return ConstNode(schema["const"])
         if isinstance(schema.get("enum"), list):
             if not schema["enum"]:
-                raise SchemaRejected(f"* GenerateContentRequest.{where}.enum: must not be empty\n")
+                raise _violation(f"{where}.enum", "must not be empty")
             return EnumNode(schema["enum"])
         for key in ("anyOf", "oneOf"):
             if isinstance(schema.get(key), list) and schema[key]:
@@ -339,7 +370,9 @@ class _JsonSchema:
 
     def ref(self, ref: Any, where: str) -> Node:
         if not isinstance(ref, str) or not ref.startswith("#"):
-            raise SchemaRejected(f"fake server: only local $ref pointers are supported, got {ref!r} at {where}")
+            raise SchemaRejected(
+                f"fake server: only local $ref pointers are supported, got {ref!r} at {where}"
+            )
         if ref not in self.table:
             # Register before compiling the target so a cycle back to this ref finds an entry.
             self.table[ref] = AnyNode()
@@ -351,7 +384,7 @@ class _JsonSchema:
         for token in ref[1:].lstrip("/").split("/") if ref != "#" else ():
             token = token.replace("~1", "/").replace("~0", "~")
             if not isinstance(target, dict) or token not in target:
-                raise SchemaRejected(f"* GenerateContentRequest.{where}: $ref {ref} does not resolve\n")
+                raise _violation(where, f"$ref {ref} does not resolve")
             target = target[token]
         return target
 
@@ -387,7 +420,7 @@ class _JsonSchema:
             return self.array(schema, where)
         if name == "object":
             return self.object(schema, where)
-        raise SchemaRejected(f"* GenerateContentRequest.{where}.type: unknown type {kind!r}\n")
+        raise _violation(f"{where}.type", f"unknown type {kind!r}")
 
     def numeric(self, integer: bool, schema: dict[str, Any], where: str) -> Node:
         low, high = _bound(schema, "minimum", where), _bound(schema, "maximum", where)
@@ -407,14 +440,20 @@ class _JsonSchema:
             prefix_schemas, items = items, schema.get("additionalItems", True)
         prefix = [self.node(s, f"{where}.prefixItems[{i}]") for i, s in enumerate(prefix_schemas or [])]
         item_node = None if items is False else self.node(True if items is None else items, f"{where}.items")
-        return ArrayNode(item_node, prefix, _count(schema, "minItems", where) or 0, _count(schema, "maxItems", where))
+        return ArrayNode(
+            item_node, prefix, _count(schema, "minItems", where) or 0, _count(schema, "maxItems", where)
+        )
 
     def object(self, schema: dict[str, Any], where: str) -> Node:
         properties = schema.get("properties") or {}
         names = _ordered(list(properties), schema.get("propertyOrdering"))
         props = [(n, self.node(properties[n], f"{where}.properties[{n}]")) for n in names]
         extra_schema = schema.get("additionalProperties")
-        extra = None if extra_schema in (None, False) else self.node(extra_schema, f"{where}.additionalProperties")
+        extra = (
+            None
+            if extra_schema in (None, False)
+            else self.node(extra_schema, f"{where}.additionalProperties")
+        )
         return ObjectNode(
             props,
             [n for n in schema.get("required") or [] if isinstance(n, str)],

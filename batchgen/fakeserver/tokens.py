@@ -60,7 +60,7 @@ class Usage:
         return usage
 
     def partial_json(self, candidates: int | None) -> dict[str, Any]:
-        """The usage of an early stream event: prompt only, or with cumulative candidates and thoughts so far."""
+        """The usage of an early stream event: prompt only, or with the candidates (and thoughts) so far."""
         if candidates is None:
             return {"promptTokenCount": self.prompt, "totalTokenCount": self.prompt}
         usage: dict[str, Any] = {"promptTokenCount": self.prompt}
