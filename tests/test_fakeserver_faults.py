@@ -194,6 +194,24 @@ async def test_nocandidates_directive_is_200_without_candidates(
 
 
 @pytest.mark.anyio
+async def test_nocandidates_directive_on_a_stream_is_one_empty_event(
+    server: FakeServer, session: aiohttp.ClientSession
+) -> None:
+    """On a stream, [[fake:nocandidates]] is a well-framed SSE event without candidates or usage."""
+    async with session.post(
+        url(server, "streamGenerateContent", "?alt=sse"),
+        data=payload("hi [[fake:nocandidates]]"),
+        headers={"x-goog-api-key": KEY},
+    ) as response:
+        assert response.status == 200
+        raw = await response.read()
+    assert raw.startswith(b"data: ") and raw.endswith(b"\r\n\r\n")
+    event = orjson.loads(raw[len(b"data: ") :])
+    assert "candidates" not in event and "usageMetadata" not in event
+    assert server.stats.billed_responses == 0
+
+
+@pytest.mark.anyio
 async def test_sse_cut_directive_stops_mid_event(server: FakeServer, session: aiohttp.ClientSession) -> None:
     """[[fake:sse_cut]]: complete events, then half an event, then the connection closes."""
     received = b""
