@@ -700,3 +700,17 @@ def test_repr_shows_state_not_key() -> None:
     assert "secret-value-123" not in repr(server)
     assert "secret-value-123" not in repr(server.config)
     assert re.search(r"not started", repr(server))
+
+
+@pytest.mark.anyio
+async def test_server_cannot_be_entered_twice_and_url_needs_it_running() -> None:
+    """A FakeServer runs once at a time; its URL exists only while it runs."""
+    server = FakeServer(ServerConfig())
+    with pytest.raises(RuntimeError):
+        _ = server.url
+    async with server:
+        assert server.url.startswith("http://127.0.0.1:")
+        with pytest.raises(RuntimeError):
+            await server.__aenter__()
+    with pytest.raises(RuntimeError):
+        _ = server.url

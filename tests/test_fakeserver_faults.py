@@ -323,7 +323,7 @@ async def test_schema_violation_directive_breaks_the_schema(
     server: FakeServer, session: aiohttp.ClientSession
 ) -> None:
     """[[fake:schema_violation]]: valid JSON that fails validation, in more than one way across prompts."""
-    problems = set()
+    problems: set[str] = set()
     for number in range(12):
         answer = orjson.loads(
             (await call(session, server, f"take {number} [[fake:schema_violation]]", JSON_CONFIG))[2]

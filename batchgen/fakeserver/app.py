@@ -16,8 +16,6 @@ import asyncio
 import base64
 import hmac
 import random
-import time
-from collections.abc import Callable
 from typing import Any
 
 import orjson
@@ -46,16 +44,10 @@ _DEFAULT_RPD = 250
 class FakeGemini:
     """The routes and the state they share: ledger, quotas, fault planner and schema cache."""
 
-    def __init__(
-        self,
-        config: ServerConfig,
-        *,
-        clock: Callable[[], float] = time.monotonic,
-        wall_clock: Callable[[], float] = time.time,
-    ) -> None:
+    def __init__(self, config: ServerConfig) -> None:
         self.config = config
         self.ledger = Ledger()
-        self.quotas = Quotas(config, clock, wall_clock)
+        self.quotas = Quotas(config)
         self.faults = FaultPlanner(config)
         self.schemas = SchemaCache()
         self._latency = random.Random(config.seed)
