@@ -22,7 +22,7 @@ from typing import Any, TextIO
 import anyio
 
 from batchgen import fakeserver
-from batchgen.errors import ConfigError, InputError, OutputError
+from batchgen.errors import BatchgenError, ConfigError, InputError, OutputError
 from batchgen.execute import RunOptions, RunOutcome, execute, prepare_source
 from batchgen.job import Job, load_job
 from batchgen.pricing import PriceTable
@@ -186,11 +186,27 @@ def _run(args: argparse.Namespace) -> int:
     )
     interrupted: list[int] = []
     outcome = anyio.run(_run_async, job, options, args.local_server, interrupted, **_backend())
-    _print_summary(outcome, sys.stdout)
+    if outcome is not None:
+        _print_summary(outcome, sys.stdout)
     return _exit_code(job, outcome, interrupted)
 
 
-async def _run_async(job: Job, options: RunOptions, local: bool, interrupted: list[int]) -> RunOutcome:
+async def _run_async(job: Job, options: RunOptions, local: bool, interrupted: list[int]) -> RunOutcome | None:
+    try:
+        return await _run_watched(job, options, local, interrupted)
+    except BaseExceptionGroup as group:
+        # Task groups wrap whatever ends them; a configuration or input error is reported like any other.
+        errors, _ = group.split(BatchgenError)
+        if errors is None:
+            raise
+        leaf: BaseException = errors
+        while isinstance(leaf, BaseExceptionGroup):
+            leaf = leaf.exceptions[0]
+        raise leaf from None
+
+
+async def _run_watched(job: Job, options: RunOptions, local: bool, interrupted: list[int]) -> RunOutcome | None:
+    outcome: RunOutcome | None = None  # stays None when a second signal cancels the run outright
     async with anyio.create_task_group() as group:
         runners: list[Runner] = []
         group.start_soon(_watch_signals, runners, interrupted, group.cancel_scope)
@@ -228,9 +244,9 @@ def _backend() -> dict[str, Any]:
     return {"backend_options": {"use_uvloop": True}}
 
 
-def _exit_code(job: Job, outcome: RunOutcome, interrupted: list[int]) -> int:
-    if interrupted:
-        return EXIT_SIGNAL.get(signal.Signals(interrupted[0]), 130)
+def _exit_code(job: Job, outcome: RunOutcome | None, interrupted: list[int]) -> int:
+    if interrupted or outcome is None:
+        return EXIT_SIGNAL.get(signal.Signals(interrupted[0]), 130) if interrupted else 130
     if outcome.stopped_by is not None:
         print(f"batchgen: stopped: {outcome.stopped_by}", file=sys.stderr)
         return EXIT_FATAL

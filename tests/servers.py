@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+import tempfile
 import urllib.request
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -15,24 +16,26 @@ import orjson
 @contextmanager
 def server_process(*flags: str) -> Iterator[str]:
     """Start `batchgen fake-server --port 0 FLAGS...`; yield its URL; stop it."""
-    process = subprocess.Popen(
-        [sys.executable, "-m", "batchgen.fakeserver", "--port", "0", *flags],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    try:
-        assert process.stdout is not None
-        line = process.stdout.readline().strip()
-        if not line.startswith("http"):
-            raise RuntimeError(f"fake server did not start: {line!r} {process.stderr.read() if process.stderr else ''}")
-        yield line
-    finally:
-        process.terminate()
-        process.wait(timeout=10)
-        for stream in (process.stdout, process.stderr):
-            if stream is not None:
-                stream.close()
+    # stderr goes to a file, not a pipe: an undrained pipe fills up and stalls the server mid-test.
+    with tempfile.TemporaryFile() as errors:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "batchgen.fakeserver", "--port", "0", *flags],
+            stdout=subprocess.PIPE,
+            stderr=errors,
+            text=True,
+        )
+        try:
+            assert process.stdout is not None
+            line = process.stdout.readline().strip()
+            if not line.startswith("http"):
+                errors.seek(0)
+                raise RuntimeError(f"fake server did not start: {line!r} {errors.read().decode()}")
+            yield line
+        finally:
+            process.terminate()
+            process.wait(timeout=10)
+            if process.stdout is not None:
+                process.stdout.close()
 
 
 def server_stats(url: str) -> dict[str, Any]:

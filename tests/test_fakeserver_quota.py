@@ -135,9 +135,7 @@ async def session() -> AsyncIterator[aiohttp.ClientSession]:
         yield client
 
 
-async def generate(
-    session: aiohttp.ClientSession, server: FakeServer, text: str
-) -> tuple[int, dict[str, Any]]:
+async def generate(session: aiohttp.ClientSession, server: FakeServer, text: str) -> tuple[int, dict[str, Any]]:
     body = orjson.dumps({"contents": [{"parts": [{"text": text}]}]})
     url = f"{server.url}/v1beta/models/gemini-2.5-flash:generateContent"
     async with session.post(url, data=body, headers={"x-goog-api-key": KEY}) as response:

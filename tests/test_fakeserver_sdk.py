@@ -56,9 +56,7 @@ async def test_sdk_reads_text_thoughts_and_usage(client: genai.Client) -> None:
 async def test_sdk_parses_json_into_its_schema(client: genai.Client) -> None:
     """A pydantic response_schema comes back as parsed objects (the SDK would give None on a mismatch)."""
     config = types.GenerateContentConfig(response_mime_type="application/json", response_schema=list[Recipe])
-    response = await client.aio.models.generate_content(
-        model="gemini-2.5-flash", contents="Recipes", config=config
-    )
+    response = await client.aio.models.generate_content(model="gemini-2.5-flash", contents="Recipes", config=config)
     assert isinstance(response.parsed, list) and response.parsed
     assert all(isinstance(recipe, Recipe) for recipe in response.parsed)
 
@@ -76,9 +74,7 @@ async def test_sdk_streams_and_counts_tokens(client: genai.Client) -> None:
     assert len(chunks) >= 2
     final = chunks[-1].usage_metadata
     assert final is not None and final.total_token_count
-    counted = await client.aio.models.count_tokens(
-        model="gemini-3-flash-preview", contents="Stream a paragraph"
-    )
+    counted = await client.aio.models.count_tokens(model="gemini-3-flash-preview", contents="Stream a paragraph")
     assert counted.total_tokens == final.prompt_token_count
 
 

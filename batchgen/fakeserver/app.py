@@ -143,9 +143,7 @@ class FakeGemini:
         if stream:
             events = stream_events(outcome, parsed.model, response_id)
             return await self._stream(request, events, outcome.usage, fault, latency / 2)
-        response, sent = await self._write(
-            request, 200, orjson.dumps(unary_body(outcome, parsed.model, response_id))
-        )
+        response, sent = await self._write(request, 200, orjson.dumps(unary_body(outcome, parsed.model, response_id)))
         if sent:
             self.ledger.bill(outcome.usage)
         return response
@@ -154,9 +152,7 @@ class FakeGemini:
         rejection = self.quotas.admit(parsed.model, parsed.prompt_tokens)
         if rejection is not None:
             self.ledger.quota_rejections[rejection.quota_id] += 1
-            raise errors.quota_exceeded(
-                rejection.quota_id, parsed.model, rejection.limit, rejection.retry_after
-            )
+            raise errors.quota_exceeded(rejection.quota_id, parsed.model, rejection.limit, rejection.retry_after)
 
     def _choose_fault(self, key: int, parsed: GenerateRequest, *, stream: bool) -> str | None:
         # Attempts are only counted when something depends on them, so a plain benchmark keeps no state.

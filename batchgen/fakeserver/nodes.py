@@ -267,9 +267,7 @@ class NullableNode(Node):
 class ArrayNode(Node):
     __slots__ = ("items", "max_items", "min_items", "prefix")
 
-    def __init__(
-        self, items: Node | None, prefix: Sequence[Node], min_items: int, max_items: int | None
-    ) -> None:
+    def __init__(self, items: Node | None, prefix: Sequence[Node], min_items: int, max_items: int | None) -> None:
         # `items` None means no items beyond `prefix` are allowed (JSON Schema `items: false`).
         self.items = items
         self.prefix = tuple(prefix)
