@@ -12,6 +12,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
+import aiohttp
 import orjson
 from aiohttp import web
 
@@ -47,12 +48,16 @@ def server_stats(url: str) -> dict[str, Any]:
 
 @dataclass(frozen=True)
 class Captured:
-    """One request as it arrived: the method path (`models/M:generateContent`), query and decoded JSON body."""
+    """One exchange: the method path (`v1beta/models/M:generateContent`), query, headers, the body as sent
+    (`raw`) and decoded, and what was answered (status and bytes)."""
 
     path: str
     query: dict[str, str]
     headers: dict[str, str]
+    raw: bytes
     body: Any
+    status: int
+    response: bytes
 
 
 CAPTURE_REPLY: dict[str, Any] = {
@@ -64,21 +69,25 @@ CAPTURE_REPLY: dict[str, Any] = {
 
 
 class CaptureServer:
-    """A loopback server, in a thread of its own, that records every request and answers it validly.
+    """A loopback server, in a thread of its own, that records every exchange.
 
-    For tests that check what goes on the wire: it serves `generateContent`, `streamGenerateContent` (one SSE
-    event) and `countTokens`, so both an async test and the synchronous CLI can send to it. Use as a context
-    manager; `url` is its base URL and `requests` what it received, in order.
+    For tests that check what goes on the wire. Without `upstream` it answers by itself, validly:
+    `generateContent` with `reply`, `streamGenerateContent` with one SSE event, `countTokens` with a count. With
+    `upstream` (a base URL) it is a recording proxy: each request is forwarded as is and the upstream's answer
+    returned unchanged. Being threaded, it serves an async test and the synchronous CLI alike. Use as a context
+    manager; `url` is its base URL and `requests` what it saw, in order.
     """
 
-    def __init__(self, reply: dict[str, Any] | None = None) -> None:
+    def __init__(self, reply: dict[str, Any] | None = None, *, upstream: str | None = None) -> None:
         self.reply = CAPTURE_REPLY if reply is None else reply
+        self.upstream = upstream
         self.requests: list[Captured] = []
         self.url = ""
         self._loop = asyncio.new_event_loop()
         self._ready = threading.Event()
         self._thread = threading.Thread(target=self._serve, daemon=True)
         self._runner: web.AppRunner | None = None
+        self._session: aiohttp.ClientSession | None = None
 
     def __enter__(self) -> CaptureServer:
         self._thread.start()
@@ -87,8 +96,9 @@ class CaptureServer:
         return self
 
     def __exit__(self, *exc: object) -> None:
-        assert self._runner is not None
+        assert self._runner is not None and self._session is not None
         asyncio.run_coroutine_threadsafe(self._runner.cleanup(), self._loop).result(10)
+        asyncio.run_coroutine_threadsafe(self._session.close(), self._loop).result(10)
         self._loop.call_soon_threadsafe(self._loop.stop)
         self._thread.join(10)
         self._loop.close()
@@ -103,6 +113,7 @@ class CaptureServer:
         app.router.add_post("/{path:.*}", self._handle)
         self._runner = web.AppRunner(app)
         self._loop.run_until_complete(self._runner.setup())
+        self._session = self._loop.run_until_complete(_new_session())
         site = web.TCPSite(self._runner, "127.0.0.1", 0)
         self._loop.run_until_complete(site.start())
         port = self._runner.addresses[0][1]
@@ -111,15 +122,29 @@ class CaptureServer:
         self._loop.run_forever()
 
     async def _handle(self, request: web.Request) -> web.StreamResponse:
-        body = orjson.loads(await request.read())
+        raw = await request.read()
         path = request.match_info["path"]
-        self.requests.append(Captured(path, dict(request.query), dict(request.headers), body))
-        if path.endswith(":countTokens"):
-            return web.json_response({"totalTokens": 7})
-        if path.endswith(":streamGenerateContent"):
-            stream = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
-            await stream.prepare(request)
-            await stream.write(b"data: " + orjson.dumps(self.reply) + b"\r\n\r\n")
-            await stream.write_eof()
-            return stream
-        return web.Response(body=orjson.dumps(self.reply), content_type="application/json")
+        if self.upstream is not None:
+            status, answer, content_type = await self._forward(request, path, raw)
+        elif path.endswith(":countTokens"):
+            status, answer, content_type = 200, b'{"totalTokens":7}', "application/json"
+        elif path.endswith(":streamGenerateContent"):
+            status, answer, content_type = 200, b"data: " + orjson.dumps(self.reply) + b"\r\n\r\n", "text/event-stream"
+        else:
+            status, answer, content_type = 200, orjson.dumps(self.reply), "application/json"
+        headers = dict(request.headers)
+        self.requests.append(Captured(path, dict(request.query), headers, raw, orjson.loads(raw), status, answer))
+        return web.Response(status=status, body=answer, content_type=content_type)
+
+    async def _forward(self, request: web.Request, path: str, raw: bytes) -> tuple[int, bytes, str]:
+        assert self._session is not None and self.upstream is not None
+        passed = ("Content-Type", "x-goog-api-key", "Authorization")
+        headers = {name: request.headers[name] for name in passed if name in request.headers}
+        url = f"{self.upstream.rstrip('/')}/{path}"
+        async with self._session.post(url, params=request.query, data=raw, headers=headers) as answer:
+            return answer.status, await answer.read(), answer.content_type
+
+
+async def _new_session() -> aiohttp.ClientSession:
+    # Created inside the server's loop, which it must belong to.
+    return aiohttp.ClientSession()

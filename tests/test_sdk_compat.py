@@ -35,7 +35,7 @@ import copy
 import json
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
-from dataclasses import dataclass, field
+from dataclasses import astuple, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -44,13 +44,17 @@ import orjson
 import pytest
 from google import genai
 from google.genai import types
-from servers import CaptureServer
+from servers import Captured, CaptureServer
 
 from batchgen.client import Endpoint, GeminiClient
-from batchgen.gemini import RequestTemplate
+from batchgen.extras import EXTRA_FIELDS, extra_columns
+from batchgen.fakeserver import FakeServer, ServerConfig
+from batchgen.gemini import Reply, RequestTemplate, decode_json, parse_response
 from batchgen.job import Job, load_job
+from batchgen.outcome import judge
 from batchgen.prompts import PromptBuilder
 from batchgen.reader import InputSource
+from batchgen.records import Status
 from batchgen.secret import ApiKey
 
 KEY = "sdk-compat-key-4b7e"
@@ -483,3 +487,264 @@ def _field_names(node: Any) -> set[str]:
     if not isinstance(node, dict):
         return set()
     return set(node) | set().union(*(_field_names(value) for value in node.values()))
+
+
+# --- responses: the SDK against the local server ----------------------------------------------------------------
+
+
+@pytest.fixture
+async def fake() -> AsyncIterator[FakeServer]:
+    async with FakeServer(ServerConfig(api_key=KEY)) as server:
+        yield server
+
+
+@dataclass(frozen=True)
+class Kind:
+    """A request that makes the local server produce one response feature, and a check that it did."""
+
+    prompt: str
+    config: Callable[[], types.GenerateContentConfig | None]
+    shows: Callable[[dict[str, Any]], bool]
+    model: str = "gemini-2.5-flash"
+
+
+def _candidate(raw: dict[str, Any]) -> dict[str, Any]:
+    return dict(raw.get("candidates", [{}])[0])
+
+
+def _parts(raw: dict[str, Any]) -> list[dict[str, Any]]:
+    return list(_candidate(raw).get("content", {}).get("parts", []))
+
+
+def _config(**fields: Any) -> Callable[[], types.GenerateContentConfig]:
+    return lambda: types.GenerateContentConfig(**fields)
+
+
+_WEATHER_CALLS = _config(
+    tools=[types.Tool(function_declarations=[types.FunctionDeclaration(**copy.deepcopy(WEATHER_TOOL))])],
+    tool_config=types.ToolConfig(function_calling_config=types.FunctionCallingConfig(mode="ANY")),
+    automatic_function_calling=types.AutomaticFunctionCallingConfig(disable=True),
+)
+
+KINDS = [
+    pytest.param(
+        Kind("Why is the sky blue?", lambda: None, lambda raw: bool(_parts(raw)) and "usageMetadata" in raw),
+        id="text",
+    ),
+    pytest.param(
+        Kind(
+            "Why is the sky blue?",
+            _config(thinking_config=types.ThinkingConfig(include_thoughts=True)),
+            lambda raw: any(p.get("thought") for p in _parts(raw)),
+        ),
+        id="thoughts",
+    ),
+    pytest.param(
+        Kind(
+            "Why is the sky blue?",
+            _config(
+                thinking_config=types.ThinkingConfig(include_thoughts=True, thinking_level=types.ThinkingLevel.LOW)
+            ),
+            lambda raw: any("thoughtSignature" in p for p in _parts(raw)),
+            model="gemini-3-flash-preview",
+        ),
+        id="thoughts-signature-gemini-3",
+    ),
+    pytest.param(
+        Kind(
+            "Who won the Euro 2024 final?",
+            _config(tools=[types.Tool(google_search=types.GoogleSearch())]),
+            lambda raw: "groundingMetadata" in _candidate(raw) and raw["usageMetadata"].get("toolUsePromptTokenCount"),
+        ),
+        id="grounding",
+    ),
+    pytest.param(
+        Kind("What is the weather like in Lyon?", _WEATHER_CALLS, lambda raw: "functionCall" in _parts(raw)[0]),
+        id="function-call",
+    ),
+    pytest.param(
+        Kind(
+            "Summarise the cached report.",
+            _config(cached_content="cachedContents/report-1"),
+            lambda raw: raw["usageMetadata"].get("cachedContentTokenCount", 0) > 0,
+        ),
+        id="cached-content",
+    ),
+    pytest.param(
+        Kind(
+            "Rate this review: great phone [[fake:blocked]]",
+            lambda: None,
+            lambda raw: "candidates" not in raw and raw["promptFeedback"]["blockReason"] == "SAFETY",
+        ),
+        id="blocked-prompt",
+    ),
+    pytest.param(
+        Kind(
+            "Rate this review: great phone [[fake:safety]]",
+            lambda: None,
+            lambda raw: _candidate(raw)["finishReason"] == "SAFETY" and "content" not in _candidate(raw),
+        ),
+        id="safety-stop",
+    ),
+    pytest.param(
+        Kind(
+            "Rate this review: great phone [[fake:max_tokens]]",
+            lambda: None,
+            lambda raw: _candidate(raw)["finishReason"] == "MAX_TOKENS",
+        ),
+        id="max-tokens",
+    ),
+    pytest.param(
+        Kind(
+            "Classify: the battery died after a week.",
+            _config(response_mime_type="application/json", response_schema=SENTIMENT),
+            lambda raw: isinstance(orjson.loads(_parts(raw)[0]["text"]), dict),
+        ),
+        id="json-mode",
+    ),
+]
+
+
+async def sdk_exchange(client: Any, tap: CaptureServer, kind: Kind) -> tuple[types.GenerateContentResponse, Captured]:
+    """The SDK's parsed response and the exchange the tap saw (request bytes, response bytes)."""
+    response = await client.models.generate_content(model=kind.model, contents=kind.prompt, config=kind.config())
+    return response, tap.requests[-1]
+
+
+async def batchgen_generate(url: str, model: str, body: bytes, *, stream: bool = False) -> dict[str, Any]:
+    async with GeminiClient(Endpoint(base_url=url, model=model, stream=stream), ApiKey(KEY)) as client:
+        return dict(await client(body))
+
+
+def assert_agree(sdk: types.GenerateContentResponse, reply: Reply) -> None:
+    """What batchgen records from a response equals what the SDK's own types say about it."""
+    candidate = sdk.candidates[0] if sdk.candidates else None
+    parts = (candidate.content.parts or []) if candidate and candidate.content else []
+    assert reply.text == sdk.text  # the SDK's .text leaves thought parts out, as the `text` column must
+    assert reply.thoughts == ("".join(p.text for p in parts if p.thought and p.text) or None)
+    assert reply.finish_reason == (candidate.finish_reason.value if candidate and candidate.finish_reason else None)
+    feedback = sdk.prompt_feedback
+    assert reply.block_reason == (feedback.block_reason.value if feedback and feedback.block_reason else None)
+    assert reply.model_version == sdk.model_version and reply.response_id == sdk.response_id
+    usage = sdk.usage_metadata
+    assert usage is not None
+    # A count absent from usageMetadata is 0 (proto3 leaves out zeros): batchgen stores 0, the SDK None.
+    assert astuple(reply.usage) == (
+        usage.prompt_token_count or 0,
+        usage.candidates_token_count or 0,
+        usage.thoughts_token_count or 0,
+        usage.cached_content_token_count or 0,
+        usage.tool_use_prompt_token_count or 0,
+        usage.total_token_count or 0,
+    )
+    calls = [{"name": c.name, "args": c.args} for c in sdk.function_calls or []]
+    assert [dict(c) for c in reply.function_calls] == calls
+    assert extras_row(reply) == sdk_extras(candidate)
+
+
+def extras_row(reply: Reply) -> dict[str, Any]:
+    """The result columns batchgen writes for a reply's grounding, citations, safety ratings and logprobs."""
+    columns = extra_columns([reply.extras])
+    row = {f.name: column[0].as_py() for f, column in zip(EXTRA_FIELDS, columns, strict=True)}
+    del row["function_calls"]  # compared above, from the reply itself
+    return row
+
+
+def sdk_extras(candidate: types.Candidate | None) -> dict[str, Any]:
+    """The same columns read from the SDK's types. A start index the wire leaves out is 0 (proto3 default)."""
+    if candidate is None:
+        return {name: None for name in EXTRA_FIELDS.names if name != "function_calls"}
+    grounding = candidate.grounding_metadata
+    citations = candidate.citation_metadata
+    return {
+        "grounding_queries": grounding.web_search_queries if grounding else None,
+        "grounding_chunks": [
+            {"uri": c.web.uri, "title": c.web.title} for c in grounding.grounding_chunks or [] if c.web
+        ]
+        if grounding and grounding.grounding_chunks is not None
+        else None,
+        "grounding_supports": [
+            {
+                "start_index": s.segment.start_index or 0,
+                "end_index": s.segment.end_index,
+                "text": s.segment.text,
+                "chunk_indices": s.grounding_chunk_indices,
+                "confidence": s.confidence_scores,
+            }
+            for s in grounding.grounding_supports or []
+            if s.segment
+        ]
+        if grounding and grounding.grounding_supports is not None
+        else None,
+        "citations": [
+            {
+                "start_index": c.start_index or 0,
+                "end_index": c.end_index,
+                "uri": c.uri,
+                "title": c.title,
+                "license": c.license,
+            }
+            for c in citations.citations or []
+        ]
+        if citations
+        else None,
+        "safety_ratings": [
+            {"category": r.category.value, "probability": r.probability.value, "blocked": r.blocked}
+            for r in candidate.safety_ratings or []
+            if r.category and r.probability
+        ]
+        if candidate.safety_ratings is not None
+        else None,
+        "avg_logprobs": candidate.avg_logprobs,
+    }
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("kind", KINDS)
+async def test_every_response_kind_parses_with_the_sdk_types_and_batchgen_agrees(fake: FakeServer, kind: Kind) -> None:
+    """The SDK parses what the local server sends with its own types, strictly (unknown fields and enum values
+    are errors), and batchgen's parser reads the same bytes, sent again over its own client, the same way."""
+    with CaptureServer(upstream=fake.url) as tap:
+        async with sdk_client(tap.url) as client:
+            sdk, exchange = await sdk_exchange(client, tap, kind)
+    assert exchange.status == 200
+    raw = orjson.loads(exchange.response)
+    assert kind.shows(raw), raw  # the local server did produce the feature under test
+    types.GenerateContentResponse.model_validate(raw)  # extra="forbid": every field is one the SDK knows
+    reply = parse_response(decode_json(exchange.response))
+    assert_agree(sdk, reply)
+    # The same request bytes sent by batchgen's own client get the same answer (a fresh responseId aside).
+    data = await batchgen_generate(fake.url, kind.model, exchange.raw)
+    assert parse_response(data) == replace(reply, response_id=data["responseId"])
+    if kind.model.startswith("gemini-2.5") and not reply.block_reason:
+        assert reply.usage.thoughts and reply.usage.thoughts > 0  # 2.5 Flash thinks by default
+
+
+@pytest.mark.anyio
+async def test_citations_parse_alike(fake: FakeServer) -> None:
+    """citationMetadata (`citationSources` on the wire, `.citations` in the SDK) comes out the same."""
+    with CaptureServer(upstream=fake.url) as tap:
+        async with sdk_client(tap.url) as client:
+            # The local server cites a source in about one answer in eight; find one deterministically.
+            for number in range(64):
+                kind = Kind(f"Quote a famous line, take {number}.", lambda: None, lambda raw: True)
+                sdk, exchange = await sdk_exchange(client, tap, kind)
+                if sdk.candidates and sdk.candidates[0].citation_metadata:
+                    break
+            else:
+                pytest.fail("the local server produced no citation in 64 answers")
+    reply = parse_response(orjson.loads(exchange.response))
+    assert_agree(sdk, reply)
+    assert extras_row(reply)["citations"][0]["uri"].startswith("https://")
+
+
+@pytest.mark.anyio
+async def test_json_mode_output_equals_the_sdks_parsed_value(fake: FakeServer) -> None:
+    """With a responseSchema, the value batchgen validates and stores is the SDK's `.parsed`."""
+    kind = KINDS[-1].values[0]
+    with CaptureServer(upstream=fake.url) as tap:
+        async with sdk_client(tap.url) as client:
+            sdk, exchange = await sdk_exchange(client, tap, kind)
+    verdict = judge(parse_response(orjson.loads(exchange.response)), json_mode=True, validator=None)
+    assert verdict.status is Status.OK
+    assert verdict.output == sdk.parsed
