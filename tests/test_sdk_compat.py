@@ -43,13 +43,24 @@ import aiohttp
 import orjson
 import pytest
 from google import genai
+from google.genai import errors as genai_errors
 from google.genai import types
 from servers import Captured, CaptureServer
 
 from batchgen.client import Endpoint, GeminiClient
+from batchgen.errors import ApiError, AuthError, QuotaExhausted, RateLimited, ServerError
 from batchgen.extras import EXTRA_FIELDS, extra_columns
 from batchgen.fakeserver import FakeServer, ServerConfig
-from batchgen.gemini import Reply, RequestTemplate, decode_json, parse_response
+from batchgen.gemini import (
+    Reply,
+    RequestTemplate,
+    SseDecoder,
+    decode_json,
+    error_from_response,
+    merge_stream,
+    parse_response,
+    user_contents,
+)
 from batchgen.job import Job, load_job
 from batchgen.outcome import judge
 from batchgen.prompts import PromptBuilder
@@ -748,3 +759,101 @@ async def test_json_mode_output_equals_the_sdks_parsed_value(fake: FakeServer) -
     verdict = judge(parse_response(orjson.loads(exchange.response)), json_mode=True, validator=None)
     assert verdict.status is Status.OK
     assert verdict.output == sdk.parsed
+
+
+STREAM_KINDS = [
+    param
+    for param in KINDS
+    if param.id in ("text", "thoughts", "thoughts-signature-gemini-3", "grounding", "function-call", "blocked-prompt")
+]
+
+
+def decode_in_slices(raw: bytes, size: int) -> list[Any]:
+    """batchgen's SSE decoder fed `raw` in `size`-byte slices, as a slow network would deliver it."""
+    decoder = SseDecoder()
+    events = [event for start in range(0, len(raw), size) for event in decoder.feed(raw[start : start + size])]
+    return events + list(decoder.close())
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("kind", STREAM_KINDS)
+async def test_stream_agrees_with_the_sdk_and_with_the_unary_call(fake: FakeServer, kind: Kind) -> None:
+    """`:streamGenerateContent?alt=sse`: batchgen decodes the events the SDK decoded (the same bytes, fed in
+    7-byte slices), merges them to the SDK's concatenated text and final usage, and the merge equals the unary
+    answer to the same request."""
+    with CaptureServer(upstream=fake.url) as tap:
+        async with sdk_client(tap.url) as client:
+            stream = await client.models.generate_content_stream(
+                model=kind.model, contents=kind.prompt, config=kind.config()
+            )
+            chunks = [chunk async for chunk in stream]
+        exchange = tap.requests[-1]
+    assert exchange.path.endswith(":streamGenerateContent") and exchange.query == {"alt": "sse"}
+    events = decode_in_slices(exchange.response, 7)
+    assert len(events) == len(chunks) >= 1
+    for event in events:
+        types.GenerateContentResponse.model_validate(event)
+    merged = parse_response(merge_stream(events))
+    parts = [p for c in chunks if c.candidates and c.candidates[0].content for p in c.candidates[0].content.parts or []]
+    assert merged.text == ("".join(c.text or "" for c in chunks) or None)
+    assert merged.thoughts == ("".join(p.text for p in parts if p.thought and p.text) or None)
+    assert [dict(c) for c in merged.function_calls] == [
+        {"name": f.name, "args": f.args} for c in chunks for f in c.function_calls or []
+    ]
+    final = chunks[-1].usage_metadata
+    assert final is not None
+    assert merged.usage.total == final.total_token_count and merged.usage.prompt == final.prompt_token_count
+    assert merged.usage.candidates == (final.candidates_token_count or 0)
+    assert merged.usage.thoughts == (final.thoughts_token_count or 0)
+    assert merged.usage.tool_use == (final.tool_use_prompt_token_count or 0)
+    assert merged.block_reason == (chunks[0].prompt_feedback.block_reason.value if merged.block_reason else None)
+    # batchgen's own client, streaming and unary, sent the SDK's request bytes: the same reply.
+    streamed = parse_response(await batchgen_generate(fake.url, kind.model, exchange.raw, stream=True))
+    unary = parse_response(await batchgen_generate(fake.url, kind.model, exchange.raw))
+    assert replace(streamed, response_id=None) == replace(merged, response_id=None)
+    assert replace(unary, response_id=None, extras={}) == replace(merged, response_id=None, extras={})
+    assert {k: v for k, v in unary.extras.items() if k != "avgLogprobs"} == merged.extras
+
+
+@pytest.mark.anyio
+async def test_count_tokens_agrees_with_the_sdk(fake: FakeServer) -> None:
+    """countTokens: the SDK sends `{contents}`, batchgen a `{generateContentRequest}` (so system instruction and
+    tools count too, which the SDK refuses on the Gemini API); for plain contents both shapes give one count."""
+    text = "Count the tokens in this sentence, and then count them again."
+    with CaptureServer(upstream=fake.url) as tap:
+        async with sdk_client(tap.url) as client:
+            counted = await client.models.count_tokens(model="gemini-2.5-flash", contents=text)
+        endpoint = Endpoint(base_url=tap.url, model="gemini-2.5-flash")
+        async with GeminiClient(endpoint, ApiKey(KEY)) as ours:
+            total = await ours.count_tokens(RequestTemplate({}).render(user_contents(text)))
+        sdk_body, our_body = tap.bodies("countTokens")
+    assert total == counted.total_tokens and total > 0
+    assert normalised(sdk_body) == {"contents": [{"role": "user", "parts": [{"text": text}]}]}
+    assert our_body == {
+        "generateContentRequest": {"model": "models/gemini-2.5-flash", "contents": sdk_body["contents"]}
+    }
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize(
+    ("prompt", "key", "ours"),
+    [
+        pytest.param("hi [[fake:429]]", KEY, RateLimited, id="429-rate-limited"),
+        pytest.param("hi [[fake:429day]]", KEY, QuotaExhausted, id="429-daily-quota"),
+        pytest.param("hi [[fake:500]]", KEY, ServerError, id="500"),
+        pytest.param("hi [[fake:503]]", KEY, ServerError, id="503"),
+        pytest.param("hi", "wrong-key-0000", AuthError, id="400-api-key-invalid"),
+    ],
+)
+async def test_error_bodies_read_alike(fake: FakeServer, prompt: str, key: str, ours: type[ApiError]) -> None:
+    """The SDK's `APIError` and batchgen's error mapping read the same code, status and message from the
+    local server's google.rpc error bodies (batchgen then decides: retry, wait, or stop)."""
+    with CaptureServer(upstream=fake.url) as tap:
+        async with sdk_client(tap.url, key=key) as client:
+            with pytest.raises(genai_errors.APIError) as sdk:
+                await client.models.generate_content(model="gemini-2.5-flash", contents=prompt)
+        exchange = tap.requests[-1]
+    mapped = error_from_response(exchange.status, exchange.response)
+    assert isinstance(mapped, ours)
+    assert (mapped.http_status, mapped.status) == (sdk.value.code, sdk.value.status)
+    assert str(mapped).endswith(str(sdk.value.message))
