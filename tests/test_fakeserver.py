@@ -392,6 +392,18 @@ async def test_max_output_tokens_truncates_with_thinking_counted(
 
 
 @pytest.mark.anyio
+async def test_thought_summary_never_exceeds_the_output_budget(
+    server: FakeServer, session: aiohttp.ClientSession
+) -> None:
+    """A budget smaller than a summary gets no summary; output stays within maxOutputTokens."""
+    config = {"maxOutputTokens": 12, "thinkingConfig": {"includeThoughts": True, "thinkingBudget": 8}}
+    _, answer = await post(session, server, body(generationConfig=config))
+    usage = answer["usageMetadata"]
+    assert usage["thoughtsTokenCount"] + usage.get("candidatesTokenCount", 0) <= 12
+    assert not any(p.get("thought") for p in answer["candidates"][0].get("content", {}).get("parts", []))
+
+
+@pytest.mark.anyio
 async def test_stop_sequence_ends_the_text_before_it(
     server: FakeServer, session: aiohttp.ClientSession
 ) -> None:
@@ -688,3 +700,17 @@ def test_repr_shows_state_not_key() -> None:
     assert "secret-value-123" not in repr(server)
     assert "secret-value-123" not in repr(server.config)
     assert re.search(r"not started", repr(server))
+
+
+@pytest.mark.anyio
+async def test_server_cannot_be_entered_twice_and_url_needs_it_running() -> None:
+    """A FakeServer runs once at a time; its URL exists only while it runs."""
+    server = FakeServer(ServerConfig())
+    with pytest.raises(RuntimeError):
+        _ = server.url
+    async with server:
+        assert server.url.startswith("http://127.0.0.1:")
+        with pytest.raises(RuntimeError):
+            await server.__aenter__()
+    with pytest.raises(RuntimeError):
+        _ = server.url

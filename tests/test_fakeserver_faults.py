@@ -144,21 +144,27 @@ async def test_drop_directive_closes_without_answer(
 
 @pytest.mark.anyio
 async def test_slow_directive_outlasts_a_short_timeout_and_bills_nothing(
-    server: FakeServer, session: aiohttp.ClientSession
+    session: aiohttp.ClientSession,
 ) -> None:
-    """[[fake:slow]]: a client with a shorter timeout gives up; the server then sends and bills nothing."""
-    timeout = aiohttp.ClientTimeout(total=0.05)
-    with pytest.raises(asyncio.TimeoutError):
-        async with session.post(
-            url(server), data=payload("hi [[fake:slow]]"), headers={"x-goog-api-key": KEY}, timeout=timeout
-        ) as response:
-            await response.read()
-    for _ in range(50):  # the server learns of the hang-up when the socket closes
-        if server.stats.disconnects:
-            break
-        await asyncio.sleep(0.01)
-    assert server.stats.disconnects == 1
-    assert server.stats.billed_responses == 0
+    """[[fake:slow]]: a client with a shorter timeout gives up; the server then sends and bills nothing
+    (its stall is cut short by the hang-up, so this test does not wait for it)."""
+    async with FakeServer(ServerConfig(api_key=KEY, slow_s=30.0)) as server:
+        with pytest.raises(asyncio.TimeoutError):
+            async with session.post(
+                url(server),
+                data=payload("hi [[fake:slow]]"),
+                headers={"x-goog-api-key": KEY},
+                timeout=aiohttp.ClientTimeout(total=0.5),
+            ) as response:
+                await response.read()
+        for _ in range(100):  # the server learns of the hang-up when the socket closes
+            if server.stats.disconnects:
+                break
+            await asyncio.sleep(0.01)
+        stats = server.stats
+    assert (stats.requests, stats.faults, stats.disconnects) == (1, {"slow": 1}, 1)
+    assert stats.responses_by_status == {}
+    assert stats.billed_responses == 0
 
 
 @pytest.mark.anyio
@@ -190,6 +196,24 @@ async def test_nocandidates_directive_is_200_without_candidates(
     answer = orjson.loads(body)
     assert status == 200
     assert "candidates" not in answer and "usageMetadata" not in answer and "promptFeedback" not in answer
+    assert server.stats.billed_responses == 0
+
+
+@pytest.mark.anyio
+async def test_nocandidates_directive_on_a_stream_is_one_empty_event(
+    server: FakeServer, session: aiohttp.ClientSession
+) -> None:
+    """On a stream, [[fake:nocandidates]] is a well-framed SSE event without candidates or usage."""
+    async with session.post(
+        url(server, "streamGenerateContent", "?alt=sse"),
+        data=payload("hi [[fake:nocandidates]]"),
+        headers={"x-goog-api-key": KEY},
+    ) as response:
+        assert response.status == 200
+        raw = await response.read()
+    assert raw.startswith(b"data: ") and raw.endswith(b"\r\n\r\n")
+    event = orjson.loads(raw[len(b"data: ") :])
+    assert "candidates" not in event and "usageMetadata" not in event
     assert server.stats.billed_responses == 0
 
 
@@ -305,7 +329,7 @@ async def test_schema_violation_directive_breaks_the_schema(
     server: FakeServer, session: aiohttp.ClientSession
 ) -> None:
     """[[fake:schema_violation]]: valid JSON that fails validation, in more than one way across prompts."""
-    problems = set()
+    problems: set[str] = set()
     for number in range(12):
         answer = orjson.loads(
             (await call(session, server, f"take {number} [[fake:schema_violation]]", JSON_CONFIG))[2]

@@ -107,7 +107,7 @@ def serve(args: argparse.Namespace) -> int:
 
 
 def _loop_runner() -> asyncio.Runner:
-    # uvloop (the "fast" extra) roughly halves the server's per-request overhead; plain asyncio works too.
+    # uvloop (the "fast" extra) trims the per-request overhead of the event loop; plain asyncio works too.
     try:
         import uvloop
     except ImportError:

@@ -65,8 +65,9 @@ def compose(request: GenerateRequest, rng: random.Random, fault: str | None) -> 
     thoughts = request.thinking.draw_tokens(rng)
     if request.max_output_tokens is not None:
         thoughts = min(thoughts, request.max_output_tokens)
-    thought = thought_summary(rng, words) if request.thinking.include_thoughts and thoughts else ""
-    thoughts = max(thoughts, count_text(thought))
+    summary = thought_summary(rng, words) if request.thinking.include_thoughts else ""
+    # A summary longer than the thinking it summarises (a tiny budget) is left out rather than over-billed.
+    thought = summary if thoughts >= count_text(summary) > 0 else ""
     room = None if request.max_output_tokens is None else max(0, request.max_output_tokens - thoughts)
     answers = tuple(
         _answer(request, rng, words, fault, room, thought) for _ in range(request.candidate_count)

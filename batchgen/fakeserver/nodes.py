@@ -280,11 +280,9 @@ class ArrayNode(Node):
         high = self.min_items + _EXTRA_ITEMS
         if self.max_items is not None:
             high = min(high, self.max_items)
-        count = (
-            self.min_items
-            if depth > SOFT_DEPTH
-            else draw.rng.randint(self.min_items, max(high, self.min_items))
-        )
+        # Near the root an array is not left empty unless it must be, as a model would fill it.
+        low = max(self.min_items, 1) if depth <= 1 and high >= 1 else self.min_items
+        count = self.min_items if depth > SOFT_DEPTH else draw.rng.randint(low, max(high, low))
         values = [node.gen(draw, depth + 1) for node in self.prefix[:count]]
         if self.items is not None:
             values += [self.items.gen(draw, depth + 1) for _ in range(count - len(values))]
