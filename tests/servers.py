@@ -78,9 +78,13 @@ class CaptureServer:
     manager; `url` is its base URL and `requests` what it saw, in order.
     """
 
-    def __init__(self, reply: dict[str, Any] | None = None, *, upstream: str | None = None) -> None:
+    def __init__(
+        self, reply: dict[str, Any] | None = None, *, upstream: str | None = None, sse: bytes | None = None
+    ) -> None:
         self.reply = CAPTURE_REPLY if reply is None else reply
         self.upstream = upstream
+        # A raw SSE body to answer streams with, written a few bytes at a time (framing tests).
+        self.sse = sse
         self.requests: list[Captured] = []
         self.url = ""
         self._loop = asyncio.new_event_loop()
@@ -129,12 +133,25 @@ class CaptureServer:
         elif path.endswith(":countTokens"):
             status, answer, content_type = 200, b'{"totalTokens":7}', "application/json"
         elif path.endswith(":streamGenerateContent"):
+            if self.sse is not None:
+                return await self._trickle(request, path, raw, self.sse)
             status, answer, content_type = 200, b"data: " + orjson.dumps(self.reply) + b"\r\n\r\n", "text/event-stream"
         else:
             status, answer, content_type = 200, orjson.dumps(self.reply), "application/json"
         headers = dict(request.headers)
         self.requests.append(Captured(path, dict(request.query), headers, raw, orjson.loads(raw), status, answer))
         return web.Response(status=status, body=answer, content_type=content_type)
+
+    async def _trickle(self, request: web.Request, path: str, raw: bytes, body: bytes) -> web.StreamResponse:
+        self.requests.append(
+            Captured(path, dict(request.query), dict(request.headers), raw, orjson.loads(raw), 200, body)
+        )
+        stream = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
+        await stream.prepare(request)
+        for start in range(0, len(body), 5):
+            await stream.write(body[start : start + 5])
+        await stream.write_eof()
+        return stream
 
     async def _forward(self, request: web.Request, path: str, raw: bytes) -> tuple[int, bytes, str]:
         assert self._session is not None and self.upstream is not None

@@ -418,6 +418,9 @@ async def test_request_body_matches_the_sdks(tmp_path: Path, case: Case) -> None
         await send_with_sdk(server.url, case.model, "Is this review positive?", case.config())
         ours, sdks = server.bodies()
         assert [c.path for c in server.requests] == [f"v1beta/models/{case.model}:generateContent"] * 2
+        for exchange in server.requests:  # the same auth header and content type, no key in the query
+            assert exchange.headers["x-goog-api-key"] == KEY and exchange.query == {}
+            assert exchange.headers["Content-Type"].startswith("application/json")
     assert normalised(ours) == normalised(sdks)
 
 
@@ -857,3 +860,53 @@ async def test_error_bodies_read_alike(fake: FakeServer, prompt: str, key: str, 
     assert isinstance(mapped, ours)
     assert (mapped.http_status, mapped.status) == (sdk.value.code, sdk.value.status)
     assert str(mapped).endswith(str(sdk.value.message))
+
+
+def _event(text: str, *, final: bool = False) -> bytes:
+    candidate: dict[str, Any] = {"content": {"role": "model", "parts": [{"text": text}]}, "index": 0}
+    event: dict[str, Any] = {"candidates": [candidate], "modelVersion": "gemini-2.5-flash", "responseId": "r-1"}
+    if final:
+        candidate["finishReason"] = "STOP"
+        event["usageMetadata"] = {"promptTokenCount": 3, "candidatesTokenCount": 4, "totalTokenCount": 7}
+    return orjson.dumps(event)
+
+
+_MULTILINE = (
+    b'data: {"candidates": [{"content": {"role": "model",\n'
+    b'data:  "parts": [{"text": "Hello, world."}]}, "finishReason": "STOP", "index": 0}],\n'
+    b'data: "usageMetadata": {"promptTokenCount": 3, "candidatesTokenCount": 4, "totalTokenCount": 7}}\n\n'
+)
+FRAMINGS = {
+    "crlf": b"data: " + _event("Hello, ") + b"\r\n\r\ndata: " + _event("world.", final=True) + b"\r\n\r\n",
+    "multi-line-data": _MULTILINE,
+    "comments": b": keep-alive\n\ndata: "
+    + _event("Hello, ")
+    + b"\n\n: ping\ndata: "
+    + _event("world.", final=True)
+    + b"\n\n",
+    "no-space-after-colon": b"data:" + _event("Hello, ") + b"\n\ndata:" + _event("world.", final=True) + b"\n\n",
+    "event-and-id-fields": b"event: message\nid: 1\ndata: " + _event("Hello, world.", final=True) + b"\n\n",
+}
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("framing", list(FRAMINGS))
+async def test_sse_framing_is_read_incrementally_over_http(framing: str) -> None:
+    """A stream trickled a few bytes per write: CRLF line ends, `data:` fields over several lines, comments,
+    `data:` without a space and other SSE fields all decode to the same reply. The SDK reads the first two
+    alike; it fails on the last three (it treats any line not starting `data: ` as part of an error object),
+    which the SSE specification allows and batchgen accepts."""
+    with CaptureServer(sse=FRAMINGS[framing]) as server:
+        endpoint = Endpoint(base_url=server.url, model="gemini-2.5-flash", stream=True)
+        async with GeminiClient(endpoint, ApiKey(KEY)) as client:
+            reply = parse_response(await client(RequestTemplate({}).render(user_contents("hi"))))
+        if framing in ("crlf", "multi-line-data"):
+            async with sdk_client(server.url) as sdk:
+                chunks = [
+                    c async for c in await sdk.models.generate_content_stream(model="gemini-2.5-flash", contents="hi")
+                ]
+            assert reply.text == "".join(c.text or "" for c in chunks)
+            final = chunks[-1].usage_metadata
+            assert final is not None and reply.usage.total == final.total_token_count
+    assert server.requests[0].query == {"alt": "sse"}
+    assert (reply.text, reply.finish_reason, reply.usage.total) == ("Hello, world.", "STOP", 7)
