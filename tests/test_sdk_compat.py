@@ -72,8 +72,8 @@ KEY = "sdk-compat-key-4b7e"
 PNG = base64.b64decode(
     "iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mP8/5+hHgAHggJ/PchI7wAAAABJRU5ErkJggg=="
 )
-# Bytes whose base64 differs between the standard and the URL-safe alphabet.
-BINARY = bytes([0xFB, 0xFF, 0xFE, 0x00, 0x3E, 0x3F])
+# Quotes, braces, a newline and non-ASCII: JSON escaping and the prompt template must leave them intact.
+QUESTION = 'Is this review positive? «Très bien» {5/5} ✓ "would buy again"\nSent from my phone'
 
 
 # --- normalisation (N1-N7 above) ------------------------------------------------------------------------------
@@ -412,10 +412,10 @@ async def test_request_body_matches_the_sdks(tmp_path: Path, case: Case) -> None
     """The job's [request] table reaches the wire as the SDK would send the same settings."""
     for name, content in case.files.items():
         (tmp_path / name).write_bytes(orjson.dumps(content))
-    job = write_job(tmp_path, case.model, case.request, {"id": "r1", "q": "Is this review positive?"})
+    job = write_job(tmp_path, case.model, case.request, {"id": "r1", "q": QUESTION})
     with CaptureServer() as server:
         await send_with_batchgen(server.url, job)
-        await send_with_sdk(server.url, case.model, "Is this review positive?", case.config())
+        await send_with_sdk(server.url, case.model, QUESTION, case.config())
         ours, sdks = server.bodies()
         assert [c.path for c in server.requests] == [f"v1beta/models/{case.model}:generateContent"] * 2
         for exchange in server.requests:  # the same auth header and content type, no key in the query
