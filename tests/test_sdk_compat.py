@@ -24,8 +24,20 @@ loopback HTTP to a capture server, and the decoded JSON bodies must be equal aft
 
 Numbers compare by value: the SDK types topK as a float and sends `20.0` where the job says `20`.
 
-Responses: the SDK is pointed at the local fake server; every response kind it produces must parse with the
-SDK's own types and agree with `gemini.parse_response` field by field.
+Responses: the SDK is pointed at the local server through a recording proxy; every response kind the server
+produces must parse with the SDK's own types, strictly (`extra="forbid"`, unknown enum values warn and warnings
+are errors), and `gemini.parse_response` must read the same bytes the same way. Differences in reading:
+
+  R1 usage         A count absent from usageMetadata (proto3 omits zeros) is None in the SDK, 0 in batchgen.
+  R2 start index   A grounding segment or citation starting at 0 has no startIndex on the wire: None in the SDK,
+                   0 in batchgen's columns.
+  R3 citations     The wire's `citationMetadata.citationSources` is `.citation_metadata.citations` in the SDK.
+  R4 streams       The SDK yields one response per SSE event (`.text` per chunk, usage on the last); batchgen
+                   merges them into one reply, which equals the unary answer to the same request.
+  R5 countTokens   The SDK sends `{contents}` (it refuses system instruction and tools on the Gemini API);
+                   batchgen sends `{generateContentRequest}` so everything billed is counted. Same count.
+  R6 SSE framing   The SDK reads only `data: ` lines (and raw error objects); an SSE comment, `data:` without the
+                   space or an `event:`/`id:` field makes it fail, where batchgen follows the SSE specification.
 """
 
 from __future__ import annotations
