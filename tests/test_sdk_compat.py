@@ -61,6 +61,7 @@ from servers import Captured, CaptureServer
 
 from batchgen.client import Endpoint, GeminiClient
 from batchgen.errors import ApiError, AuthError, QuotaExhausted, RateLimited, ServerError
+from batchgen.execute import prompt_builder
 from batchgen.extras import EXTRA_FIELDS, extra_columns
 from batchgen.fakeserver import FakeServer, ServerConfig
 from batchgen.gemini import (
@@ -73,9 +74,8 @@ from batchgen.gemini import (
     parse_response,
     user_contents,
 )
-from batchgen.job import Job, load_job
+from batchgen.job import load_job
 from batchgen.outcome import judge
-from batchgen.prompts import PromptBuilder
 from batchgen.reader import InputSource
 from batchgen.records import Status
 from batchgen.secret import ApiKey
@@ -154,20 +154,6 @@ async def sdk_client(url: str, key: str = KEY) -> AsyncIterator[Any]:
             client.close()
 
 
-def job_builder(job: Job) -> PromptBuilder:
-    return PromptBuilder(
-        id_field=job.input.id_field,
-        prompt_template=job.input.prompt_template,
-        prompt_field=job.input.prompt_field,
-        contents_field=job.input.contents_field,
-        keep_columns=job.output.keep_columns,
-        media_field=job.input.media_field,
-        media_uri_field=job.input.media_uri_field,
-        mime_field=job.input.mime_field,
-        media_root=job.input.path.parent,
-    )
-
-
 def toml(value: Any) -> str:
     """`value` as a TOML inline value (tables inline, keys quoted)."""
     if isinstance(value, dict):
@@ -197,7 +183,7 @@ def write_job(folder: Path, model: str, request: str, row: dict[str, Any], input
 async def send_with_batchgen(url: str, job_file: Path) -> None:
     """What `batchgen run` would send for the job's first row, sent by batchgen's own client."""
     job = load_job(job_file)
-    source = InputSource(job.input.path, job_builder(job))
+    source = InputSource(job.input.path, prompt_builder(job))
     prompt = await anext(aiter(source.prompts()))
     assert prompt.problem is None, prompt.problem
     body = RequestTemplate(job.request).render(prompt.contents)
