@@ -119,23 +119,8 @@ def test_wrong_key_stops_after_one_request_with_exit_3(
         code = main(["run", str(DEMO), "--base-url", url, "--output", str(tmp_path / "o")])
         assert code == 3
         assert server_stats(url)["requests"] == 1
-    assert "API_KEY_INVALID" in capsys.readouterr().err or True
-
-
-def test_the_key_never_reaches_output_logs_or_manifest(
-    tmp_path: Path,
-    monkeypatch: pytest.MonkeyPatch,
-    capsys: pytest.CaptureFixture[str],
-    caplog: pytest.LogCaptureFixture,
-) -> None:
-    monkeypatch.setenv("GEMINI_API_KEY", KEY)
-    out = tmp_path / "o"
-    with server_process("--api-key", KEY, "--fail-rate", "0.3", "--seed", "3") as url:
-        main(["run", str(DEMO), "--base-url", url, "--output", str(out), "--limit", "60"])
-    captured = capsys.readouterr()
-    assert KEY not in captured.out + captured.err + caplog.text
-    for file in out.rglob("*"):
-        assert KEY.encode() not in file.read_bytes(), file
+    err = capsys.readouterr().err
+    assert "stopped" in err and "INVALID_ARGUMENT" in err
 
 
 def test_the_key_never_reaches_output_logs_or_manifest(
