@@ -97,6 +97,7 @@ def test_typed_columns_read_back_in_duckdb(tmp_path: Path, monkeypatch: pytest.M
     assert described["out_confidence"] == "DOUBLE"
     assert described["out_aspects"] == "VARCHAR[]"
     ok = duckdb.sql(
-        f"select count(*) from '{tmp_path / 'out'}/*.parquet' where out_sentiment in ('positive','negative','neutral','mixed')"
+        f"select count(*) from '{tmp_path / 'out'}/*.parquet' "
+        "where out_sentiment in ('positive', 'negative', 'neutral', 'mixed')"
     ).fetchall()
     assert ok == [(10,)]
