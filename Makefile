@@ -16,6 +16,7 @@ install: $(STAMP)
 
 demo: $(STAMP)
 	$(BIN)/batchgen run jobs/demo.toml --local-server
+	$(BIN)/batchgen report out/demo
 
 test: $(STAMP)
 	$(BIN)/python -m pytest

@@ -171,7 +171,7 @@ def load_job(path: Path) -> Job:
     data = {**raw, "file": path, "request": request, "stream": stream, "schema": schema}
     for section in ("input", "output"):
         if isinstance(raw.get(section), Mapping) and "path" in raw[section]:
-            data[section] = {**raw[section], "path": base / str(raw[section]["path"])}
+            data[section] = {**raw[section], "path": (base / str(raw[section]["path"])).resolve()}
     return _validated(data, file)
 
 

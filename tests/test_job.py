@@ -47,7 +47,7 @@ def write_job(tmp_path: Path, text: str = JOB, schema: str = SCHEMA) -> Path:
 def test_paths_resolve_against_the_job_files_folder(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.chdir("/")
     job = load_job(write_job(tmp_path))
-    assert job.input.path == tmp_path / "jobs" / ".." / "data" / "in.jsonl"
+    assert job.input.path == (tmp_path / "data" / "in.jsonl").resolve()
     assert job.output.path.resolve() == (tmp_path / "out" / "x").resolve()
     assert job.limits.concurrency == 8
     assert job.json_mode and job.flatten
