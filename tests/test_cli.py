@@ -164,3 +164,16 @@ def test_fault_injection_every_row_final_and_counts_match_the_server_ledger(
     billed = ledger["billed"]
     assert pa.compute.sum(table.column("prompt_token_count")).as_py() == billed["promptTokenCount"]
     assert pa.compute.sum(table.column("total_token_count")).as_py() == billed["totalTokenCount"]
+
+
+def test_duplicate_ids_stop_before_sending_unless_allowed(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    job = job_copy(tmp_path)
+    data = tmp_path / "data" / "reviews.jsonl"
+    data.write_bytes(data.read_bytes() + data.read_bytes().splitlines(keepends=True)[0])
+    out = tmp_path / "o"
+    assert main(["run", str(job), "--local-server", "--output", str(out)]) == 2
+    assert "duplicate ids: 'r0000' x2" in capsys.readouterr().err
+    assert not out.exists() or not list(out.glob("*.parquet"))
+    assert main(["run", str(job), "--local-server", "--output", str(out), "--allow-duplicate-ids"]) == 0
+    ids = results(out).column("id").to_pylist()
+    assert len(ids) == 241 and "r0000#2" in ids
