@@ -26,10 +26,10 @@ from batchgen.errors import ConfigError, InputError, OutputError
 from batchgen.execute import RunOptions, RunOutcome, execute, prepare_source
 from batchgen.job import Job, load_job
 from batchgen.pricing import PriceTable
+from batchgen.records import Status
 from batchgen.report import build_report, load_results, load_runs
 from batchgen.report_format import FORMATS, render
 from batchgen.report_html import write_html
-from batchgen.records import Status
 from batchgen.runner import Runner
 from batchgen.secret import ApiKey
 

@@ -132,18 +132,14 @@ def load_results(paths: Sequence[Path]) -> pa.Table:
 def _load_folder(folder: Path) -> pa.Table:
     if not folder.is_dir():
         raise InputError("no such results folder", file=str(folder))
-    parts = sorted(
-        path for path in folder.glob("*.parquet") if not path.name.startswith(("_", ".")) and path.is_file()
-    )
+    parts = sorted(path for path in folder.glob("*.parquet") if not path.name.startswith(("_", ".")) and path.is_file())
     if not parts:
         raise InputError("no part-*.parquet files here: not a batchgen results folder", file=str(folder))
     try:
         dataset = ds.dataset(parts, format="parquet")
         missing = [name for name in RESULT_SCHEMA.names if name not in dataset.schema.names]
         if missing:
-            raise InputError(
-                f"not a batchgen results folder: no column {', '.join(missing)}", file=str(folder)
-            )
+            raise InputError(f"not a batchgen results folder: no column {', '.join(missing)}", file=str(folder))
         return dataset.to_table(columns=RESULT_SCHEMA.names).cast(RESULT_SCHEMA)
     except (pa.ArrowException, OSError) as exc:
         raise InputError(f"cannot read the part files: {exc}", file=str(folder)) from exc
@@ -169,9 +165,7 @@ def _read_manifest(manifest: Path, folder: str) -> list[RunInfo]:
         raise InputError(f"cannot read the manifest: {exc}", file=str(manifest)) from exc
     runs = data.get("runs", []) if isinstance(data, dict) else None
     if not isinstance(runs, list) or not all(isinstance(run, dict) and "run_id" in run for run in runs):
-        raise InputError(
-            "not a batchgen manifest: `runs` must be a list of objects with a run_id", file=str(manifest)
-        )
+        raise InputError("not a batchgen manifest: `runs` must be a list of objects with a run_id", file=str(manifest))
     return [_run_info(run, folder) for run in runs]
 
 
@@ -191,9 +185,7 @@ def _run_info(run: Mapping[str, Any], folder: str) -> RunInfo:
     )
 
 
-def build_report(
-    table: pa.Table, prices: PriceTable, *, runs: Sequence[RunInfo] = (), factor: float = 1.0
-) -> Report:
+def build_report(table: pa.Table, prices: PriceTable, *, runs: Sequence[RunInfo] = (), factor: float = 1.0) -> Report:
     """Price every row of `table` (from `load_results`) and add it up by model, status, run and day.
 
     `factor` scales every cost (0.5 for results of the Batch API). Raises ConfigError when a model in the
@@ -248,9 +240,7 @@ def _grouped(table: pa.Table) -> Iterable[tuple[dict[str, Any], dict[str, int]]]
         yield key, {**sums, "rows": row["count_all"]}
 
 
-def _priced(
-    key: Mapping[str, Any], sums: Mapping[str, int], used: Mapping[str, Price], factor: float
-) -> Line:
+def _priced(key: Mapping[str, Any], sums: Mapping[str, int], used: Mapping[str, Price], factor: float) -> Line:
     rates = used[key["model"]].rates(key["long"])
     tokens = [sums[name] for name in ("prompt", "cached", "candidates", "thoughts", "tool_use")]
     return Line(

@@ -195,9 +195,7 @@ def _json(report: Report) -> str:
         "by_day": keyed(("day",), report.by_day),
         "by_day_model": keyed(("day", "model"), report.by_day_model),
         "runs": [_run_fields(run) for run in report.runs],
-        "prices": {
-            model: {"priced_as": price.model} | price_fields(price) for model, price in report.prices.items()
-        },
+        "prices": {model: {"priced_as": price.model} | price_fields(price) for model, price in report.prices.items()},
     }
     return orjson.dumps(document, option=orjson.OPT_INDENT_2).decode() + "\n"
 
@@ -222,15 +220,10 @@ def _markdown(report: Report) -> str:
             for line in lines
         ]
         title = "Total" if name == "total" else f"By {heading}"
-        blocks.append(
-            f"## {title}\n\n" + _md_table([*headings, *(h for _, h, _ in COLUMNS)], rows, len(headings))
-        )
+        blocks.append(f"## {title}\n\n" + _md_table([*headings, *(h for _, h, _ in COLUMNS)], rows, len(headings)))
     if report.runs:
         rows = [
-            [
-                "" if cell is None else str(cell)
-                for cell in (r.run_id, r.model, r.started_at, r.ended_at, r.exit_code)
-            ]
+            ["" if cell is None else str(cell) for cell in (r.run_id, r.model, r.started_at, r.ended_at, r.exit_code)]
             for r in report.runs
         ]
         blocks.append("## Runs\n\n" + _md_table(["run", "model", "started", "ended", "exit code"], rows, 5))

@@ -72,10 +72,7 @@ def render_html(report: Report, table: pa.Table) -> str:
         '<div class="charts">',
         *_charts(report, table),
         "</div>",
-        *(
-            f"<h2>By {heading}</h2>\n{_line_table(heading, lines)}"
-            for name, heading, lines in sections(report)[2:]
-        ),
+        *(f"<h2>By {heading}</h2>\n{_line_table(heading, lines)}" for name, heading, lines in sections(report)[2:]),
         *_runs(report),
         "<h2>Prices applied</h2>",
         _prices(report),
@@ -190,8 +187,7 @@ def _charts(report: Report, table: pa.Table) -> list[str]:
         ]
 
     legend = '<div class="legend">' + "".join(
-        f'<span><i style="background:{_colour(i)}"></i>{escape(model)}</span>'
-        for i, model in enumerate(models)
+        f'<span><i style="background:{_colour(i)}"></i>{escape(model)}</span>' for i, model in enumerate(models)
     )
     legend += "</div>"
     statuses = [line.key[0] for line in report.by_status]
@@ -200,12 +196,8 @@ def _charts(report: Report, table: pa.Table) -> list[str]:
     latency = latency_histogram(table["latency_ms"])
     attempts = attempts_histogram(table["attempts"])
     return [
-        _figure_html(
-            "Tokens by day (UTC) and model", stacked_bars("tokens", days, layers("total"), _tokens), legend
-        ),
-        _figure_html(
-            "Cost by day (UTC) and model", stacked_bars("cost", days, layers("cost"), _dollars), legend
-        ),
+        _figure_html("Tokens by day (UTC) and model", stacked_bars("tokens", days, layers("total"), _tokens), legend),
+        _figure_html("Cost by day (UTC) and model", stacked_bars("cost", days, layers("cost"), _dollars), legend),
         _figure_html(
             "Rows by status",
             horizontal_bars(
@@ -259,9 +251,7 @@ def _runs(report: Report) -> list[str]:
     rows = []
     for run in report.runs:
         cells = (run.run_id, run.folder, run.model, run.started_at, run.ended_at, run.exit_code)
-        rows.append(
-            "<tr>" + "".join(f"<td>{escape('' if c is None else str(c))}</td>" for c in cells) + "</tr>"
-        )
+        rows.append("<tr>" + "".join(f"<td>{escape('' if c is None else str(c))}</td>" for c in cells) + "</tr>")
     return [
         "<h2>Runs (from _manifest.json)</h2>",
         f'<div class="scroll"><table><tr>{head}</tr>{"".join(rows)}</table></div>',

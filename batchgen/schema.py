@@ -153,9 +153,7 @@ class _OpenApiChecker:
         if kind == "OBJECT" and not properties:
             # The API answers "properties: should be non-empty for OBJECT type" for a missing or empty map.
             where = (*path, "properties") if "properties" in schema else path
-            self._fail(
-                "type OBJECT needs at least one property (free-form objects need responseJsonSchema)", where
-            )
+            self._fail("type OBJECT needs at least one property (free-form objects need responseJsonSchema)", where)
         for key in ("required", "propertyOrdering"):
             self._names(schema, key, properties or {}, path)
 
@@ -230,9 +228,7 @@ def _convert(schema: Mapping[str, Any]) -> dict[str, Any]:
     if "items" in schema:
         out["items"] = _convert(schema["items"])
     if "anyOf" in schema:
-        out["anyOf"] = [_convert(branch) for branch in schema["anyOf"]] + (
-            [{"type": "null"}] if nullable else []
-        )
+        out["anyOf"] = [_convert(branch) for branch in schema["anyOf"]] + ([{"type": "null"}] if nullable else [])
     return out
 
 
@@ -432,11 +428,7 @@ def _list_shape(item: _Shape) -> _Shape:
 
 def _struct_shape(fields: tuple[tuple[str, _Shape], ...]) -> _Shape:
     def convert(value: Any) -> Any:
-        return (
-            {name: shape.convert(value.get(name)) for name, shape in fields}
-            if isinstance(value, dict)
-            else None
-        )
+        return {name: shape.convert(value.get(name)) for name, shape in fields} if isinstance(value, dict) else None
 
     arrow = pa.struct([pa.field(name, shape.type) for name, shape in fields])
     return _Shape(("struct", tuple((name, shape.key) for name, shape in fields)), arrow, convert, fields)
@@ -502,9 +494,7 @@ class _Shapes:
         node = self._originals.get(_canonical(resolved.contents), resolved.contents)
         return self.of(node, resolved.resolver.base_uri, active | {target})
 
-    def _typed(
-        self, node: dict[str, Any], types: frozenset[str], base: str, active: frozenset[str]
-    ) -> _Shape:
+    def _typed(self, node: dict[str, Any], types: frozenset[str], base: str, active: frozenset[str]) -> _Shape:
         if types == {"array"}:
             items = node.get("items")
             if "prefixItems" in node or isinstance(items, list):
@@ -514,9 +504,7 @@ class _Shapes:
             properties = node.get("properties")
             if not isinstance(properties, dict) or not properties:
                 return _JSON  # free-form; Parquet cannot store a struct without fields either
-            return _struct_shape(
-                tuple((name, self.of(sub, base, active)) for name, sub in properties.items())
-            )
+            return _struct_shape(tuple((name, self.of(sub, base, active)) for name, sub in properties.items()))
         return _merge([_SCALARS.get(name, _JSON) for name in types]) if types else _JSON
 
 
@@ -592,17 +580,13 @@ def _compile(json_schema: dict[str, Any], source: str | None) -> jsonschema_rs.V
     # Formats stay annotations (the 2020-12 default): the API gives most of them no effect, so asserting them
     # would fail rows the model wrote in good faith. `offline` because no schema may reach the network.
     try:
-        return jsonschema_rs.validator_for(
-            json_schema, validate_formats=False, offline=True, base_uri=_BASE_URI
-        )
+        return jsonschema_rs.validator_for(json_schema, validate_formats=False, offline=True, base_uri=_BASE_URI)
     except (
         ValueError,
         jsonschema_rs.ReferencingError,
     ) as exc:  # ValidationError (a bad pattern) is a ValueError
         path = getattr(exc, "instance_path", ())
-        raise SchemaError(
-            _shorten(getattr(exc, "message", str(exc))), file=source, pointer=_pointer(path)
-        ) from exc
+        raise SchemaError(_shorten(getattr(exc, "message", str(exc))), file=source, pointer=_pointer(path)) from exc
 
 
 def _shorten(message: str) -> str:
@@ -623,9 +607,7 @@ def load_response_schema(
     if not dialects:
         return None
     if len(dialects) > 1:
-        raise ConfigError(
-            "set responseSchema or responseJsonSchema, not both", file=job_file, key="generationConfig"
-        )
+        raise ConfigError("set responseSchema or responseJsonSchema, not both", file=job_file, key="generationConfig")
     dialect = dialects[0]
     mime_type = generation_config.get("responseMimeType")
     if mime_type != "application/json":
@@ -639,9 +621,7 @@ def load_response_schema(
     return ResponseSchema(dialect, wire, wire, source)
 
 
-def _schema_value(
-    value: Any, dialect: Dialect, base_dir: Path, job_file: str | None
-) -> tuple[Any, str | None]:
+def _schema_value(value: Any, dialect: Dialect, base_dir: Path, job_file: str | None) -> tuple[Any, str | None]:
     """The schema and where it came from: a file path, or the job file for an inline schema."""
     if isinstance(value, dict):
         return value, job_file

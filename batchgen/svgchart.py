@@ -54,9 +54,7 @@ def stacked_bars(label: str, categories: Sequence[str], series: Sequence[Series]
         for layer in series:
             value = layer.values[i]
             if value > 0:
-                parts.append(
-                    frame.bar(i, base, value, layer.colour, f"{category}, {layer.name}: {fmt(value)}")
-                )
+                parts.append(frame.bar(i, base, value, layer.colour, f"{category}, {layer.name}: {fmt(value)}"))
                 base += value
         parts.append(frame.top_label(i, totals[i]))
     return _svg(label, WIDTH, _TOP + PLOT_HEIGHT + _BOTTOM, parts)
@@ -82,13 +80,9 @@ def horizontal_bars(
     for i, (category, value, colour) in enumerate(zip(categories, values, colours, strict=True)):
         y = _TOP + i * _ROW
         length = value * scale
-        parts.append(
-            f'<text x="{left - 8}" y="{y + _ROW / 2 + 4:.1f}" text-anchor="end">{escape(category)}</text>'
-        )
+        parts.append(f'<text x="{left - 8}" y="{y + _ROW / 2 + 4:.1f}" text-anchor="end">{escape(category)}</text>')
         parts.append(_rect(left, y + 4, length, _ROW - 8, colour, f"{category}: {fmt(value)}"))
-        parts.append(
-            f'<text x="{left + length + 6:.1f}" y="{y + _ROW / 2 + 4:.1f}">{escape(fmt(value))}</text>'
-        )
+        parts.append(f'<text x="{left + length + 6:.1f}" y="{y + _ROW / 2 + 4:.1f}">{escape(fmt(value))}</text>')
     return _svg(label, WIDTH, _TOP * 2 + max(len(categories), 1) * _ROW, parts)
 
 
@@ -111,24 +105,16 @@ class _Frame:
         for k in range(ticks + 1):
             value = k * self.step
             y = self.y(value)
-            parts.append(
-                f'<line x1="{_LEFT}" y1="{y:.1f}" x2="{WIDTH - _RIGHT}" y2="{y:.1f}" stroke="{_GRID}"/>'
-            )
-            parts.append(
-                f'<text x="{_LEFT - 6}" y="{y + 4:.1f}" text-anchor="end">{escape(self.fmt(value))}</text>'
-            )
+            parts.append(f'<line x1="{_LEFT}" y1="{y:.1f}" x2="{WIDTH - _RIGHT}" y2="{y:.1f}" stroke="{_GRID}"/>')
+            parts.append(f'<text x="{_LEFT - 6}" y="{y + 4:.1f}" text-anchor="end">{escape(self.fmt(value))}</text>')
         # Thin the labels out when the bands are too narrow for all of them.
         every = math.ceil(_LABEL_SPACE / self.band) if self.band < _LABEL_SPACE else 1
         baseline = _TOP + PLOT_HEIGHT
         for i, category in enumerate(categories):
             if i % every == 0:
                 x = _LEFT + (i + 0.5) * self.band
-                parts.append(
-                    f'<text x="{x:.1f}" y="{baseline + 18}" text-anchor="middle">{escape(category)}</text>'
-                )
-        parts.append(
-            f'<line x1="{_LEFT}" y1="{baseline}" x2="{WIDTH - _RIGHT}" y2="{baseline}" stroke="{_AXIS}"/>'
-        )
+                parts.append(f'<text x="{x:.1f}" y="{baseline + 18}" text-anchor="middle">{escape(category)}</text>')
+        parts.append(f'<line x1="{_LEFT}" y1="{baseline}" x2="{WIDTH - _RIGHT}" y2="{baseline}" stroke="{_AXIS}"/>')
         return parts
 
     def bar(self, index: int, base: float, value: float, colour: str, tooltip: str) -> str:

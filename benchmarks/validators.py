@@ -203,9 +203,7 @@ def per_row_us(call: Callable[[Any], object], rows: list[Any]) -> float:
     return best / len(rows) * 1e6
 
 
-def measure_library(
-    name: str, schema: dict[str, Any], valid: list[Any], invalid: list[Any]
-) -> dict[str, Any]:
+def measure_library(name: str, schema: dict[str, Any], valid: list[Any], invalid: list[Any]) -> dict[str, Any]:
     distribution, build = LIBRARIES[name]
     start = time.perf_counter()
     is_valid = build(copy.deepcopy(schema))
@@ -260,8 +258,7 @@ def print_table(figures: dict[str, Any]) -> None:
         failed = ", ".join(row["draft_2020_12_probes_failed"]) or "none"
         print(
             f"{name:<16}{row['version']:<10}{row['valid_us_per_row']:>14.2f}{row['invalid_us_per_row']:>16.2f}"
-            f"{row['valid_us_per_row'] / fastest:>11.1f}x{row['compile_ms']:>12.2f}{row['mismatches']:>7}  "
-            + failed
+            f"{row['valid_us_per_row'] / fastest:>11.1f}x{row['compile_ms']:>12.2f}{row['mismatches']:>7}  " + failed
         )
     ours = figures["batchgen_validate"]
     print(

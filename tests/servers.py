@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import subprocess
 import sys
+import urllib.request
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
 import orjson
-import urllib.request
 
 
 @contextmanager

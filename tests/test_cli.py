@@ -60,7 +60,23 @@ def test_changed_job_into_the_same_folder_is_refused(tmp_path: Path, capsys: pyt
     assert main(["run", str(DEMO), "--local-server", "--output", str(out), "--limit", "5"]) == 0
     assert main(["run", str(DEMO), "--local-server", "--output", str(out), "--model", "gemini-2.5-pro"]) == 2
     assert "different job" in capsys.readouterr().err
-    assert main(["run", str(DEMO), "--local-server", "--output", str(out), "--model", "gemini-2.5-pro", "--force", "--limit", "6"]) == 0
+    assert (
+        main(
+            [
+                "run",
+                str(DEMO),
+                "--local-server",
+                "--output",
+                str(out),
+                "--model",
+                "gemini-2.5-pro",
+                "--force",
+                "--limit",
+                "6",
+            ]
+        )
+        == 0
+    )
 
 
 def test_check_runs_start_up_checks_without_sending(capsys: pytest.CaptureFixture[str]) -> None:
@@ -93,7 +109,10 @@ def test_wrong_key_stops_after_one_request_with_exit_3(
 
 
 def test_the_key_never_reaches_output_logs_or_manifest(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], caplog: pytest.LogCaptureFixture
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
     monkeypatch.setenv("GEMINI_API_KEY", KEY)
     out = tmp_path / "o"
@@ -112,14 +131,18 @@ def test_fault_injection_every_row_final_and_counts_match_the_server_ledger(
     tokens in the results equal what the server billed."""
     monkeypatch.setenv("GEMINI_API_KEY", KEY)
     job = tmp_path / "job.toml"
-    job.write_text(DEMO.read_text().replace("max_attempts = 6", "max_attempts = 4").replace("timeout_s = 120", "timeout_s = 2"))
+    job.write_text(
+        DEMO.read_text().replace("max_attempts = 6", "max_attempts = 4").replace("timeout_s = 120", "timeout_s = 2")
+    )
     (tmp_path / "data").mkdir()
     (tmp_path / "data" / "reviews.jsonl").write_bytes((ROOT / "data" / "reviews.jsonl").read_bytes())
     (tmp_path / "schemas").mkdir()
     (tmp_path / "schemas" / "sentiment.json").write_bytes((ROOT / "schemas" / "sentiment.json").read_bytes())
     job.write_text(job.read_text().replace('path = "../data/', 'path = "data/').replace('"../schemas/', '"schemas/'))
     out = tmp_path / "o"
-    with server_process("--api-key", KEY, "--fail-rate", "0.3", "--violate-rate", "0.1", "--seed", "11", "--slow-s", "3") as url:
+    with server_process(
+        "--api-key", KEY, "--fail-rate", "0.3", "--violate-rate", "0.1", "--seed", "11", "--slow-s", "3"
+    ) as url:
         code = main(["run", str(job), "--base-url", url, "--output", str(out), "--concurrency", "16"])
         ledger = server_stats(url)
     assert code in (0, 1)

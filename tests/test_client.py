@@ -98,7 +98,7 @@ async def test_429_carries_the_servers_retry_delay(server: FakeServer) -> None:
 
 @pytest.mark.anyio
 async def test_slow_answer_hits_the_total_timeout(server: FakeServer) -> None:
-    with pytest.raises(TransportError, match="within 0.2s"):
+    with pytest.raises(TransportError, match=r"within 0\.2s"):
         await call(server.url, "hello [[fake:slow]]", timeout_s=0.2)
 
 

@@ -120,9 +120,7 @@ def test_factor_scales_every_part() -> None:
     """The Batch API's discount is one factor over the whole cost."""
     full = cost(PRO, 250_000, 50_000, 1_000, 3_000, 10, 1)
     half = cost(PRO, 250_000, 50_000, 1_000, 3_000, 10, 1, factor=0.5)
-    assert (half.input, half.cached, half.output) == pytest.approx(
-        (full.input / 2, full.cached / 2, full.output / 2)
-    )
+    assert (half.input, half.cached, half.output) == pytest.approx((full.input / 2, full.cached / 2, full.output / 2))
 
 
 def test_charge_bills_sums_at_the_given_rates() -> None:
@@ -130,9 +128,7 @@ def test_charge_bills_sums_at_the_given_rates() -> None:
     rows = [(1_000, 100, 10, 20, 0), (3_000, 0, 30, 0, 5)]
     by_row = sum((charge(FLASH.standard, *row) for row in rows), Cost())
     summed = charge(FLASH.standard, *(sum(column) for column in zip(*rows, strict=True)))
-    assert (summed.input, summed.cached, summed.output) == pytest.approx(
-        (by_row.input, by_row.cached, by_row.output)
-    )
+    assert (summed.input, summed.cached, summed.output) == pytest.approx((by_row.input, by_row.cached, by_row.output))
 
 
 @pytest.mark.parametrize(
@@ -146,9 +142,7 @@ def test_charge_bills_sums_at_the_given_rates() -> None:
         pytest.param("gemini-3-flash-preview", "gemini-3-flash-preview", id="preview-exact"),
     ],
 )
-def test_model_names_resolve_exactly_then_by_version_suffix(
-    shipped: PriceTable, model: str, priced_as: str
-) -> None:
+def test_model_names_resolve_exactly_then_by_version_suffix(shipped: PriceTable, model: str, priced_as: str) -> None:
     """Results may name a dated or prefixed variant of a table model; it is priced as that model."""
     assert shipped.price_for(model).model == priced_as
 
@@ -202,9 +196,7 @@ def test_user_file_adds_a_model(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     ("text", "key", "message"),
     [
-        pytest.param(
-            '[models."x"]\ninput = 1\noutput = 2\n', 'models."x".cached_input', "missing", id="missing"
-        ),
+        pytest.param('[models."x"]\ninput = 1\noutput = 2\n', 'models."x".cached_input', "missing", id="missing"),
         pytest.param(
             '[models."gemini-2.5-flash"]\ninptu = 1\n',
             'models."gemini-2.5-flash".inptu',
@@ -260,9 +252,7 @@ def test_bad_user_file_names_file_and_key(tmp_path: Path, text: str, key: str, m
     assert info.value.key == key
 
 
-@pytest.mark.parametrize(
-    "text", [pytest.param("input = = 1", id="syntax"), pytest.param("\udcff", id="not-utf8")]
-)
+@pytest.mark.parametrize("text", [pytest.param("input = = 1", id="syntax"), pytest.param("\udcff", id="not-utf8")])
 def test_unreadable_user_file_is_a_config_error(tmp_path: Path, text: str) -> None:
     """A price file that is not TOML is a ConfigError naming it."""
     user = tmp_path / "prices.toml"

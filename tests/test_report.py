@@ -295,9 +295,7 @@ def test_load_results_concatenates_folders(tmp_path: Path) -> None:
     [
         pytest.param(lambda p: None, "no such results folder", id="missing"),
         pytest.param(lambda p: p.mkdir(), "no part-", id="empty"),
-        pytest.param(
-            lambda p: (p.mkdir(), (p / "part-0.parquet").write_bytes(b"nope")), "cannot read", id="corrupt"
-        ),
+        pytest.param(lambda p: (p.mkdir(), (p / "part-0.parquet").write_bytes(b"nope")), "cannot read", id="corrupt"),
         pytest.param(
             lambda p: (p.mkdir(), pq.write_table(pa.table({"id": ["x"]}), p / "part-0.parquet")),
             "no column status",
@@ -384,9 +382,7 @@ def test_by_day_and_model_adds_up_to_each_day(report: Report) -> None:
     assert cells[(DAY1, PRO)].cost.total == pytest.approx(0.09442)
     assert cells[(DAY2, PRO)].cost.total == pytest.approx(0.952625)
     for day in (DAY1, DAY2):
-        assert cells[(day, FLASH)].cost.total + cells[(day, PRO)].cost.total == pytest.approx(
-            EXPECTED[(day,)][-1]
-        )
+        assert cells[(day, FLASH)].cost.total + cells[(day, PRO)].cost.total == pytest.approx(EXPECTED[(day,)][-1])
 
 
 def test_fresh_input_is_prompt_minus_cached(report: Report) -> None:
@@ -413,9 +409,7 @@ def test_user_price_override_changes_the_cost(folder: Path, tmp_path: Path) -> N
     """With flash output at $5 instead of $2.50, flash's output cost doubles: 2 * 0.03325 = 0.0665."""
     path = tmp_path / "mine.toml"
     path.write_text(PRICES.replace("output = 2.50", "output = 5.0"), encoding="utf-8")
-    by_model = {
-        line.key: line for line in build_report(load_results([folder]), PriceTable.load(path)).by_model
-    }
+    by_model = {line.key: line for line in build_report(load_results([folder]), PriceTable.load(path)).by_model}
     assert by_model[(FLASH,)].cost.output == pytest.approx(0.0665)
     assert by_model[(PRO,)].cost.total == pytest.approx(1.047045)
 
@@ -616,9 +610,7 @@ def test_write_html_writes_the_page(report: Report, folder: Path, tmp_path: Path
     assert (tmp_path / "r.html").read_text(encoding="utf-8") == render_html(report, table)
 
 
-def test_write_html_to_an_unwritable_place_is_an_output_error(
-    report: Report, folder: Path, tmp_path: Path
-) -> None:
+def test_write_html_to_an_unwritable_place_is_an_output_error(report: Report, folder: Path, tmp_path: Path) -> None:
     """A page that cannot be written fails with OutputError naming the path."""
     target = tmp_path / "missing-dir" / "r.html"
     with pytest.raises(OutputError) as info:

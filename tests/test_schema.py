@@ -88,9 +88,7 @@ CONSTRUCTS = [
         "/v",
         id="integer-enum",
     ),
-    pytest.param(
-        {"type": "STRING", "nullable": True}, {"type": ["string", "null"]}, None, 1, "/v", id="nullable"
-    ),
+    pytest.param({"type": "STRING", "nullable": True}, {"type": ["string", "null"]}, None, 1, "/v", id="nullable"),
     pytest.param(
         {"type": "STRING", "format": "date-time"},
         {"type": "string", "format": "date-time"},
@@ -262,9 +260,7 @@ def obj(**properties: Any) -> dict[str, Any]:
 
 OPENAPI_REJECTIONS = [
     pytest.param(obj(a={"type": "STR"}), "/properties/a/type", "unknown type 'STR'", id="unknown-type"),
-    pytest.param(
-        obj(a={"type": "TYPE_UNSPECIFIED"}), "/properties/a/type", "unknown type", id="type-unspecified"
-    ),
+    pytest.param(obj(a={"type": "TYPE_UNSPECIFIED"}), "/properties/a/type", "unknown type", id="type-unspecified"),
     pytest.param(obj(a={"type": ["STRING", "NULL"]}), "/properties/a/type", "nullable", id="type-list"),
     pytest.param(obj(a={"type": 3}), "/properties/a/type", "unknown type", id="type-not-a-string"),
     pytest.param(obj(a={"description": "x"}), "/properties/a", "type is required", id="missing-type"),
@@ -274,9 +270,7 @@ OPENAPI_REJECTIONS = [
         "'c', which is not in properties",
         id="required-missing-property",
     ),
-    pytest.param(
-        {**obj(a={"type": "STRING"}), "required": "a"}, "/required", "list", id="required-not-a-list"
-    ),
+    pytest.param({**obj(a={"type": "STRING"}), "required": "a"}, "/required", "list", id="required-not-a-list"),
     pytest.param(
         obj(a={"type": "BOOLEAN", "enum": ["true"]}),
         "/properties/a/enum",
@@ -329,9 +323,7 @@ OPENAPI_REJECTIONS = [
         "not a responseSchema keyword",
         id="unknown-keyword",
     ),
-    pytest.param(
-        {"$schema": "x", **obj(a={"type": "STRING"})}, "/$schema", "JSON Schema", id="dollar-schema"
-    ),
+    pytest.param({"$schema": "x", **obj(a={"type": "STRING"})}, "/$schema", "JSON Schema", id="dollar-schema"),
     pytest.param(
         obj(a={"type": "NUMBER", "minimum": 5, "maximum": 1}),
         "/properties/a/minimum",
@@ -380,9 +372,7 @@ OPENAPI_REJECTIONS = [
         "string",
         id="description-not-string",
     ),
-    pytest.param(
-        obj(a={"type": "OBJECT"}), "/properties/a", "at least one property", id="object-without-properties"
-    ),
+    pytest.param(obj(a={"type": "OBJECT"}), "/properties/a", "at least one property", id="object-without-properties"),
     pytest.param(
         obj(a={"type": "OBJECT", "properties": {}}),
         "/properties/a/properties",
@@ -415,9 +405,7 @@ OPENAPI_REJECTIONS = [
         "unknown type",
         id="nested-pointer-escaped",
     ),
-    pytest.param(
-        obj(a={"type": "STRING", "pattern": "(["}), "/properties/a/pattern", "regex", id="bad-pattern"
-    ),
+    pytest.param(obj(a={"type": "STRING", "pattern": "(["}), "/properties/a/pattern", "regex", id="bad-pattern"),
     pytest.param([{"type": "STRING"}], "", "JSON object", id="root-not-an-object"),
 ]
 
@@ -436,13 +424,9 @@ def test_response_schema_the_api_would_reject_fails_at_start(
 
 JSON_SCHEMA_REJECTIONS = [
     pytest.param({"type": "strin"}, "/type", "anyOf", id="metaschema-type"),
-    pytest.param(
-        {"properties": {"a": {"minimum": "3"}}}, "/properties/a/minimum", "number", id="metaschema-nested"
-    ),
+    pytest.param({"properties": {"a": {"minimum": "3"}}}, "/properties/a/minimum", "number", id="metaschema-nested"),
     pytest.param({"required": "a"}, "/required", "array", id="metaschema-required"),
-    pytest.param(
-        {"$schema": "https://example.com/my-meta"}, "/$schema", "unknown $schema", id="unknown-metaschema"
-    ),
+    pytest.param({"$schema": "https://example.com/my-meta"}, "/$schema", "unknown $schema", id="unknown-metaschema"),
     pytest.param(
         {"properties": {"a": {"$ref": "#/$defs/missing"}}},
         "/properties/a/$ref",
@@ -510,9 +494,7 @@ def test_response_json_schema_the_api_would_reject_fails_at_start(
             },
             id="ref-to-embedded-id",
         ),
-        pytest.param(
-            {"properties": {"$ref": {"type": "string"}}, "required": ["$ref"]}, id="property-named-ref"
-        ),
+        pytest.param({"properties": {"$ref": {"type": "string"}}, "required": ["$ref"]}, id="property-named-ref"),
     ],
 )
 def test_acceptable_json_schemas_pass_the_checks(schema: Any) -> None:
@@ -642,10 +624,7 @@ def test_types_are_case_insensitive(spelling: str) -> None:
 
 def test_conversion_targets_draft_2020_12() -> None:
     """The converted schema declares its draft so the validator never guesses."""
-    assert (
-        openapi_to_json_schema({"type": "STRING"})["$schema"]
-        == "https://json-schema.org/draft/2020-12/schema"
-    )
+    assert openapi_to_json_schema({"type": "STRING"})["$schema"] == "https://json-schema.org/draft/2020-12/schema"
 
 
 @pytest.mark.parametrize(
@@ -659,9 +638,7 @@ def test_conversion_targets_draft_2020_12() -> None:
             {"type": ["string", "null"], "enum": ["a", "b", None]},
             id="nullable-enum",
         ),
-        pytest.param(
-            {"type": "INTEGER", "enum": ["1", "-2"]}, {"type": "integer", "enum": [1, -2]}, id="integer-enum"
-        ),
+        pytest.param({"type": "INTEGER", "enum": ["1", "-2"]}, {"type": "integer", "enum": [1, -2]}, id="integer-enum"),
         pytest.param(
             {"type": "NUMBER", "enum": ["0.5", "1"]}, {"type": "number", "enum": [0.5, 1.0]}, id="number-enum"
         ),
@@ -727,9 +704,7 @@ def test_validation_message_names_the_instance_pointer() -> None:
         "is_spam": False,
         "language": "en",
     }
-    assert (
-        loaded.validate(output) == '/topics/1: "x" is not one of "billing", "shipping" or 4 other candidates'
-    )
+    assert loaded.validate(output) == '/topics/1: "x" is not one of "billing", "shipping" or 4 other candidates'
     del output["topics"]
     assert loaded.validate(output) == '/: "topics" is a required property'
 
@@ -806,9 +781,7 @@ def test_schema_files_accept_realistic_outputs(name: str, dialect: Dialect, outp
     assert loaded.validate(output) is None
     columns = loaded.arrow_columns([output])
     row = pa.Table.from_arrays(columns, schema=loaded.arrow_schema()).to_pylist()[0]
-    assert all(
-        row[f"out_{key}"] == value for key, value in output.items() if not isinstance(value, dict | list)
-    )
+    assert all(row[f"out_{key}"] == value for key, value in output.items() if not isinstance(value, dict | list))
 
 
 # --- typed columns ------------------------------------------------------------------------------------------
@@ -840,21 +813,13 @@ ARROW_TYPES = [
         "z",
         id="enum-or-string",
     ),
-    pytest.param(
-        {"anyOf": [{"type": "string"}, {"type": "integer"}]}, pa.string(), 3, "3", id="anyOf-mixed-json"
-    ),
+    pytest.param({"anyOf": [{"type": "string"}, {"type": "integer"}]}, pa.string(), 3, "3", id="anyOf-mixed-json"),
     pytest.param({"type": ["string", "integer"]}, pa.string(), "x", '"x"', id="type-list-mixed-json"),
-    pytest.param(
-        {"type": "object"}, pa.string(), {"k": [1, None]}, '{"k":[1,null]}', id="free-form-object-json"
-    ),
+    pytest.param({"type": "object"}, pa.string(), {"k": [1, None]}, '{"k":[1,null]}', id="free-form-object-json"),
     pytest.param({}, pa.string(), [1, "a"], '[1,"a"]', id="anything-json"),
     pytest.param({"type": "null"}, pa.string(), None, None, id="null-only"),
-    pytest.param(
-        {"type": "array", "items": {"type": "string"}}, element(pa.string()), ["a"], ["a"], id="array"
-    ),
-    pytest.param(
-        {"type": "array", "items": {"enum": ["a", "b"]}}, element(ENUM), ["b"], ["b"], id="array-of-enum"
-    ),
+    pytest.param({"type": "array", "items": {"type": "string"}}, element(pa.string()), ["a"], ["a"], id="array"),
+    pytest.param({"type": "array", "items": {"enum": ["a", "b"]}}, element(ENUM), ["b"], ["b"], id="array-of-enum"),
     pytest.param({"type": "array"}, element(pa.string()), [{"a": 1}], ['{"a":1}'], id="array-any-items-json"),
     pytest.param(
         {"prefixItems": [{"type": "string"}, {"type": "integer"}]},
@@ -892,9 +857,7 @@ ARROW_TYPES = [
 
 
 @pytest.mark.parametrize(("prop", "arrow_type", "value", "stored"), ARROW_TYPES)
-def test_arrow_type_per_property_kind(
-    prop: dict[str, Any], arrow_type: pa.DataType, value: Any, stored: Any
-) -> None:
+def test_arrow_type_per_property_kind(prop: dict[str, Any], arrow_type: pa.DataType, value: Any, stored: Any) -> None:
     """Each kind of property maps to its Arrow type, and a conforming value is stored in it."""
     loaded = inline(Dialect.JSON_SCHEMA, {"type": "object", "properties": {"p": prop}})
     assert loaded.validate({"p": value}) is None
@@ -948,9 +911,7 @@ def test_columns_follow_property_order_and_prefix() -> None:
     [
         pytest.param({"type": "array", "items": {"type": "string"}}, id="array-root"),
         pytest.param({"type": "object"}, id="free-form-root"),
-        pytest.param(
-            {"anyOf": [{"type": "string"}, {"type": "object", "properties": {"a": {}}}]}, id="union-root"
-        ),
+        pytest.param({"anyOf": [{"type": "string"}, {"type": "object", "properties": {"a": {}}}]}, id="union-root"),
     ],
 )
 def test_no_columns_unless_the_root_is_an_object_with_properties(schema: dict[str, Any]) -> None:
@@ -979,11 +940,7 @@ def test_values_that_do_not_fit_become_null_never_an_error() -> None:
     rows = table.to_pylist()
     assert rows[0]["out_topics"] == ["billing", None]
     assert rows[0]["out_follow_up"] == {"channel": None, "before": None}
-    assert (
-        rows[0]["out_primary_topic"] is None
-        and rows[0]["out_urgency"] is None
-        and rows[0]["out_is_spam"] is None
-    )
+    assert rows[0]["out_primary_topic"] is None and rows[0]["out_urgency"] is None and rows[0]["out_is_spam"] is None
     assert all(value is None for row in rows[1:] for value in row.values())
 
 
@@ -1023,9 +980,7 @@ def test_every_part_gets_the_same_schema(tmp_path: Path) -> None:
     """Parts with no ok rows at all still carry the full typed schema, so a dataset of parts reads as one."""
     loaded = from_file("entities", Dialect.JSON_SCHEMA)
     output = {
-        "entities": [
-            {"name": "Ada", "kind": "person", "salience": 0.5, "mentions": [], "wikipedia_url": None}
-        ],
+        "entities": [{"name": "Ada", "kind": "person", "salience": 0.5, "mentions": [], "wikipedia_url": None}],
         "relations": [],
         "language": "en",
         "quoted_figure": 3.5,
@@ -1060,9 +1015,7 @@ def test_typed_columns_read_back_with_duckdb(tmp_path: Path) -> None:
     path = tmp_path / "part-0.parquet"
     write_parquet(loaded, [output, None], path)
     with duckdb.connect() as con:
-        types = dict(
-            con.execute(f"SELECT column_name, column_type FROM (DESCRIBE SELECT * FROM '{path}')").fetchall()
-        )
+        types = dict(con.execute(f"SELECT column_name, column_type FROM (DESCRIBE SELECT * FROM '{path}')").fetchall())
         rows = con.execute(
             f"SELECT out_currency, out_payment_terms_days, out_total, out_paid, out_vendor.address.city, "
             f"out_line_items[1].quantity, out_extra_fields::JSON->>'po' FROM '{path}' ORDER BY id"
@@ -1078,7 +1031,6 @@ def test_typed_columns_read_back_with_duckdb(tmp_path: Path) -> None:
         "address STRUCT(street VARCHAR, city VARCHAR, postal_code VARCHAR, country VARCHAR))"
     )
     assert (
-        types["out_line_items"]
-        == "STRUCT(description VARCHAR, quantity DOUBLE, unit_price DOUBLE, tax_rate DOUBLE)[]"
+        types["out_line_items"] == "STRUCT(description VARCHAR, quantity DOUBLE, unit_price DOUBLE, tax_rate DOUBLE)[]"
     )
     assert rows == [("USD", 30, 3.0, True, "Oslo", 10.0, "77"), (None, None, None, None, None, None, None)]
