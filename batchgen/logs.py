@@ -11,19 +11,25 @@ from __future__ import annotations
 
 import logging
 import sys
+import time
 from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any, Literal, TextIO
 
 import orjson
 
+from batchgen.errors import ApiError, BatchgenError
+from batchgen.job import Job
 from batchgen.records import Status
 from batchgen.secret import ApiKey
+from batchgen.stats import RunStats
 
 LOGGER = "batchgen"
 LogFormat = Literal["text", "json"]
 LOG_FORMATS: tuple[LogFormat, ...] = ("text", "json")
 LEVELS = ("debug", "info", "warning", "error")
+
+log = logging.getLogger(f"{LOGGER}.run")
 
 # Attributes every LogRecord has; anything else on a record came from `extra=` and is an event field.
 _STANDARD = frozenset(vars(logging.LogRecord("", 0, "", 0, "", None, None))) | {"message", "asctime"}
@@ -123,3 +129,87 @@ def counts_text(counts: Mapping[Status, int]) -> str:
     """`ok 97, failed 3`: the non-zero counts by status, usable rows first, for messages."""
     shown = [f"{status.value} {counts[status]:,}" for status in reversed(Status) if counts.get(status)]
     return ", ".join(shown) or "no rows"
+
+
+def run_started(run_id: str, job: Job, stats: RunStats) -> None:
+    """The `run_started` event: which job, which model, how many rows to send, where results go."""
+    total = "?" if stats.total_rows is None else f"{stats.total_rows:,}"
+    log.info(
+        "run %s started: %s, model %s, %s rows to send (%s already done), results in %s",
+        run_id,
+        job.file,
+        job.model,
+        total,
+        f"{stats.skipped_rows:,}",
+        job.output.path,
+        extra={
+            "event": "run_started",
+            "run_id": run_id,
+            "job": str(job.file),
+            "model": job.model,
+            "rows_to_send": stats.total_rows,
+            "skipped": stats.skipped_rows,
+            "output": str(job.output.path),
+        },
+    )
+
+
+def run_finished(
+    run_id: str,
+    stats: RunStats,
+    *,
+    cost_usd: float | None,
+    stopped_by: BatchgenError | None,
+    exit_code: int,
+    now: float | None = None,
+) -> None:
+    """The `run_finished` event: counts, tokens, average rates, cost, why it stopped and the exit code.
+
+    Logged at INFO for exit 0, ERROR for an API or write error that stopped the job (3), WARNING otherwise.
+    """
+    elapsed = max((time.time() if now is None else now) - stats.started_at, 1e-9)
+    usage = stats.usage
+    output_tokens = (usage.candidates or 0) + (usage.thoughts or 0)
+    level = logging.INFO if exit_code == 0 else logging.ERROR if exit_code == 3 else logging.WARNING
+    cost = "" if cost_usd is None else f", ${cost_usd:,.6f}"
+    why = "" if stopped_by is None else f"; stopped: {stopped_by}"
+    log.log(
+        level,
+        "run %s finished with exit code %d: %s rows (%s) in %.1fs, %.1f rows/s%s%s",
+        run_id,
+        exit_code,
+        f"{stats.done:,}",
+        counts_text(stats.counts),
+        elapsed,
+        stats.done / elapsed,
+        cost,
+        why,
+        extra={
+            "event": "run_finished",
+            "run_id": run_id,
+            "exit_code": exit_code,
+            "rows": stats.done,
+            "skipped": stats.skipped_rows,
+            "counts": {status.value: stats.counts[status] for status in reversed(Status) if stats.counts[status]},
+            "elapsed_s": round(elapsed, 3),
+            "rows_per_s": round(stats.done / elapsed, 3),
+            "input_tokens_per_s": round((usage.prompt or 0) / elapsed, 1),
+            "output_tokens_per_s": round(output_tokens / elapsed, 1),
+            "tokens": {
+                "prompt": usage.prompt or 0,
+                "cached": usage.cached or 0,
+                "candidates": usage.candidates or 0,
+                "thoughts": usage.thoughts or 0,
+                "tool_use": usage.tool_use or 0,
+                "total": usage.total or 0,
+            },
+            "attempts": stats.attempts,
+            "responses": stats.responses,
+            "reasks": stats.reasks,
+            "rate_limited": stats.rate_limited,
+            "cost_usd": None if cost_usd is None else round(cost_usd, 9),
+            "stopped_by": None if stopped_by is None else type(stopped_by).__name__,
+            "stop_reason": None if stopped_by is None else str(stopped_by),
+            "http_status": stopped_by.http_status if isinstance(stopped_by, ApiError) else None,
+        },
+    )
