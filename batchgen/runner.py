@@ -222,12 +222,9 @@ class Runner:
             try:
                 data = await self._generate(body)
             except RateLimited as exc:
+                # The tripped attempt keeps its token charge: the server may have counted it.
                 self.stats.rate_limited += 1
-                self._limiter.settle(estimate, 0)
                 self._limiter.rate_limited(exc.quota_id, exc.retry_after)
-                raise
-            except BaseException:
-                self._limiter.settle(estimate, None)
                 raise
             reply = parse_response(data)
             self._limiter.settle(estimate, reply.usage.prompt)

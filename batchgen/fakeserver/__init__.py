@@ -1,0 +1,63 @@
+"""A local fake of the Gemini `generateContent` REST API, for demos, tests and benchmarks over real HTTP.
+
+It is an independent implementation of the wire format (it shares no code with batchgen's client), so a
+format bug cannot hide on both sides. Answers are deterministic: a hash of model + request body + seed.
+
+Endpoints (paths as Google's):
+    POST /v1beta/models/{model}:generateContent
+    POST /v1beta/models/{model}:streamGenerateContent   SSE with ?alt=sse, else a JSON array
+    POST /v1beta/models/{model}:countTokens              {contents} or {generateContentRequest}
+    GET  /_fake/stats                                    the ledger, as JSON
+
+The key goes in `x-goog-api-key`, `Authorization: Bearer <key>` or `?key=`: none is 403 PERMISSION_DENIED,
+a wrong one 400 INVALID_ARGUMENT with ErrorInfo reason API_KEY_INVALID.
+
+Prompt directives: a prompt text containing `[[fake:NAME]]` gets fault NAME on every attempt;
+`[[fake:NAME*K]]` only on its next K attempts (attempts are counted per request hash, so a retry of the same
+body is the next attempt). Several directives apply one after another: `[[fake:429*1]][[fake:500*2]]` is a
+429, then two 500s, then a normal answer. A prompt with directives gets no random faults. NAME is one of:
+
+    429           429 RESOURCE_EXHAUSTED "shared capacity" with Help and RetryInfo (retry_delay_s)
+    429help       the same 429 with only a Help detail (no RetryInfo, no QuotaFailure)
+    429day        429 with QuotaFailure GenerateRequestsPerDayPerProjectPerModel, RetryInfo until the day ends
+    500           500 INTERNAL
+    503           503 UNAVAILABLE "The model is overloaded"
+    drop          the connection is closed without any response
+    slow          the answer comes after slow_s more seconds (meant to exceed the client's timeout)
+    nonjson       HTTP 200 with an HTML body
+    nocandidates  HTTP 200 JSON without candidates or usageMetadata
+    sse_cut       a stream stops mid-event and the connection closes (unary: half the body, then close)
+    sse_error     a stream sends some events, then an {"error": ...} object that is not data-prefixed
+                  (unary: 500)
+    blocked       promptFeedback.blockReason SAFETY and no candidates
+    safety        finishReason SAFETY with no content
+    max_tokens    finishReason MAX_TOKENS and the text (JSON) cut in half
+    invalid_json  text that is not JSON
+    schema_violation  JSON that breaks the schema: a missing required property, a wrong type, an unlisted enum
+                  value, or a wrong root type (invalid JSON when the schema accepts anything)
+
+Random faults: `fail_rate` of generate requests get a transport fault (weights `fault_weights`; sse_* only
+for streams) and, separately, `violate_rate` get an output fault (weights `violation_weights`; invalid_json
+and schema_violation only in JSON mode), each drawn from seed + request hash + attempt number.
+
+Quotas (`rpm`, `tpm` of input tokens, `rpd`, per model) answer 429 RESOURCE_EXHAUSTED with QuotaFailure,
+Help and RetryInfo; see `quota`. Billing and counters: see `stats`.
+"""
+
+from __future__ import annotations
+
+from batchgen.fakeserver.cli import add_arguments, serve
+from batchgen.fakeserver.config import FAULT_NAMES, OUTPUT_FAULTS, TRANSPORT_FAULTS, ServerConfig
+from batchgen.fakeserver.server import FakeServer
+from batchgen.fakeserver.stats import Stats
+
+__all__ = [
+    "FAULT_NAMES",
+    "OUTPUT_FAULTS",
+    "TRANSPORT_FAULTS",
+    "FakeServer",
+    "ServerConfig",
+    "Stats",
+    "add_arguments",
+    "serve",
+]

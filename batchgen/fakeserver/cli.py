@@ -1,0 +1,139 @@
+"""Command line of the fake server: `add_arguments` fills a parser, `serve` runs until SIGINT or SIGTERM."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import signal
+import sys
+
+from batchgen.fakeserver.config import OUTPUT_FAULTS, TRANSPORT_FAULTS, ServerConfig
+from batchgen.fakeserver.server import FakeServer
+
+
+def _weights(text: str) -> dict[str, float]:
+    """Parse "500=1,503=2" into weights."""
+    weights = {}
+    for item in filter(None, (part.strip() for part in text.split(","))):
+        name, sep, value = item.partition("=")
+        try:
+            weights[name.strip()] = float(value) if sep else 1.0
+        except ValueError as exc:
+            raise argparse.ArgumentTypeError(f"bad weight {item!r}; expected NAME=NUMBER") from exc
+    return weights
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Add the fake server's flags to `parser`."""
+    defaults = ServerConfig()
+    add = parser.add_argument
+    add("--host", default=defaults.host, help="address to listen on (default %(default)s)")
+    add("--port", type=int, default=defaults.port, help="port; 0 picks a free one (default %(default)s)")
+    add("--api-key", default=defaults.api_key, help="the key clients must send (default: fake-key)")
+    add("--models", default="", help="comma-separated model names served (default: any gemini-*)")
+    add("--latency-ms", type=float, default=defaults.latency_ms, help="mean added latency per request")
+    add("--latency-jitter-ms", type=float, default=defaults.latency_jitter_ms, help="standard deviation")
+    add("--seed", type=int, default=defaults.seed, help="seed of all deterministic draws")
+    add(
+        "--fail-rate",
+        type=float,
+        default=defaults.fail_rate,
+        help="fraction of requests given a transport fault",
+    )
+    add(
+        "--fault-weights",
+        type=_weights,
+        default=None,
+        help=f"weights of transport faults, e.g. 503=2,drop=1 (names: {', '.join(TRANSPORT_FAULTS)})",
+    )
+    add("--violate-rate", type=float, default=defaults.violate_rate, help="fraction given an output fault")
+    add(
+        "--violation-weights",
+        type=_weights,
+        default=None,
+        help=f"relative weights of output faults (names: {', '.join(OUTPUT_FAULTS)})",
+    )
+    add("--slow-s", type=float, default=defaults.slow_s, help="stall of a 'slow' fault, in seconds")
+    add(
+        "--retry-delay-s", type=float, default=defaults.retry_delay_s, help="RetryInfo delay of injected 429s"
+    )
+    add("--rpm", type=int, default=None, help="requests per minute per model")
+    add("--tpm", type=int, default=None, help="input tokens per minute per model")
+    add("--rpd", type=int, default=None, help="requests per day per model")
+    add("--quota-window-s", type=float, default=defaults.quota_window_s, help="length of the rpm/tpm window")
+    add("--day-window-s", type=float, default=None, help="length of the rpd window (default: Pacific day)")
+
+
+def config_from(args: argparse.Namespace) -> ServerConfig:
+    """The ServerConfig the parsed flags describe; raises ValueError when they are inconsistent."""
+    defaults = ServerConfig()
+    return ServerConfig(
+        host=args.host,
+        port=args.port,
+        api_key=args.api_key,
+        models=tuple(m.strip() for m in args.models.split(",") if m.strip()),
+        latency_ms=args.latency_ms,
+        latency_jitter_ms=args.latency_jitter_ms,
+        seed=args.seed,
+        fail_rate=args.fail_rate,
+        fault_weights=args.fault_weights if args.fault_weights is not None else defaults.fault_weights,
+        violate_rate=args.violate_rate,
+        violation_weights=(
+            args.violation_weights if args.violation_weights is not None else defaults.violation_weights
+        ),
+        slow_s=args.slow_s,
+        retry_delay_s=args.retry_delay_s,
+        rpm=args.rpm,
+        tpm=args.tpm,
+        rpd=args.rpd,
+        quota_window_s=args.quota_window_s,
+        day_window_s=args.day_window_s,
+    )
+
+
+def serve(args: argparse.Namespace) -> int:
+    """Run the server until SIGINT or SIGTERM. Prints its URL on the first line of stdout. Returns 0, or 2
+    when the flags are invalid (the message goes to stderr)."""
+    try:
+        config = config_from(args)
+    except ValueError as exc:
+        print(f"fake-server: {exc}", file=sys.stderr)
+        return 2
+    runner = _loop_runner()
+    with runner:
+        runner.run(_serve(config))
+    return 0
+
+
+def _loop_runner() -> asyncio.Runner:
+    # uvloop (the "fast" extra) roughly halves the server's per-request overhead; plain asyncio works too.
+    try:
+        import uvloop
+    except ImportError:
+        return asyncio.Runner()
+    return asyncio.Runner(loop_factory=uvloop.new_event_loop)
+
+
+async def _serve(config: ServerConfig) -> None:
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    try:
+        async with FakeServer(config) as server:
+            print(server.url, flush=True)
+            await stop.wait()
+    finally:
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            with contextlib.suppress(ValueError, RuntimeError):
+                loop.remove_signal_handler(sig)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """`python -m batchgen.fakeserver [flags]`."""
+    parser = argparse.ArgumentParser(
+        prog="python -m batchgen.fakeserver", description="Run the fake Gemini API."
+    )
+    add_arguments(parser)
+    return serve(parser.parse_args(argv))
