@@ -23,7 +23,7 @@ from typing import Any, TextIO
 import anyio
 
 from batchgen import fakeserver, logs, progress
-from batchgen.errors import BudgetExhausted, ConfigError, FatalApiError, InputError, OutputError
+from batchgen.errors import BatchgenError, BudgetExhausted, ConfigError, FatalApiError, InputError, OutputError
 from batchgen.estimate import EstimateOptions, estimate
 from batchgen.estimate import render as render_estimate
 from batchgen.execute import LiveRun, RunOptions, RunOutcome, execute, prepare_source
@@ -271,6 +271,8 @@ def _run(args: argparse.Namespace) -> int:
         raise ConfigError("--progress-interval must be positive")
     interrupted: list[int] = []
     outcome = anyio.run(_run_async, job, key, options, view, interrupted, **_backend())
+    if outcome is None:  # a second signal: quit at once, nothing more to report
+        return EXIT_SIGNAL.get(signal.Signals(interrupted[0]), 130) if interrupted else 130
     code = _exit_code(job, outcome, interrupted)
     logs.run_finished(
         outcome.run_id, outcome.stats, cost_usd=_spent(outcome), stopped_by=outcome.stopped_by, exit_code=code
@@ -289,21 +291,31 @@ class _View:
 
 async def _run_async(
     job: Job, key: ApiKey | None, options: RunOptions, view: _View, interrupted: list[int]
-) -> RunOutcome:
+) -> RunOutcome | None:
+    """The run, with the signal watcher and the progress display beside it; None when a second signal
+    cancelled it outright."""
+    runs: list[LiveRun] = []
+    showing = anyio.CancelScope()
+    outcome: RunOutcome | None = None
+    failure: BatchgenError | None = None
     async with anyio.create_task_group() as group:
-        runs: list[LiveRun] = []
         group.start_soon(_watch_signals, runs, interrupted, group.cancel_scope)
-        async with anyio.create_task_group() as shown:
 
-            def started(run: LiveRun) -> None:
-                runs.append(run)
-                logs.run_started(run.run_id, job, run.runner.stats)
-                if view.mode is not None:
-                    shown.start_soon(_show, run, view)
+        def started(run: LiveRun) -> None:
+            runs.append(run)
+            logs.run_started(run.run_id, job, run.runner.stats)
+            if view.mode is not None:
+                group.start_soon(_show, run, view, showing)
 
+        try:
             outcome = await _execute(job, key, options, started)
-            shown.cancel_scope.cancel()
+        except BatchgenError as exc:
+            # Raised below, outside the task group, so that the caller gets it as is, not in an exception group.
+            failure = exc
+        showing.cancel()  # at once: no progress line may follow the run's end
         group.cancel_scope.cancel()
+    if failure is not None:
+        raise failure
     return outcome
 
 
@@ -314,13 +326,14 @@ async def _execute(job: Job, key: ApiKey | None, options: RunOptions, started: C
         return await execute(job.with_overrides(base_url=server.url), ApiKey(server.api_key), options, on_start=started)
 
 
-async def _show(run: LiveRun, view: _View) -> None:
+async def _show(run: LiveRun, view: _View, scope: anyio.CancelScope) -> None:
     assert view.mode is not None
     budget = run.budget
     watch = progress.Watch(
         run.runner.stats, run.limiter.snapshot, None if budget is None else (lambda: budget.spent.total)
     )
-    await progress.show(progress.Progress(watch), view.mode, interval_s=view.interval_s)
+    with scope:
+        await progress.show(progress.Progress(watch), view.mode, interval_s=view.interval_s)
 
 
 def _spent(outcome: RunOutcome) -> float | None:
