@@ -244,9 +244,9 @@ async def _sample_run(job: Job, key: ApiKey | None, options: EstimateOptions) ->
 
 def render(result: Estimate) -> str:
     """The estimate as a small table for a terminal or a log."""
-    table = Table(title=f"Estimate for {result.job.file} ({result.job.model})", title_justify="left")
-    table.add_column("", style="bold")
-    table.add_column("")
+    table = Table(title=f"Estimate for {result.job.file} ({result.job.model})", title_justify="left", show_header=False)
+    table.add_column(style="bold")
+    table.add_column()
     for name, value in _lines(result):
         table.add_row(name, value)
     console = Console(file=io.StringIO(), width=160, color_system=None, force_terminal=False)
@@ -290,14 +290,12 @@ def _cost_lines(result: Estimate) -> list[tuple[str, str]]:
     projected = result.cost
     if projected is None or result.price is None:
         return [("cost", f"unknown: no price for {result.job.model} (pass --prices FILE)")]
-    scope = "" if result.output_tokens is not None else " (input only: output unknown)"
-    lines = [
-        (
-            "cost",
-            f"{usd(projected.total)}{scope}: input {usd(projected.input)}, output {usd(projected.output)}, "
-            f"at {price_summary(result.price)} per 1M tokens",
-        )
-    ]
+    split = (
+        f"input {usd(projected.input)}, output {usd(projected.output)}"
+        if result.output_tokens is not None
+        else "input only, output unknown"
+    )
+    lines = [("cost", f"{usd(projected.total)} ({split}) at {price_summary(result.price)} per 1M tokens")]
     cap = result.job.limits.max_cost_usd
     if cap is not None and result.to_send:
         per_row = projected.total / result.to_send
