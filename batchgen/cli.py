@@ -26,7 +26,7 @@ from batchgen import fakeserver, logs, progress
 from batchgen.errors import BatchgenError, BudgetExhausted, ConfigError, FatalApiError, InputError, OutputError
 from batchgen.estimate import EstimateOptions, estimate
 from batchgen.estimate import render as render_estimate
-from batchgen.execute import LiveRun, RunOptions, RunOutcome, execute, prepare_source
+from batchgen.execute import LiveRun, RunOptions, RunOutcome, execute, prepare_source, record_exit_code
 from batchgen.job import Job, load_job
 from batchgen.pricing import PriceTable
 from batchgen.records import Status
@@ -274,6 +274,7 @@ def _run(args: argparse.Namespace) -> int:
     if outcome is None:  # a second signal: quit at once, nothing more to report
         return EXIT_SIGNAL.get(signal.Signals(interrupted[0]), 130) if interrupted else 130
     code = _exit_code(job, outcome, interrupted)
+    record_exit_code(outcome.output, outcome.run_id, code)
     logs.run_finished(
         outcome.run_id, outcome.stats, cost_usd=_spent(outcome), stopped_by=outcome.stopped_by, exit_code=code
     )
@@ -394,4 +395,4 @@ def _print_summary(outcome: RunOutcome, out: TextIO) -> None:
         budget = outcome.budget
         cap = "" if budget.cap_usd is None else f" of a {usd(budget.cap_usd)} cap"
         print(f"cost: {usd(budget.spent.total)}{cap} ({budget.price.model}, as `batchgen report` prices it)", file=out)
-    print(f"results: {outcome.output}", file=out)
+    print(f"results: {outcome.output.resolve()}", file=out)

@@ -33,7 +33,7 @@ from batchgen.retry import Retrier, RetryPolicy
 from batchgen.runner import Runner, RunPolicy
 from batchgen.secret import ApiKey
 from batchgen.stats import RunStats
-from batchgen.writer import Layout, ParquetSink, utc_iso, write_manifest
+from batchgen.writer import Layout, ParquetSink, read_manifest, utc_iso, write_manifest
 
 
 @dataclass(frozen=True, slots=True)
@@ -172,6 +172,14 @@ async def execute(
         finally:
             write_manifest(folder, _job_record(job), _run_record(run_id, started, job, runner, ended=True))
     return RunOutcome(run_id=run_id, stats=runner.stats, stopped_by=runner.stopped_by, output=folder, budget=budget)
+
+
+def record_exit_code(folder: Path, run_id: str, exit_code: int) -> None:
+    """Add a run's exit code, which only the CLI knows once the run is over, to its record in the manifest."""
+    manifest = read_manifest(folder) or {}
+    run = next((r for r in manifest.get("runs", []) if r.get("run_id") == run_id), None)
+    if run is not None:
+        write_manifest(folder, manifest.get("job", {}), {**run, "exit_code": exit_code})
 
 
 def _limiter(job: Job) -> RateLimiter:

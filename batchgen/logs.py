@@ -141,7 +141,7 @@ def run_started(run_id: str, job: Job, stats: RunStats) -> None:
         job.model,
         total,
         f"{stats.skipped_rows:,}",
-        job.output.path,
+        job.output.path.resolve(),
         extra={
             "event": "run_started",
             "run_id": run_id,
@@ -149,7 +149,7 @@ def run_started(run_id: str, job: Job, stats: RunStats) -> None:
             "model": job.model,
             "rows_to_send": stats.total_rows,
             "skipped": stats.skipped_rows,
-            "output": str(job.output.path),
+            "output": str(job.output.path.resolve()),
         },
     )
 

@@ -128,6 +128,7 @@ def test_a_run_stops_at_the_cap_with_exit_4_and_a_rerun_with_a_higher_cap_finish
         assert "cost cap" in err and "rerun with a higher" in err
         manifest = orjson.loads((out / "_manifest.json").read_bytes())
         assert manifest["runs"][-1]["stopped_by"].startswith("BudgetExhausted")
+        assert manifest["runs"][-1]["exit_code"] == 4
 
         assert main([*base, "--max-cost", "100"]) == 0
         assert server_stats(url)["requests"] - requests_before == 240

@@ -19,7 +19,9 @@ from batchgen.cli import main
 from batchgen.errors import ServerError
 from batchgen.gemini import RequestTemplate, user_contents
 from batchgen.outcome import judge
+from batchgen.pricing import PriceTable
 from batchgen.records import Prompt, Result, Status
+from batchgen.report import build_report, load_results
 from batchgen.retry import Retrier, RetryPolicy
 from batchgen.runner import Runner, RunPolicy
 from batchgen.secret import ApiKey
@@ -157,8 +159,8 @@ def test_a_json_run_log_has_run_events_and_row_errors_and_never_the_key(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
     """`--log-format json` against a server injecting faults: every stderr line is a JSON object; the run's
-    start and end are events with counts and rates; each unusable row is an event with its id and HTTP status;
-    the key appears nowhere."""
+    start and end are events with counts, rates and cost; each unusable row is an event with its id and HTTP
+    status; progress lines come between; the key appears nowhere."""
     from servers import server_process
 
     monkeypatch.setenv("GEMINI_API_KEY", KEY)
@@ -176,7 +178,11 @@ def test_a_json_run_log_has_run_events_and_row_errors_and_never_the_key(
     assert events[0] == "run_started" and events[-1] == "run_finished"
     finished = lines[-1]
     assert finished["rows"] == 40 and sum(finished["counts"].values()) == 40
-    assert {"rows_per_s", "input_tokens_per_s", "output_tokens_per_s", "cost_usd"} <= set(finished)
+    assert {"rows_per_s", "input_tokens_per_s", "output_tokens_per_s", "tokens", "exit_code"} <= set(finished)
+    # the running cost is what `batchgen report` charges for the same rows
+    reported = build_report(load_results([out]), PriceTable.load()).totals.cost.total
+    assert finished["cost_usd"] == pytest.approx(reported, abs=1e-9)
+    assert "progress" in events
     problems = [line for line in lines if line["event"] == "row_error"]
     assert problems and all(line["id"].startswith("r") and "http_status" in line for line in problems)
     assert any(line["http_status"] in (500, 503) for line in problems)
