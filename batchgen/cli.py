@@ -24,7 +24,7 @@ import anyio
 
 from batchgen import fakeserver, logs, progress
 from batchgen.errors import BatchgenError, BudgetExhausted, ConfigError, FatalApiError, InputError, OutputError
-from batchgen.estimate import EstimateOptions, estimate
+from batchgen.estimate import Estimate, EstimateOptions, estimate
 from batchgen.estimate import render as render_estimate
 from batchgen.execute import LiveRun, RunOptions, RunOutcome, execute, prepare_source, record_exit_code
 from batchgen.job import Job, load_job
@@ -232,9 +232,9 @@ def _report(args: argparse.Namespace) -> int:
 
 def _estimate(args: argparse.Namespace) -> int:
     job = load_with_flags(args)
-    options = EstimateOptions(sample_rows=args.sample, count_tokens_rows=args.count_tokens, prices=args.prices)
     if args.sample < 0 or args.count_tokens < 0:
         raise ConfigError("--sample and --count-tokens take a number of rows >= 0")
+    options = EstimateOptions(sample_rows=args.sample, count_tokens_rows=args.count_tokens, prices=args.prices)
     logs.configure("text", args.log_level)
     try:
         if options.needs_api and args.local_server:
@@ -248,7 +248,7 @@ def _estimate(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-async def _estimate_locally(job: Job, options: EstimateOptions) -> Any:
+async def _estimate_locally(job: Job, options: EstimateOptions) -> Estimate:
     async with fakeserver.FakeServer(fakeserver.ServerConfig()) as server:
         return await estimate(job.with_overrides(base_url=server.url), ApiKey(server.api_key), options)
 

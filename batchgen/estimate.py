@@ -218,7 +218,7 @@ async def _sample_run(job: Job, key: ApiKey | None, options: EstimateOptions) ->
     with tempfile.TemporaryDirectory(prefix="batchgen-sample-") as folder:
         sample_job = job.with_overrides(output={"path": Path(folder)})
         outcome = await execute(sample_job, key, RunOptions(limit=options.sample_rows, prices=options.prices))
-        if outcome.stopped_by is not None and isinstance(outcome.stopped_by, ApiError):
+        if isinstance(outcome.stopped_by, ApiError):  # a bad key or model: no estimate is worth showing
             raise outcome.stopped_by
         if not outcome.stats.done:
             return Sample(0, {}, 0, 0, 0, 0, None, None)

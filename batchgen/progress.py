@@ -9,6 +9,7 @@ limiter's snapshot and the budget's spend; nothing here touches the run itself.
 from __future__ import annotations
 
 import logging
+import sys
 import time
 from collections import deque
 from collections.abc import Awaitable, Callable, Mapping
@@ -293,7 +294,10 @@ async def show(
 
 
 async def _live(progress: Progress, console: Console | None, sleep: Callable[[float], Awaitable[None]]) -> None:
-    with Live(panel(progress.read()), console=console, auto_refresh=False, transient=False) as live:
+    # Log lines written to stderr are printed above the display when stderr is the same terminal; when stderr
+    # goes to a file they must go there, not be drawn on screen.
+    redirect = sys.stderr.isatty()
+    with Live(panel(progress.read()), console=console, auto_refresh=False, redirect_stderr=redirect) as live:
         # Refreshed here, on the event loop, not by rich's thread: readings must not race the run's counters.
         try:
             while True:
