@@ -23,6 +23,7 @@ from typing import Any, TextIO
 import anyio
 
 from batchgen import fakeserver, logs, progress
+from batchgen.budget import budget_for
 from batchgen.errors import BatchgenError, BudgetExhausted, ConfigError, FatalApiError, InputError, OutputError
 from batchgen.estimate import Estimate, EstimateOptions, estimate
 from batchgen.estimate import render as render_estimate
@@ -207,6 +208,7 @@ def api_key(job: Job, environ: dict[str, str] | os._Environ[str] = os.environ) -
 
 def _check(args: argparse.Namespace) -> int:
     job = load_with_flags(args)
+    budget = budget_for(job.model, PriceTable.load(args.prices), job.limits.max_cost_usd, job_file=str(job.file))
 
     async def check_input() -> int:
         _, _, rows = await prepare_source(job, RunOptions())
@@ -217,6 +219,8 @@ def _check(args: argparse.Namespace) -> int:
     print(f"{job.file}: ok: model {job.model}, {rows} input rows, output {job.output.path}")
     if schema is not None:
         print(f"  {schema.dialect.value} from {schema.source or 'the job file'}: ok")
+    if budget is not None and budget.cap_usd is not None:
+        print(f"  cost cap {usd(budget.cap_usd)} per run, priced as {budget.price.model}: ok")
     return EXIT_OK
 
 

@@ -153,3 +153,10 @@ def test_a_cap_for_a_model_without_a_price_exits_2_before_sending(
     assert code == 2
     assert "no price for model 'gemini-9-ultra'" in capsys.readouterr().err
     assert not out.exists()
+
+
+def test_check_reports_the_cap_and_refuses_one_without_a_price(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["check", str(DEMO), "--max-cost", "3"]) == 0
+    assert "cost cap $3.000000 per run, priced as gemini-2.5-flash: ok" in capsys.readouterr().out
+    assert main(["check", str(DEMO), "--max-cost", "3", "--model", "gemini-9-ultra"]) == 2
+    assert "limits.max_cost_usd" in capsys.readouterr().err
