@@ -1,7 +1,13 @@
-"""batchgen: run large batches of Gemini generateContent calls reliably, fast and cheaply."""
+"""batchgen: run large batches of Gemini generateContent calls reliably, fast and cheaply.
+
+The pieces a program needs to run a job itself (the CLI is `batchgen.cli`): load a `Job`, read prompts with an
+`InputSource`, carry them with a `GeminiClient` under a `RateLimiter`, drive them with a `Runner` into a
+`ParquetSink`. Every error is a `BatchgenError`; see `batchgen.errors` for the tree.
+"""
 
 from __future__ import annotations
 
+from batchgen.client import Endpoint, GeminiClient
 from batchgen.errors import (
     ApiError,
     AuthError,
@@ -21,31 +27,63 @@ from batchgen.errors import (
     ServerError,
     TransportError,
 )
+from batchgen.execute import RunOptions, RunOutcome, execute
+from batchgen.gemini import Reply, RequestTemplate
+from batchgen.job import Job, load_job
+from batchgen.limiter import Limits, RateLimiter
+from batchgen.prompts import PromptBuilder
+from batchgen.reader import InputSource
 from batchgen.records import Generate, Limiter, Prompt, Result, Sink, Status, Usage
+from batchgen.retry import Retrier, RetryPolicy
+from batchgen.runner import Runner, RunPolicy
+from batchgen.schema import ResponseSchema
+from batchgen.secret import ApiKey
+from batchgen.writer import Layout, ParquetSink
 
 __all__ = [
     "ApiError",
+    "ApiKey",
     "AuthError",
     "BatchgenError",
     "BudgetExhausted",
     "ConfigError",
+    "Endpoint",
     "FatalApiError",
+    "GeminiClient",
     "Generate",
     "InputError",
+    "InputSource",
+    "Job",
     "JobRejected",
+    "Layout",
     "Limiter",
+    "Limits",
     "MalformedResponse",
     "OutputError",
+    "ParquetSink",
     "Prompt",
+    "PromptBuilder",
     "QuotaExhausted",
     "RateLimited",
+    "RateLimiter",
+    "Reply",
     "RequestRejected",
+    "RequestTemplate",
+    "ResponseSchema",
     "Result",
+    "Retrier",
+    "RetryPolicy",
     "RetryableError",
+    "RunOptions",
+    "RunOutcome",
+    "RunPolicy",
+    "Runner",
     "SchemaError",
     "ServerError",
     "Sink",
     "Status",
     "TransportError",
     "Usage",
+    "execute",
+    "load_job",
 ]

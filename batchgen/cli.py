@@ -275,9 +275,9 @@ def _run(args: argparse.Namespace) -> int:
         raise ConfigError("--progress-interval must be positive")
     interrupted: list[int] = []
     outcome = anyio.run(_run_async, job, key, options, view, interrupted, **_backend())
-    if outcome is None:  # a second signal: quit at once, nothing more to report
-        return EXIT_SIGNAL.get(signal.Signals(interrupted[0]), 130) if interrupted else 130
     code = _exit_code(job, outcome, interrupted)
+    if outcome is None:  # a second signal cancelled the run outright: nothing more to report
+        return code
     record_exit_code(outcome.output, outcome.run_id, code)
     logs.run_finished(
         outcome.run_id, outcome.stats, cost_usd=_spent(outcome), stopped_by=outcome.stopped_by, exit_code=code
@@ -369,9 +369,9 @@ def _backend() -> dict[str, Any]:
     return {"backend_options": {"use_uvloop": True}}
 
 
-def _exit_code(job: Job, outcome: RunOutcome, interrupted: list[int]) -> int:
-    if interrupted:
-        return EXIT_SIGNAL.get(signal.Signals(interrupted[0]), 130)
+def _exit_code(job: Job, outcome: RunOutcome | None, interrupted: list[int]) -> int:
+    if interrupted or outcome is None:
+        return EXIT_SIGNAL.get(signal.Signals(interrupted[0]), 130) if interrupted else 130
     if outcome.stopped_by is not None:
         print(f"batchgen: stopped: {outcome.stopped_by}", file=sys.stderr)
         return EXIT_COST if isinstance(outcome.stopped_by, BudgetExhausted) else EXIT_FATAL

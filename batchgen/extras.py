@@ -87,7 +87,8 @@ def _chunk(chunk: Mapping[str, Any]) -> dict[str, Any]:
 def _support(support: Mapping[str, Any]) -> dict[str, Any]:
     segment = support.get("segment") or {}
     return {
-        "start_index": segment.get("startIndex"),
+        # Proto3 JSON leaves out a field at its default, so a segment that starts the text has no startIndex.
+        "start_index": segment.get("startIndex", 0) if segment else None,
         "end_index": segment.get("endIndex"),
         "text": segment.get("text"),
         "chunk_indices": support.get("groundingChunkIndices"),
@@ -97,7 +98,7 @@ def _support(support: Mapping[str, Any]) -> dict[str, Any]:
 
 def _citation(source: Mapping[str, Any]) -> dict[str, Any]:
     return {
-        "start_index": source.get("startIndex"),
+        "start_index": source.get("startIndex", 0),  # left out at 0, as in a grounding segment
         "end_index": source.get("endIndex"),
         "uri": source.get("uri"),
         "title": source.get("title"),

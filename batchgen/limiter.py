@@ -80,6 +80,10 @@ class Limits:
     """Fraction the first probe above the rate that last tripped adds; the n-th in a row adds n x that."""
     default_cooldown: float = 5.0
     """Shared pause after a 429 that says nothing about when to retry."""
+    shared_refusals: float = 0.05
+    """A 429 naming no quota (the model's shared capacity) slows everyone only once such 429s reach this
+    fraction of the last minute's admissions; below it each is absorbed by its own request's retry, since
+    cutting the rate for isolated refusals would collapse throughput without preventing any."""
 
     def __post_init__(self) -> None:
         for name in ("requests_per_minute", "tokens_per_minute", "requests_per_day"):
@@ -94,6 +98,7 @@ class Limits:
             "probe_hold": self.probe_hold >= 0,
             "probe_step": 0 < self.probe_step < 1,
             "default_cooldown": self.default_cooldown >= 0,
+            "shared_refusals": 0 <= self.shared_refusals <= 1,
         }
         for name, ok in checks.items():
             if not ok:
@@ -252,8 +257,8 @@ class _Meter:
         self._level = min(self._level + entry.amount, self._cap)
         self.window.cancel(entry)
 
-    def slow_down(self, now: float, quiet_until: float, resume_at: float) -> None:
-        self.control.congested(self._accepted_per_minute(now), quiet_until, resume_at)
+    def slow_down(self, now: float, quiet_until: float, resume_at: float, *, named: bool) -> None:
+        self.control.congested(self._accepted_per_minute(now, named=named), quiet_until, resume_at)
         self._apply_limit()
 
     def pause(self, until: float) -> None:
@@ -270,13 +275,14 @@ class _Meter:
             f"window {self.window.total:.6g}/{self.allowed:.6g}"
         )
 
-    def _accepted_per_minute(self, now: float) -> float:
+    def _accepted_per_minute(self, now: float, *, named: bool) -> float:
         total = self.window.total
-        if self.limit is None:
+        if self.limit is None and named:
             # Unlimited so far: the server's window held everything sent in the last minute when it said
             # no, so that count is the best estimate of the quota (the sending rate may have been far higher).
             return total
-        # Already paced: cut from the rate being sent at, even when less than a minute has passed.
+        # Already paced, or a 429 that names no quota (shared capacity, where the window says nothing about a
+        # quota): cut from the rate being sent at, even when less than a minute has passed.
         assert self._started_at is not None
         return total * WINDOW / min(WINDOW, max(1.0, now - self._started_at))
 
@@ -340,6 +346,7 @@ class RateLimiter:
         self._admitted = 0
         self._tokens_admitted = 0
         self._rate_limited = 0
+        self._shared_refusals: deque[float] = deque()
 
     # -- the Limiter protocol ------------------------------------------------------------------------------
 
@@ -384,17 +391,29 @@ class RateLimiter:
         """
         now = self._sync()
         self._rate_limited += 1
+        if quota_id is None and not self._capacity_congested(now):
+            return
         delay = self.limits.default_cooldown if retry_after is None else max(0.0, retry_after)
         self._cooldown_until = max(self._cooldown_until, now + delay)
         resume_at = self._cooldown_until + self.limits.recovery_interval
         meter = self._tokens if quota_id is not None and "token" in quota_id.lower() else self._requests
         if now >= meter.control.quiet_until:
             quiet_until = max(self._cooldown_until, now + self.limits.default_cooldown)
-            meter.slow_down(now, quiet_until, resume_at)
+            meter.slow_down(now, quiet_until, resume_at, named=quota_id is not None)
         for each in (self._requests, self._tokens):
             each.pause(self._cooldown_until)
             each.control.postpone(resume_at)
         self._dispatch(now)
+
+    def _capacity_congested(self, now: float) -> bool:
+        if self.limits.shared_refusals == 0:
+            return True
+        refusals = self._shared_refusals
+        refusals.append(now)
+        while refusals and refusals[0] <= now - WINDOW:
+            refusals.popleft()
+        admitted = max(1.0, self._requests.window.total)
+        return len(refusals) >= 2 and len(refusals) / admitted >= self.limits.shared_refusals
 
     # -- what the progress display reads -------------------------------------------------------------------
 

@@ -1,41 +1,170 @@
-"""A local Gemini server in its own process, for tests that run the real CLI (in-process or as a subprocess)."""
+"""Servers for tests that run the real CLI: the local Gemini server in its own process, and a capture server."""
 
 from __future__ import annotations
 
+import asyncio
 import subprocess
 import sys
+import tempfile
+import threading
 import urllib.request
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from typing import Any
 
+import aiohttp
 import orjson
+from aiohttp import web
 
 
 @contextmanager
 def server_process(*flags: str) -> Iterator[str]:
     """Start `batchgen fake-server --port 0 FLAGS...`; yield its URL; stop it."""
-    process = subprocess.Popen(
-        [sys.executable, "-m", "batchgen.fakeserver", "--port", "0", *flags],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    try:
-        assert process.stdout is not None
-        line = process.stdout.readline().strip()
-        if not line.startswith("http"):
-            raise RuntimeError(f"fake server did not start: {line!r} {process.stderr.read() if process.stderr else ''}")
-        yield line
-    finally:
-        process.terminate()
-        process.wait(timeout=10)
-        for stream in (process.stdout, process.stderr):
-            if stream is not None:
-                stream.close()
+    # stderr goes to a file, not a pipe: an undrained pipe fills up and stalls the server mid-test.
+    with tempfile.TemporaryFile() as errors:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "batchgen.fakeserver", "--port", "0", *flags],
+            stdout=subprocess.PIPE,
+            stderr=errors,
+            text=True,
+        )
+        try:
+            assert process.stdout is not None
+            line = process.stdout.readline().strip()
+            if not line.startswith("http"):
+                errors.seek(0)
+                raise RuntimeError(f"fake server did not start: {line!r} {errors.read().decode()}")
+            yield line
+        finally:
+            process.terminate()
+            process.wait(timeout=10)
+            if process.stdout is not None:
+                process.stdout.close()
 
 
 def server_stats(url: str) -> dict[str, Any]:
     with urllib.request.urlopen(f"{url}/_fake/stats", timeout=10) as answer:
         stats: dict[str, Any] = orjson.loads(answer.read())
     return stats
+
+
+@dataclass(frozen=True)
+class Captured:
+    """One exchange: the method path (`v1beta/models/M:generateContent`), query, headers, the body as sent
+    (`raw`) and decoded, and what was answered (status and bytes)."""
+
+    path: str
+    query: dict[str, str]
+    headers: dict[str, str]
+    raw: bytes
+    body: Any
+    status: int
+    response: bytes
+
+
+CAPTURE_REPLY: dict[str, Any] = {
+    "candidates": [{"content": {"role": "model", "parts": [{"text": "captured"}]}, "finishReason": "STOP", "index": 0}],
+    "usageMetadata": {"promptTokenCount": 7, "candidatesTokenCount": 1, "totalTokenCount": 8},
+    "modelVersion": "capture-1",
+    "responseId": "capture-response",
+}
+
+
+class CaptureServer:
+    """A loopback server, in a thread of its own, that records every exchange.
+
+    For tests that check what goes on the wire. Without `upstream` it answers by itself, validly:
+    `generateContent` with `reply`, `streamGenerateContent` with one SSE event, `countTokens` with a count. With
+    `upstream` (a base URL) it is a recording proxy: each request is forwarded as is and the upstream's answer
+    returned unchanged. Being threaded, it serves an async test and the synchronous CLI alike. Use as a context
+    manager; `url` is its base URL and `requests` what it saw, in order.
+    """
+
+    def __init__(
+        self, reply: dict[str, Any] | None = None, *, upstream: str | None = None, sse: bytes | None = None
+    ) -> None:
+        self.reply = CAPTURE_REPLY if reply is None else reply
+        self.upstream = upstream
+        # A raw SSE body to answer streams with, written a few bytes at a time (framing tests).
+        self.sse = sse
+        self.requests: list[Captured] = []
+        self.url = ""
+        self._loop = asyncio.new_event_loop()
+        self._ready = threading.Event()
+        self._thread = threading.Thread(target=self._serve, daemon=True)
+        self._runner: web.AppRunner | None = None
+        self._session: aiohttp.ClientSession | None = None
+
+    def __enter__(self) -> CaptureServer:
+        self._thread.start()
+        if not self._ready.wait(10):
+            raise RuntimeError("capture server did not start")
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        assert self._runner is not None and self._session is not None
+        asyncio.run_coroutine_threadsafe(self._runner.cleanup(), self._loop).result(10)
+        asyncio.run_coroutine_threadsafe(self._session.close(), self._loop).result(10)
+        self._loop.call_soon_threadsafe(self._loop.stop)
+        self._thread.join(10)
+        self._loop.close()
+
+    def bodies(self, method: str = "generateContent") -> list[Any]:
+        """The JSON bodies of the requests to `method`, in arrival order."""
+        return [c.body for c in self.requests if c.path.endswith(f":{method}")]
+
+    def _serve(self) -> None:
+        asyncio.set_event_loop(self._loop)
+        app = web.Application()
+        app.router.add_post("/{path:.*}", self._handle)
+        self._runner = web.AppRunner(app)
+        self._loop.run_until_complete(self._runner.setup())
+        self._session = self._loop.run_until_complete(_new_session())
+        site = web.TCPSite(self._runner, "127.0.0.1", 0)
+        self._loop.run_until_complete(site.start())
+        port = self._runner.addresses[0][1]
+        self.url = f"http://127.0.0.1:{port}"
+        self._ready.set()
+        self._loop.run_forever()
+
+    async def _handle(self, request: web.Request) -> web.StreamResponse:
+        raw = await request.read()
+        path = request.match_info["path"]
+        if self.upstream is not None:
+            status, answer, content_type = await self._forward(request, path, raw)
+        elif path.endswith(":countTokens"):
+            status, answer, content_type = 200, b'{"totalTokens":7}', "application/json"
+        elif path.endswith(":streamGenerateContent"):
+            if self.sse is not None:
+                return await self._trickle(request, path, raw, self.sse)
+            status, answer, content_type = 200, b"data: " + orjson.dumps(self.reply) + b"\r\n\r\n", "text/event-stream"
+        else:
+            status, answer, content_type = 200, orjson.dumps(self.reply), "application/json"
+        headers = dict(request.headers)
+        self.requests.append(Captured(path, dict(request.query), headers, raw, orjson.loads(raw), status, answer))
+        return web.Response(status=status, body=answer, content_type=content_type)
+
+    async def _trickle(self, request: web.Request, path: str, raw: bytes, body: bytes) -> web.StreamResponse:
+        self.requests.append(
+            Captured(path, dict(request.query), dict(request.headers), raw, orjson.loads(raw), 200, body)
+        )
+        stream = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
+        await stream.prepare(request)
+        for start in range(0, len(body), 5):
+            await stream.write(body[start : start + 5])
+        await stream.write_eof()
+        return stream
+
+    async def _forward(self, request: web.Request, path: str, raw: bytes) -> tuple[int, bytes, str]:
+        assert self._session is not None and self.upstream is not None
+        passed = ("Content-Type", "x-goog-api-key", "Authorization")
+        headers = {name: request.headers[name] for name in passed if name in request.headers}
+        url = f"{self.upstream.rstrip('/')}/{path}"
+        async with self._session.post(url, params=request.query, data=raw, headers=headers) as answer:
+            return answer.status, await answer.read(), answer.content_type
+
+
+async def _new_session() -> aiohttp.ClientSession:
+    # Created inside the server's loop, which it must belong to.
+    return aiohttp.ClientSession()

@@ -86,7 +86,7 @@ async def test_stream_gives_the_same_result_as_the_unary_call(server: FakeServer
 )
 async def test_faults_map_to_errors(server: FakeServer, directive: str, stream: bool, error: type[Exception]) -> None:
     with pytest.raises(error):
-        await call(server.url, f"hello [[fake:{directive}]]", stream=stream)
+        parse_response(await call(server.url, f"hello [[fake:{directive}]]", stream=stream))
 
 
 @pytest.mark.anyio

@@ -47,3 +47,16 @@ def test_grounding_sources_are_queryable_in_duckdb() -> None:
     connection.register("results", results)
     uris = connection.sql("select unnest(grounding_chunks).uri as uri from results").fetchall()
     assert uris == [("https://example.org/a",)]
+
+
+def test_a_start_index_left_out_on_the_wire_is_zero() -> None:
+    """Proto3 JSON omits fields at their default: a segment or citation that starts the text has no
+    startIndex, and its column holds 0, not null (the google-genai SDK reads it as unset; both mean 0)."""
+    from_start = {
+        "groundingMetadata": {"groundingSupports": [{"segment": {"endIndex": 12, "text": "Spain won it"}}]},
+        "citationMetadata": {"citationSources": [{"endIndex": 40, "uri": "https://x.org"}]},
+    }
+    row = pa.Table.from_arrays(extra_columns([from_start]), schema=EXTRA_FIELDS).to_pylist()[0]
+    assert row["grounding_supports"][0]["start_index"] == 0
+    assert row["citations"][0]["start_index"] == 0
+    assert row["grounding_supports"][0]["end_index"] == 12

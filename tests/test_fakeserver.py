@@ -69,9 +69,7 @@ def answer_text(response: dict[str, Any]) -> str:
 
 
 @pytest.mark.anyio
-async def test_missing_key_is_403_permission_denied(
-    server: FakeServer, session: aiohttp.ClientSession
-) -> None:
+async def test_missing_key_is_403_permission_denied(server: FakeServer, session: aiohttp.ClientSession) -> None:
     """No key anywhere: 403 with a google.rpc PERMISSION_DENIED body."""
     status, answer = await post(session, server, body(), headers={"Content-Type": "application/json"})
     assert status == 403
@@ -148,9 +146,7 @@ async def test_unknown_method_is_404(server: FakeServer, session: aiohttp.Client
         pytest.param(b"[1]", "gemini-2.5-flash", "Root element must be a message", id="not-an-object"),
         pytest.param({}, "gemini-2.5-flash", "contents is not specified", id="no-contents"),
         pytest.param({"contents": []}, "gemini-2.5-flash", "contents is not specified", id="empty-contents"),
-        pytest.param(
-            {"contents": [{"parts": []}]}, "gemini-2.5-flash", "must not be empty", id="empty-parts"
-        ),
+        pytest.param({"contents": [{"parts": []}]}, "gemini-2.5-flash", "must not be empty", id="empty-parts"),
         pytest.param(body(bogus=1), "gemini-2.5-flash", 'Unknown name "bogus"', id="unknown-field"),
         pytest.param(
             body(
@@ -255,9 +251,7 @@ async def test_unknown_method_is_404(server: FakeServer, session: aiohttp.Client
             "CachedContent can not be used",
             id="cache-with-system-instruction",
         ),
-        pytest.param(
-            body("hi [[fake:nonsense]]"), "gemini-2.5-flash", "unknown directive", id="bad-directive"
-        ),
+        pytest.param(body("hi [[fake:nonsense]]"), "gemini-2.5-flash", "unknown directive", id="bad-directive"),
     ],
 )
 async def test_invalid_requests_are_400_invalid_argument(
@@ -271,9 +265,7 @@ async def test_invalid_requests_are_400_invalid_argument(
 
 
 @pytest.mark.anyio
-async def test_snake_case_field_names_are_accepted(
-    server: FakeServer, session: aiohttp.ClientSession
-) -> None:
+async def test_snake_case_field_names_are_accepted(server: FakeServer, session: aiohttp.ClientSession) -> None:
     """Proto JSON accepts original field names: generation_config / max_output_tokens work like camelCase."""
     status, answer = await post(session, server, body(generation_config={"max_output_tokens": 3}))
     assert status == 200, answer
@@ -284,9 +276,7 @@ async def test_snake_case_field_names_are_accepted(
 
 
 @pytest.mark.anyio
-async def test_text_answer_shape_and_usage_arithmetic(
-    server: FakeServer, session: aiohttp.ClientSession
-) -> None:
+async def test_text_answer_shape_and_usage_arithmetic(server: FakeServer, session: aiohttp.ClientSession) -> None:
     """A unary answer has one candidate with text, STOP, index, safetyRatings, avgLogprobs; usage adds up:
     prompt tokens from text length, candidates from the answer, thoughts for a thinking 2.5 model, and
     total = prompt + candidates + thoughts."""
@@ -352,9 +342,7 @@ async def test_thoughts_token_count_follows_model_family(
 
 
 @pytest.mark.anyio
-async def test_include_thoughts_puts_summary_parts_first(
-    server: FakeServer, session: aiohttp.ClientSession
-) -> None:
+async def test_include_thoughts_puts_summary_parts_first(server: FakeServer, session: aiohttp.ClientSession) -> None:
     """includeThoughts adds thought:true parts before the answer, never mixed into the answer text."""
     payload = body(generationConfig={"thinkingConfig": {"includeThoughts": True}})
     _, answer = await post(session, server, payload)
@@ -365,14 +353,10 @@ async def test_include_thoughts_puts_summary_parts_first(
 
 
 @pytest.mark.anyio
-async def test_gemini_3_parts_carry_a_thought_signature(
-    server: FakeServer, session: aiohttp.ClientSession
-) -> None:
+async def test_gemini_3_parts_carry_a_thought_signature(server: FakeServer, session: aiohttp.ClientSession) -> None:
     """Gemini 3 answers carry a base64 thoughtSignature on an answer part; 2.5 answers do not."""
     _, three = await post(session, server, body(), model="gemini-3-flash-preview")
-    signatures = [
-        p["thoughtSignature"] for p in three["candidates"][0]["content"]["parts"] if "thoughtSignature" in p
-    ]
+    signatures = [p["thoughtSignature"] for p in three["candidates"][0]["content"]["parts"] if "thoughtSignature" in p]
     assert len(signatures) == 1
     assert base64.b64decode(signatures[0])
     _, two = await post(session, server, body())
@@ -392,9 +376,19 @@ async def test_max_output_tokens_truncates_with_thinking_counted(
 
 
 @pytest.mark.anyio
-async def test_stop_sequence_ends_the_text_before_it(
+async def test_thought_summary_never_exceeds_the_output_budget(
     server: FakeServer, session: aiohttp.ClientSession
 ) -> None:
+    """A budget smaller than a summary gets no summary; output stays within maxOutputTokens."""
+    config = {"maxOutputTokens": 12, "thinkingConfig": {"includeThoughts": True, "thinkingBudget": 8}}
+    _, answer = await post(session, server, body(generationConfig=config))
+    usage = answer["usageMetadata"]
+    assert usage["thoughtsTokenCount"] + usage.get("candidatesTokenCount", 0) <= 12
+    assert not any(p.get("thought") for p in answer["candidates"][0].get("content", {}).get("parts", []))
+
+
+@pytest.mark.anyio
+async def test_stop_sequence_ends_the_text_before_it(server: FakeServer, session: aiohttp.ClientSession) -> None:
     """Output stops at the first stop sequence, which is not included; the finish reason stays STOP."""
     _, free = await post(session, server, body())
     assert answer_text(free).count(".") > 1
@@ -405,9 +399,7 @@ async def test_stop_sequence_ends_the_text_before_it(
 
 
 @pytest.mark.anyio
-async def test_candidate_count_gives_indexed_candidates(
-    server: FakeServer, session: aiohttp.ClientSession
-) -> None:
+async def test_candidate_count_gives_indexed_candidates(server: FakeServer, session: aiohttp.ClientSession) -> None:
     """candidateCount N returns N candidates indexed 0..N-1, and candidatesTokenCount covers them all."""
     _, answer = await post(session, server, body(generationConfig={"candidateCount": 3}))
     candidates = answer["candidates"]
@@ -417,29 +409,21 @@ async def test_candidate_count_gives_indexed_candidates(
 
 
 @pytest.mark.anyio
-async def test_system_instruction_and_tools_count_as_prompt(
-    server: FakeServer, session: aiohttp.ClientSession
-) -> None:
+async def test_system_instruction_and_tools_count_as_prompt(server: FakeServer, session: aiohttp.ClientSession) -> None:
     """promptTokenCount covers contents, systemInstruction and function declarations."""
     _, plain = await post(session, server, body())
     instructed = body(systemInstruction={"parts": [{"text": "x" * 400}]})
     _, with_system = await post(session, server, instructed)
-    assert (
-        with_system["usageMetadata"]["promptTokenCount"] >= plain["usageMetadata"]["promptTokenCount"] + 100
-    )
+    assert with_system["usageMetadata"]["promptTokenCount"] >= plain["usageMetadata"]["promptTokenCount"] + 100
 
 
 @pytest.mark.anyio
-async def test_cached_content_is_part_of_prompt_tokens(
-    server: FakeServer, session: aiohttp.ClientSession
-) -> None:
+async def test_cached_content_is_part_of_prompt_tokens(server: FakeServer, session: aiohttp.ClientSession) -> None:
     """cachedContentTokenCount is a fixed size per cache name and is included in promptTokenCount,
     not added to the total a second time."""
     _, plain = await post(session, server, body())
     _, first = await post(session, server, body(cachedContent="cachedContents/abc123"))
-    _, again = await post(
-        session, server, body("Something else entirely", cachedContent="cachedContents/abc123")
-    )
+    _, again = await post(session, server, body("Something else entirely", cachedContent="cachedContents/abc123"))
     usage = first["usageMetadata"]
     cached = usage["cachedContentTokenCount"]
     assert cached >= 1024
@@ -459,9 +443,7 @@ async def test_google_search_adds_grounding_and_tool_use_tokens(
     _, answer = await post(session, server, body(tools=[{"googleSearch": {}}]))
     grounding = answer["candidates"][0]["groundingMetadata"]
     assert grounding["webSearchQueries"]
-    assert all(
-        c["web"]["uri"].startswith("https://") and c["web"]["title"] for c in grounding["groundingChunks"]
-    )
+    assert all(c["web"]["uri"].startswith("https://") and c["web"]["title"] for c in grounding["groundingChunks"])
     assert "renderedContent" in grounding["searchEntryPoint"]
     encoded = answer_text(answer).encode()
     for support in grounding["groundingSupports"]:
@@ -587,9 +569,7 @@ async def test_sse_stream_framing_and_usage(server: FakeServer, session: aiohttp
 
 
 @pytest.mark.anyio
-async def test_stream_without_alt_sse_is_a_json_array(
-    server: FakeServer, session: aiohttp.ClientSession
-) -> None:
+async def test_stream_without_alt_sse_is_a_json_array(server: FakeServer, session: aiohttp.ClientSession) -> None:
     """Without alt=sse the stream is one JSON array of responses."""
     events = orjson.loads(await stream_raw(session, server, body(), ""))
     assert isinstance(events, list) and len(events) >= 2
@@ -597,9 +577,7 @@ async def test_stream_without_alt_sse_is_a_json_array(
 
 
 @pytest.mark.anyio
-async def test_stream_of_json_concatenates_to_the_document(
-    server: FakeServer, session: aiohttp.ClientSession
-) -> None:
+async def test_stream_of_json_concatenates_to_the_document(server: FakeServer, session: aiohttp.ClientSession) -> None:
     """A JSON-mode stream splits the document across events; joined, it parses."""
     config = {
         "responseMimeType": "application/json",
@@ -629,9 +607,7 @@ async def test_count_tokens_contents_shape(server: FakeServer, session: aiohttp.
 
 
 @pytest.mark.anyio
-async def test_count_tokens_generate_content_request_shape(
-    server: FakeServer, session: aiohttp.ClientSession
-) -> None:
+async def test_count_tokens_generate_content_request_shape(server: FakeServer, session: aiohttp.ClientSession) -> None:
     """countTokens with `generateContentRequest` counts system instruction and cache too."""
     request = body(cachedContent="cachedContents/xyz")
     status, counted = await post(
@@ -660,9 +636,7 @@ async def test_count_tokens_is_not_billed(server: FakeServer, session: aiohttp.C
 
 
 @pytest.mark.anyio
-async def test_ledger_sums_usage_of_every_sent_answer(
-    server: FakeServer, session: aiohttp.ClientSession
-) -> None:
+async def test_ledger_sums_usage_of_every_sent_answer(server: FakeServer, session: aiohttp.ClientSession) -> None:
     """The ledger counts requests, statuses and the usage of each 200 answer (a stream's final usage once),
     and GET /_fake/stats serves the same numbers."""
     usages = []
@@ -688,3 +662,17 @@ def test_repr_shows_state_not_key() -> None:
     assert "secret-value-123" not in repr(server)
     assert "secret-value-123" not in repr(server.config)
     assert re.search(r"not started", repr(server))
+
+
+@pytest.mark.anyio
+async def test_server_cannot_be_entered_twice_and_url_needs_it_running() -> None:
+    """A FakeServer runs once at a time; its URL exists only while it runs."""
+    server = FakeServer(ServerConfig())
+    with pytest.raises(RuntimeError):
+        _ = server.url
+    async with server:
+        assert server.url.startswith("http://127.0.0.1:")
+        with pytest.raises(RuntimeError):
+            await server.__aenter__()
+    with pytest.raises(RuntimeError):
+        _ = server.url

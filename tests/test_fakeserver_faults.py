@@ -61,9 +61,7 @@ async def call(
     session: aiohttp.ClientSession, server: FakeServer, text: str, config: dict[str, Any] | None = None
 ) -> tuple[int, str, bytes]:
     """(status, content type, raw body) of one generateContent call."""
-    async with session.post(
-        url(server), data=payload(text, config), headers={"x-goog-api-key": KEY}
-    ) as response:
+    async with session.post(url(server), data=payload(text, config), headers={"x-goog-api-key": KEY}) as response:
         return response.status, response.content_type, await response.read()
 
 
@@ -76,9 +74,7 @@ def details_by_type(body: bytes) -> dict[str, dict[str, Any]]:
 
 
 @pytest.mark.anyio
-async def test_429_directive_is_transient_with_retry_info(
-    server: FakeServer, session: aiohttp.ClientSession
-) -> None:
+async def test_429_directive_is_transient_with_retry_info(server: FakeServer, session: aiohttp.ClientSession) -> None:
     """[[fake:429]]: RESOURCE_EXHAUSTED with Help and RetryInfo (the configured delay), no QuotaFailure."""
     status, _, body = await call(session, server, "hello [[fake:429]]")
     assert status == 429
@@ -97,9 +93,7 @@ async def test_429help_directive_has_only_help(server: FakeServer, session: aioh
 
 
 @pytest.mark.anyio
-async def test_429day_directive_names_the_daily_quota(
-    server: FakeServer, session: aiohttp.ClientSession
-) -> None:
+async def test_429day_directive_names_the_daily_quota(server: FakeServer, session: aiohttp.ClientSession) -> None:
     """[[fake:429day]]: QuotaFailure GenerateRequestsPerDayPerProjectPerModel and a RetryInfo up to a day."""
     status, _, body = await call(session, server, "hello [[fake:429day]]")
     assert status == 429
@@ -132,9 +126,7 @@ async def test_server_error_directives(
 
 
 @pytest.mark.anyio
-async def test_drop_directive_closes_without_answer(
-    server: FakeServer, session: aiohttp.ClientSession
-) -> None:
+async def test_drop_directive_closes_without_answer(server: FakeServer, session: aiohttp.ClientSession) -> None:
     """[[fake:drop]]: the connection closes with no response at all."""
     with pytest.raises(aiohttp.ServerDisconnectedError):
         await call(session, server, "hello [[fake:drop]]")
@@ -144,27 +136,31 @@ async def test_drop_directive_closes_without_answer(
 
 @pytest.mark.anyio
 async def test_slow_directive_outlasts_a_short_timeout_and_bills_nothing(
-    server: FakeServer, session: aiohttp.ClientSession
+    session: aiohttp.ClientSession,
 ) -> None:
-    """[[fake:slow]]: a client with a shorter timeout gives up; the server then sends and bills nothing."""
-    timeout = aiohttp.ClientTimeout(total=0.05)
-    with pytest.raises(asyncio.TimeoutError):
-        async with session.post(
-            url(server), data=payload("hi [[fake:slow]]"), headers={"x-goog-api-key": KEY}, timeout=timeout
-        ) as response:
-            await response.read()
-    for _ in range(50):  # the server learns of the hang-up when the socket closes
-        if server.stats.disconnects:
-            break
-        await asyncio.sleep(0.01)
-    assert server.stats.disconnects == 1
-    assert server.stats.billed_responses == 0
+    """[[fake:slow]]: a client with a shorter timeout gives up; the server then sends and bills nothing
+    (its stall is cut short by the hang-up, so this test does not wait for it)."""
+    async with FakeServer(ServerConfig(api_key=KEY, slow_s=30.0)) as server:
+        with pytest.raises(asyncio.TimeoutError):
+            async with session.post(
+                url(server),
+                data=payload("hi [[fake:slow]]"),
+                headers={"x-goog-api-key": KEY},
+                timeout=aiohttp.ClientTimeout(total=0.5),
+            ) as response:
+                await response.read()
+        for _ in range(100):  # the server learns of the hang-up when the socket closes
+            if server.stats.disconnects:
+                break
+            await asyncio.sleep(0.01)
+        stats = server.stats
+    assert (stats.requests, stats.faults, stats.disconnects) == (1, {"slow": 1}, 1)
+    assert stats.responses_by_status == {}
+    assert stats.billed_responses == 0
 
 
 @pytest.mark.anyio
-async def test_slow_directive_answers_a_patient_client(
-    server: FakeServer, session: aiohttp.ClientSession
-) -> None:
+async def test_slow_directive_answers_a_patient_client(server: FakeServer, session: aiohttp.ClientSession) -> None:
     """A client that waits past the stall gets a normal, billed answer."""
     status, _, body = await call(session, server, "hi [[fake:slow]]")
     assert status == 200
@@ -194,6 +190,24 @@ async def test_nocandidates_directive_is_200_without_candidates(
 
 
 @pytest.mark.anyio
+async def test_nocandidates_directive_on_a_stream_is_one_empty_event(
+    server: FakeServer, session: aiohttp.ClientSession
+) -> None:
+    """On a stream, [[fake:nocandidates]] is a well-framed SSE event without candidates or usage."""
+    async with session.post(
+        url(server, "streamGenerateContent", "?alt=sse"),
+        data=payload("hi [[fake:nocandidates]]"),
+        headers={"x-goog-api-key": KEY},
+    ) as response:
+        assert response.status == 200
+        raw = await response.read()
+    assert raw.startswith(b"data: ") and raw.endswith(b"\r\n\r\n")
+    event = orjson.loads(raw[len(b"data: ") :])
+    assert "candidates" not in event and "usageMetadata" not in event
+    assert server.stats.billed_responses == 0
+
+
+@pytest.mark.anyio
 async def test_sse_cut_directive_stops_mid_event(server: FakeServer, session: aiohttp.ClientSession) -> None:
     """[[fake:sse_cut]]: complete events, then half an event, then the connection closes."""
     received = b""
@@ -215,9 +229,7 @@ async def test_sse_cut_directive_stops_mid_event(server: FakeServer, session: ai
 
 
 @pytest.mark.anyio
-async def test_sse_cut_directive_on_unary_cuts_the_body(
-    server: FakeServer, session: aiohttp.ClientSession
-) -> None:
+async def test_sse_cut_directive_on_unary_cuts_the_body(server: FakeServer, session: aiohttp.ClientSession) -> None:
     """On a unary call, [[fake:sse_cut]] sends half of the promised body and closes."""
     with pytest.raises(aiohttp.ClientPayloadError):
         await call(session, server, "hi [[fake:sse_cut]]")
@@ -244,9 +256,7 @@ async def test_sse_error_directive_sends_an_unprefixed_error(
 
 
 @pytest.mark.anyio
-async def test_sse_error_directive_on_unary_is_500(
-    server: FakeServer, session: aiohttp.ClientSession
-) -> None:
+async def test_sse_error_directive_on_unary_is_500(server: FakeServer, session: aiohttp.ClientSession) -> None:
     """A unary call has no stream to break: [[fake:sse_error]] answers 500."""
     assert (await call(session, server, "hi [[fake:sse_error]]"))[0] == 500
 
@@ -301,15 +311,11 @@ async def test_invalid_json_directive(server: FakeServer, session: aiohttp.Clien
 
 
 @pytest.mark.anyio
-async def test_schema_violation_directive_breaks_the_schema(
-    server: FakeServer, session: aiohttp.ClientSession
-) -> None:
+async def test_schema_violation_directive_breaks_the_schema(server: FakeServer, session: aiohttp.ClientSession) -> None:
     """[[fake:schema_violation]]: valid JSON that fails validation, in more than one way across prompts."""
-    problems = set()
+    problems: set[str] = set()
     for number in range(12):
-        answer = orjson.loads(
-            (await call(session, server, f"take {number} [[fake:schema_violation]]", JSON_CONFIG))[2]
-        )
+        answer = orjson.loads((await call(session, server, f"take {number} [[fake:schema_violation]]", JSON_CONFIG))[2])
         document = orjson.loads(answer["candidates"][0]["content"]["parts"][0]["text"])
         errors = list(jsonschema.Draft202012Validator(SCHEMA).iter_errors(document))
         assert errors, document
@@ -338,9 +344,7 @@ async def test_directives_apply_in_sequence(server: FakeServer, session: aiohttp
 
 
 @pytest.mark.anyio
-async def test_directive_without_count_applies_every_time(
-    server: FakeServer, session: aiohttp.ClientSession
-) -> None:
+async def test_directive_without_count_applies_every_time(server: FakeServer, session: aiohttp.ClientSession) -> None:
     """[[fake:503]] fails every attempt."""
     assert {(await call(session, server, "always [[fake:503]]"))[0] for _ in range(3)} == {503}
 
@@ -359,9 +363,7 @@ async def test_fail_rate_is_seeded_and_roughly_proportional(session: aiohttp.Cli
     base = ServerConfig(api_key=KEY, fail_rate=0.5, fault_weights={"500": 1.0}, seed=11)
     first = await failing_prompts(session, base)
     again = await failing_prompts(session, base)
-    other = await failing_prompts(
-        session, ServerConfig(api_key=KEY, fail_rate=0.5, fault_weights={"500": 1}, seed=12)
-    )
+    other = await failing_prompts(session, ServerConfig(api_key=KEY, fail_rate=0.5, fault_weights={"500": 1}, seed=12))
     assert 15 <= len(first) <= 45
     assert first == again
     assert first != other

@@ -135,9 +135,7 @@ async def session() -> AsyncIterator[aiohttp.ClientSession]:
         yield client
 
 
-async def generate(
-    session: aiohttp.ClientSession, server: FakeServer, text: str
-) -> tuple[int, dict[str, Any]]:
+async def generate(session: aiohttp.ClientSession, server: FakeServer, text: str) -> tuple[int, dict[str, Any]]:
     body = orjson.dumps({"contents": [{"parts": [{"text": text}]}]})
     url = f"{server.url}/v1beta/models/gemini-2.5-flash:generateContent"
     async with session.post(url, data=body, headers={"x-goog-api-key": KEY}) as response:
@@ -155,7 +153,7 @@ def retry_delay(answer: dict[str, Any]) -> float:
 async def test_rpm_429_body_and_recovery_over_http(session: aiohttp.ClientSession) -> None:
     """Over quota: 429 RESOURCE_EXHAUSTED with QuotaFailure (quotaId, metric, dimensions, value), Help and
     RetryInfo; waiting that long is enough; refused requests are counted in the ledger, not against quota."""
-    config = ServerConfig(api_key=KEY, rpm=120, quota_window_s=0.5)
+    config = ServerConfig(api_key=KEY, rpm=60, quota_window_s=1.0)  # one request per window
     async with FakeServer(config) as server:
         assert (await generate(session, server, "one"))[0] == 200
         status, answer = await generate(session, server, "two")
@@ -166,11 +164,11 @@ async def test_rpm_429_body_and_recovery_over_http(session: aiohttp.ClientSessio
         assert types == ["QuotaFailure", "Help", "RetryInfo"]
         violation = error["details"][0]["violations"][0]
         assert violation["quotaId"] == RPM
-        assert violation["quotaValue"] == "120"
+        assert violation["quotaValue"] == "60"
         assert violation["quotaDimensions"] == {"location": "global", "model": "gemini-2.5-flash"}
         assert violation["quotaMetric"].startswith("generativelanguage.googleapis.com/")
         delay = retry_delay(answer)
-        assert 0 < delay <= 0.5
+        assert 0 < delay <= 1.0
         assert "Please retry in" in error["message"]
         for _ in range(3):
             assert (await generate(session, server, "refused"))[0] == 429
@@ -185,7 +183,7 @@ async def test_rpm_429_body_and_recovery_over_http(session: aiohttp.ClientSessio
 @pytest.mark.anyio
 async def test_tpm_429_over_http(session: aiohttp.ClientSession) -> None:
     """TPM counts promptTokenCount: a second large prompt in the window is refused with the TPM quota."""
-    config = ServerConfig(api_key=KEY, tpm=6000, quota_window_s=1.0)  # 100 input tokens per window
+    config = ServerConfig(api_key=KEY, tpm=1200, quota_window_s=5.0)  # 100 input tokens per window
     async with FakeServer(config) as server:
         status, answer = await generate(session, server, "x" * 300)
         assert status == 200 and answer["usageMetadata"]["promptTokenCount"] == 75

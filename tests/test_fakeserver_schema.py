@@ -107,9 +107,7 @@ OPENAPI_CASES = [
     pytest.param({"type": "BOOLEAN"}, id="boolean"),
     pytest.param({"type": "NULL"}, id="null"),
     pytest.param({"type": "STRING", "nullable": True}, id="nullable"),
-    pytest.param(
-        {"type": "ARRAY", "items": {"type": "INTEGER"}, "minItems": 2, "maxItems": 4}, id="array-bounds"
-    ),
+    pytest.param({"type": "ARRAY", "items": {"type": "INTEGER"}, "minItems": 2, "maxItems": 4}, id="array-bounds"),
     pytest.param(PERSON, id="object-required"),
     pytest.param({**PERSON, "minProperties": 3}, id="min-properties"),
     pytest.param(
@@ -219,9 +217,7 @@ JSON_SCHEMA_CASES = [
         },
         id="one-of",
     ),
-    pytest.param(
-        {"anyOf": [{"type": "string"}, {"type": "array", "items": {"type": "number"}}]}, id="any-of"
-    ),
+    pytest.param({"anyOf": [{"type": "string"}, {"type": "array", "items": {"type": "number"}}]}, id="any-of"),
     pytest.param(
         {
             "type": "array",
@@ -255,17 +251,13 @@ async def test_response_json_schema_answers_conform(
     server: FakeServer, session: aiohttp.ClientSession, schema: Any
 ) -> None:
     """Every answer under a responseJsonSchema validates against it (formats checked too)."""
-    validator = jsonschema.Draft202012Validator(
-        schema, format_checker=jsonschema.Draft202012Validator.FORMAT_CHECKER
-    )
+    validator = jsonschema.Draft202012Validator(schema, format_checker=jsonschema.Draft202012Validator.FORMAT_CHECKER)
     for document in await documents(session, server, {"responseJsonSchema": schema}):
         validator.validate(document)
 
 
 @pytest.mark.anyio
-async def test_response_json_schema_keeps_schema_key_order(
-    server: FakeServer, session: aiohttp.ClientSession
-) -> None:
+async def test_response_json_schema_keeps_schema_key_order(server: FakeServer, session: aiohttp.ClientSession) -> None:
     """responseJsonSchema keeps the schema's key order unless propertyOrdering says otherwise."""
     properties = {name: {"type": "integer"} for name in ("zeta", "alpha", "mid")}
     schema = {"type": "object", "properties": properties, "required": list(properties)}
@@ -291,9 +283,7 @@ async def test_recursive_tree_reaches_some_depth(server: FakeServer, session: ai
 
 
 @pytest.mark.anyio
-async def test_json_mode_without_schema_returns_an_object(
-    server: FakeServer, session: aiohttp.ClientSession
-) -> None:
+async def test_json_mode_without_schema_returns_an_object(server: FakeServer, session: aiohttp.ClientSession) -> None:
     """application/json without a schema still answers a JSON object."""
     assert all(isinstance(d, dict) for d in await documents(session, server, {}, 2))
 
@@ -305,9 +295,7 @@ async def test_json_mode_without_schema_returns_an_object(
         pytest.param(
             {
                 "responseJsonSchema": {
-                    "$defs": {
-                        "a": {"type": "object", "properties": {"a": {"$ref": "#/$defs/a"}}, "required": ["a"]}
-                    },
+                    "$defs": {"a": {"type": "object", "properties": {"a": {"$ref": "#/$defs/a"}}, "required": ["a"]}},
                     "$ref": "#/$defs/a",
                 }
             },
@@ -376,9 +364,7 @@ def test_patterns_generate_matching_strings(pattern: str) -> None:
         assert re.fullmatch(pattern.replace(r"\Z", "$").replace(r"\A", "^"), text), (pattern, text)
 
 
-@pytest.mark.parametrize(
-    "pattern", [r"(a)\1", r"(?=a)a", r"(?i)a", r"\bword", r"\p{L}", r"(ab", r"ab)", r"*a"]
-)
+@pytest.mark.parametrize("pattern", [r"(a)\1", r"(?=a)a", r"(?i)a", r"\bword", r"\p{L}", r"(ab", r"ab)", r"*a"])
 def test_unsupported_patterns_are_refused(pattern: str) -> None:
     """Constructs outside the documented subset raise PatternError instead of producing wrong strings."""
     with pytest.raises(PatternError):

@@ -226,7 +226,7 @@ async def test_cooldown_is_shared_and_honours_retry_after() -> None:
 
 async def test_later_429_extends_the_cooldown_but_never_shortens_it() -> None:
     """A 429 asking for less time than the cooldown left changes nothing; one asking for more extends it."""
-    limiter = RateLimiter(Limits())
+    limiter = RateLimiter(Limits(shared_refusals=0))
     limiter.rate_limited(None, 10.0)
     limiter.rate_limited(None, 2.0)
     assert limiter.snapshot().cooldown_remaining == pytest.approx(10.0)
@@ -238,7 +238,7 @@ async def test_later_429_extends_the_cooldown_but_never_shortens_it() -> None:
 
 async def test_429_without_a_retry_delay_uses_the_default_cooldown() -> None:
     """A 429 carrying neither RetryInfo nor Retry-After pauses everyone for `default_cooldown`."""
-    limiter = RateLimiter(Limits(default_cooldown=7.0))
+    limiter = RateLimiter(Limits(shared_refusals=0, default_cooldown=7.0))
     limiter.rate_limited(None, None)
     await limiter.acquire(1)
     assert now() == pytest.approx(7.0)
@@ -254,11 +254,27 @@ async def test_429_without_a_retry_delay_uses_the_default_cooldown() -> None:
 )
 async def test_the_quota_named_by_the_429_is_the_one_slowed(quota_id: str | None, slowed: str) -> None:
     """QuotaFailure's quota id picks the meter: token quotas slow TPM, request or unnamed quotas slow RPM."""
-    limiter = RateLimiter(Limits(requests_per_minute=100, tokens_per_minute=100_000))
+    limiter = RateLimiter(Limits(shared_refusals=0, requests_per_minute=100, tokens_per_minute=100_000))
     await limiter.acquire(1_000)
     limiter.rate_limited(quota_id, 1.0)
     snap = limiter.snapshot()
     assert (snap.rpm < 100, snap.tpm < 100_000) == (slowed == "rpm", slowed == "tpm")
+
+
+async def test_isolated_shared_capacity_429s_are_absorbed_without_slowing_everyone() -> None:
+    """429s naming no quota below `shared_refusals` of the admissions neither pause nor slow the others;
+    once they pass it, they are congestion like any other 429."""
+    limiter = RateLimiter(Limits(requests_per_minute=6000, shared_refusals=0.05))
+    for _ in range(100):
+        await limiter.acquire(1)
+    limiter.rate_limited(None, 2.0)
+    limiter.rate_limited(None, 2.0)
+    snap = limiter.snapshot()
+    assert snap.cooling_down_until is None and snap.rpm == 6000
+    for _ in range(4):
+        limiter.rate_limited(None, 2.0)
+    snap = limiter.snapshot()
+    assert snap.cooling_down_until is not None and snap.rpm < 6000
 
 
 async def test_a_burst_of_429s_is_one_congestion_event() -> None:
@@ -305,7 +321,7 @@ async def test_requests_per_day_stops_the_job() -> None:
 
 async def test_snapshot_says_what_callers_are_waiting_on() -> None:
     """The snapshot's state names the quota holding the queue back, or the cooldown."""
-    limiter = RateLimiter(Limits(requests_per_minute=60, tokens_per_minute=6_000, burst=0.0))
+    limiter = RateLimiter(Limits(shared_refusals=0, requests_per_minute=60, tokens_per_minute=6_000, burst=0.0))
     assert limiter.snapshot().state == "ok"
     await limiter.acquire(10)
     queued = asyncio.create_task(limiter.acquire(10))
@@ -335,7 +351,7 @@ async def test_the_clock_is_injectable() -> None:
         def call_at(self, when: float, callback: Callable[[], object]) -> Timer:
             return loop.call_at(when - 1000.0, callback)
 
-    limiter = RateLimiter(Limits(requests_per_minute=120, headroom=0.0), clock=Ahead())
+    limiter = RateLimiter(Limits(shared_refusals=0, requests_per_minute=120, headroom=0.0), clock=Ahead())
     times = await admit_all(limiter, [1] * 3)
     assert [t - times[0] for t in times] == pytest.approx([0.0, 0.5, 1.0])
     limiter.rate_limited(None, 5.0)

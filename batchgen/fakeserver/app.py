@@ -16,8 +16,7 @@ import asyncio
 import base64
 import hmac
 import random
-import time
-from collections.abc import Callable
+from typing import Any
 
 import orjson
 from aiohttp import web
@@ -31,6 +30,7 @@ from batchgen.fakeserver.request import GenerateRequest, count_tokens, load_body
 from batchgen.fakeserver.response import no_candidates_body, stream_events, unary_body
 from batchgen.fakeserver.schema import SchemaCache
 from batchgen.fakeserver.stats import Ledger
+from batchgen.fakeserver.tokens import Usage
 from batchgen.fakeserver.wire import StreamWriter, hang_up, send_body, send_cut_body
 
 _METHODS = frozenset({"generateContent", "streamGenerateContent", "countTokens"})
@@ -44,16 +44,10 @@ _DEFAULT_RPD = 250
 class FakeGemini:
     """The routes and the state they share: ledger, quotas, fault planner and schema cache."""
 
-    def __init__(
-        self,
-        config: ServerConfig,
-        *,
-        clock: Callable[[], float] = time.monotonic,
-        wall_clock: Callable[[], float] = time.time,
-    ) -> None:
+    def __init__(self, config: ServerConfig) -> None:
         self.config = config
         self.ledger = Ledger()
-        self.quotas = Quotas(config, clock, wall_clock)
+        self.quotas = Quotas(config)
         self.faults = FaultPlanner(config)
         self.schemas = SchemaCache()
         self._latency = random.Random(config.seed)
@@ -130,50 +124,62 @@ class FakeGemini:
     async def _generate(
         self, request: web.Request, parsed: GenerateRequest, body: bytes, *, stream: bool
     ) -> web.StreamResponse:
-        rejection = self.quotas.admit(parsed.model, parsed.prompt_tokens)
-        if rejection is not None:
-            self.ledger.quota_rejections[rejection.quota_id] += 1
-            raise errors.quota_exceeded(
-                rejection.quota_id, parsed.model, rejection.limit, rejection.retry_after
-            )
+        self._admit(parsed)
         key = request_key(parsed.model, body)
-        fault = None
-        if self._track_attempts or parsed.directives:
-            attempt = self.faults.next_attempt(key)
-            fault = self.faults.choose(
-                key, attempt, parsed.directives, stream=stream, json_mode=parsed.json_mode
-            )
-        if fault is not None:
-            self.ledger.faults[fault] += 1
-        delay = self._draw_latency()
-        if fault == "slow":
-            delay += self.config.slow_s
+        fault = self._choose_fault(key, parsed, stream=stream)
+        latency = self._draw_latency()
+        stall = self.config.slow_s if fault == "slow" else 0.0
         # A stream spends half its latency before the first event and spreads the rest between events.
-        await _sleep(delay / 2 if stream else delay)
+        await _sleep(stall + (latency / 2 if stream else latency))
         response_id = self._response_id(key)
         rng = random.Random(int(unit(self.config.seed, key) * 2**63))
-        broken = await self._transport_fault(request, parsed, fault, response_id, rng, stream=stream)
+        error = self._error_fault(fault, parsed.model, stream=stream)
+        if error is not None:
+            raise error
+        broken = await self._broken_answer(request, parsed, fault, response_id, rng, stream=stream)
         if broken is not None:
             return broken
         outcome = compose(parsed, rng, fault if fault in OUTPUT_FAULTS else None)
-        if not stream:
-            body = orjson.dumps(unary_body(outcome, parsed.model, response_id))
-            response, sent = await self._write(request, 200, body)
-            if sent:
-                self.ledger.bill(outcome.usage)
-            return response
-        events = stream_events(outcome, parsed.model, response_id)
-        writer = StreamWriter(request, sse=request.query.get("alt") == "sse", pause=delay / 2 / len(events))
-        self.ledger.by_status[200] += 1
-        if fault in ("sse_cut", "sse_error"):
-            await writer.write_broken(events, errors.unavailable() if fault == "sse_error" else None)
-        elif await writer.write_all(events):
+        if stream:
+            events = stream_events(outcome, parsed.model, response_id)
+            return await self._stream(request, events, outcome.usage, fault, latency / 2)
+        response, sent = await self._write(request, 200, orjson.dumps(unary_body(outcome, parsed.model, response_id)))
+        if sent:
             self.ledger.bill(outcome.usage)
-        else:
-            self.ledger.disconnects += 1
-        return writer.response
+        return response
 
-    async def _transport_fault(
+    def _admit(self, parsed: GenerateRequest) -> None:
+        rejection = self.quotas.admit(parsed.model, parsed.prompt_tokens)
+        if rejection is not None:
+            self.ledger.quota_rejections[rejection.quota_id] += 1
+            raise errors.quota_exceeded(rejection.quota_id, parsed.model, rejection.limit, rejection.retry_after)
+
+    def _choose_fault(self, key: int, parsed: GenerateRequest, *, stream: bool) -> str | None:
+        # Attempts are only counted when something depends on them, so a plain benchmark keeps no state.
+        if not (self._track_attempts or parsed.directives):
+            return None
+        attempt = self.faults.next_attempt(key)
+        fault = self.faults.choose(key, attempt, parsed.directives, stream=stream, json_mode=parsed.json_mode)
+        if fault is not None:
+            self.ledger.faults[fault] += 1
+        return fault
+
+    def _error_fault(self, fault: str | None, model: str, *, stream: bool) -> errors.RpcError | None:
+        """The error answer a fault calls for, if it is one."""
+        if fault == "429":
+            return errors.shared_capacity(self.config.retry_delay_s)
+        if fault == "429help":
+            return errors.shared_capacity(None)
+        if fault == "429day":
+            limit = self.config.rpd or _DEFAULT_RPD
+            return errors.quota_exceeded(errors.RPD_QUOTA_ID, model, limit, self.quotas.until_next_day())
+        if fault == "500" or (fault == "sse_error" and not stream):
+            return errors.internal()
+        if fault == "503":
+            return errors.unavailable()
+        return None
+
+    async def _broken_answer(
         self,
         request: web.Request,
         parsed: GenerateRequest,
@@ -183,31 +189,40 @@ class FakeGemini:
         *,
         stream: bool,
     ) -> web.StreamResponse | None:
-        """Answer with a transport fault; None when the request goes on to a real answer."""
-        if fault == "429":
-            raise errors.shared_capacity(self.config.retry_delay_s)
-        if fault == "429help":
-            raise errors.shared_capacity(None)
-        if fault == "429day":
-            limit = self.config.rpd or _DEFAULT_RPD
-            raise errors.quota_exceeded(
-                errors.RPD_QUOTA_ID, parsed.model, limit, self.quotas.until_next_day()
-            )
-        if fault == "500" or (fault == "sse_error" and not stream):
-            raise errors.internal()
-        if fault == "503":
-            raise errors.unavailable()
+        """Answer with a transport fault that is not an error status; None when the request goes on."""
         if fault == "drop":
             return hang_up(request)
         if fault == "nonjson":
             return await self._send(request, 200, _NON_JSON, "text/html")
         if fault == "nocandidates":
-            return await self._send(request, 200, orjson.dumps(no_candidates_body(parsed.model, response_id)))
+            empty = no_candidates_body(parsed.model, response_id)
+            if stream:
+                return await self._stream(request, [empty], None, None, 0.0)
+            return await self._send(request, 200, orjson.dumps(empty))
         if fault == "sse_cut" and not stream:
             self.ledger.by_status[200] += 1
             outcome = compose(parsed, rng, None)
             return await send_cut_body(request, orjson.dumps(unary_body(outcome, parsed.model, response_id)))
         return None
+
+    async def _stream(
+        self,
+        request: web.Request,
+        events: list[dict[str, Any]],
+        usage: Usage | None,
+        fault: str | None,
+        spread: float,
+    ) -> web.StreamResponse:
+        """Write a stream; bill `usage` once if every event went out."""
+        writer = StreamWriter(request, sse=request.query.get("alt") == "sse", pause=spread / len(events))
+        self.ledger.by_status[200] += 1
+        if fault in ("sse_cut", "sse_error"):
+            await writer.write_broken(events, errors.unavailable() if fault == "sse_error" else None)
+        elif not await writer.write_all(events):
+            self.ledger.disconnects += 1
+        elif usage is not None:
+            self.ledger.bill(usage)
+        return writer.response
 
     def _draw_latency(self) -> float:
         config = self.config
@@ -216,8 +231,8 @@ class FakeGemini:
         return max(0.0, self._latency.gauss(config.latency_ms, config.latency_jitter_ms)) / 1000.0
 
     def _response_id(self, key: int) -> str:
-        # Unique per response, like the API's: the request hash mixed with the request counter.
-        raw = int(unit(key, self.ledger.requests) * 2**64).to_bytes(8, "little") + key.to_bytes(8, "little")
+        # Unique per response, like the API's: the request hash plus the request counter.
+        raw = key.to_bytes(8, "little") + self.ledger.requests.to_bytes(8, "little")
         return base64.urlsafe_b64encode(raw).decode().rstrip("=")
 
 

@@ -55,9 +55,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help=f"relative weights of output faults (names: {', '.join(OUTPUT_FAULTS)})",
     )
     add("--slow-s", type=float, default=defaults.slow_s, help="stall of a 'slow' fault, in seconds")
-    add(
-        "--retry-delay-s", type=float, default=defaults.retry_delay_s, help="RetryInfo delay of injected 429s"
-    )
+    add("--retry-delay-s", type=float, default=defaults.retry_delay_s, help="RetryInfo delay of injected 429s")
     add("--rpm", type=int, default=None, help="requests per minute per model")
     add("--tpm", type=int, default=None, help="input tokens per minute per model")
     add("--rpd", type=int, default=None, help="requests per day per model")
@@ -107,7 +105,7 @@ def serve(args: argparse.Namespace) -> int:
 
 
 def _loop_runner() -> asyncio.Runner:
-    # uvloop (the "fast" extra) roughly halves the server's per-request overhead; plain asyncio works too.
+    # uvloop (the "fast" extra) trims the per-request overhead of the event loop; plain asyncio works too.
     try:
         import uvloop
     except ImportError:
@@ -132,8 +130,6 @@ async def _serve(config: ServerConfig) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     """`python -m batchgen.fakeserver [flags]`."""
-    parser = argparse.ArgumentParser(
-        prog="python -m batchgen.fakeserver", description="Run the fake Gemini API."
-    )
+    parser = argparse.ArgumentParser(prog="python -m batchgen.fakeserver", description="Run the fake Gemini API.")
     add_arguments(parser)
     return serve(parser.parse_args(argv))

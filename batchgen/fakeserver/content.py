@@ -65,12 +65,11 @@ def compose(request: GenerateRequest, rng: random.Random, fault: str | None) -> 
     thoughts = request.thinking.draw_tokens(rng)
     if request.max_output_tokens is not None:
         thoughts = min(thoughts, request.max_output_tokens)
-    thought = thought_summary(rng, words) if request.thinking.include_thoughts and thoughts else ""
-    thoughts = max(thoughts, count_text(thought))
+    summary = thought_summary(rng, words) if request.thinking.include_thoughts else ""
+    # A summary longer than the thinking it summarises (a tiny budget) is left out rather than over-billed.
+    thought = summary if thoughts >= count_text(summary) > 0 else ""
     room = None if request.max_output_tokens is None else max(0, request.max_output_tokens - thoughts)
-    answers = tuple(
-        _answer(request, rng, words, fault, room, thought) for _ in range(request.candidate_count)
-    )
+    answers = tuple(_answer(request, rng, words, fault, room, thought) for _ in range(request.candidate_count))
     usage = Usage(
         prompt=request.prompt_tokens,
         candidates=sum(a.tokens for a in answers),
@@ -107,15 +106,11 @@ def _answer(
     return Answer(text, None, finish, thought, grounding, citations, logprobs)
 
 
-def _function_call(
-    request: GenerateRequest, rng: random.Random, words: tuple[str, ...]
-) -> dict[str, Any] | None:
+def _function_call(request: GenerateRequest, rng: random.Random, words: tuple[str, ...]) -> dict[str, Any] | None:
     """A call when mode is ANY, or when the prompt names a declared function (and mode is not NONE)."""
     if not request.functions or request.function_mode == "NONE":
         return None
-    allowed = [
-        f for f in request.functions if not request.allowed_functions or f.name in request.allowed_functions
-    ]
+    allowed = [f for f in request.functions if not request.allowed_functions or f.name in request.allowed_functions]
     named = [f for f in allowed if f.name in request.prompt]
     if named:
         chosen = named[0]

@@ -29,9 +29,7 @@ _QUOTA_METRICS = {
 class RpcError(Exception):
     """An error answer: HTTP status plus the google.rpc Status body."""
 
-    def __init__(
-        self, http_status: int, status: str, message: str, details: Sequence[Mapping[str, Any]] = ()
-    ) -> None:
+    def __init__(self, http_status: int, status: str, message: str, details: Sequence[Mapping[str, Any]] = ()) -> None:
         super().__init__(f"{http_status} {status}: {message}")
         self.http_status = http_status
         self.status = status

@@ -38,9 +38,7 @@ def parse_directives(text: str) -> tuple[Directive, ...]:
     for match in _DIRECTIVE.finditer(text):
         name, count = match.group(1), match.group(2)
         if name not in FAULT_NAMES:
-            raise ValueError(
-                f"fake server: unknown directive [[fake:{name}]]; known: {', '.join(FAULT_NAMES)}"
-            )
+            raise ValueError(f"fake server: unknown directive [[fake:{name}]]; known: {', '.join(FAULT_NAMES)}")
         directives.append(Directive(name, None if count is None else int(count)))
     return tuple(directives)
 

@@ -90,9 +90,7 @@ def plan_thinking(model: str, config: Mapping[str, Any] | None) -> Thinking:
     config = config or {}
     if family is Family.LEGACY:
         if config:
-            raise invalid_argument(
-                "Unable to submit request because thinking is not supported by this model."
-            )
+            raise invalid_argument("Unable to submit request because thinking is not supported by this model.")
         return Thinking(enabled=False)
     include = config.get("includeThoughts", False)
     if not isinstance(include, bool):
@@ -103,9 +101,7 @@ def plan_thinking(model: str, config: Mapping[str, Any] | None) -> Thinking:
         raise invalid_argument("You can only set one of thinking budget and thinking level.")
     signatures = family is Family.GEN3
     if level is not None:
-        return Thinking(
-            True, level=_check_level(model, family, level), include_thoughts=include, signatures=True
-        )
+        return Thinking(True, level=_check_level(model, family, level), include_thoughts=include, signatures=True)
     if budget is not None:
         return _budgeted(family, budget, include, signatures)
     if family is Family.GEN3:
@@ -118,9 +114,7 @@ def _check_level(model: str, family: Family, level: object) -> str:
         raise invalid_argument("Thinking level is not supported for this model.")
     name = level.upper() if isinstance(level, str) else None
     if name not in _LEVELS:
-        raise bad_enum(
-            "generation_config.thinking_config.thinking_level", "ThinkingConfig.ThinkingLevel", level
-        )
+        raise bad_enum("generation_config.thinking_config.thinking_level", "ThinkingConfig.ThinkingLevel", level)
     # Gemini 3 Pro (not 3.1) offers only LOW and HIGH.
     if model.startswith("gemini-3-pro") and name not in ("LOW", "HIGH"):
         raise invalid_argument(f"Thinking level {name} is not supported for this model.")

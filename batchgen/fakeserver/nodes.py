@@ -267,9 +267,7 @@ class NullableNode(Node):
 class ArrayNode(Node):
     __slots__ = ("items", "max_items", "min_items", "prefix")
 
-    def __init__(
-        self, items: Node | None, prefix: Sequence[Node], min_items: int, max_items: int | None
-    ) -> None:
+    def __init__(self, items: Node | None, prefix: Sequence[Node], min_items: int, max_items: int | None) -> None:
         # `items` None means no items beyond `prefix` are allowed (JSON Schema `items: false`).
         self.items = items
         self.prefix = tuple(prefix)
@@ -280,11 +278,9 @@ class ArrayNode(Node):
         high = self.min_items + _EXTRA_ITEMS
         if self.max_items is not None:
             high = min(high, self.max_items)
-        count = (
-            self.min_items
-            if depth > SOFT_DEPTH
-            else draw.rng.randint(self.min_items, max(high, self.min_items))
-        )
+        # Near the root an array is not left empty unless it must be, as a model would fill it.
+        low = max(self.min_items, 1) if depth <= 1 and high >= 1 else self.min_items
+        count = self.min_items if depth > SOFT_DEPTH else draw.rng.randint(low, max(high, low))
         values = [node.gen(draw, depth + 1) for node in self.prefix[:count]]
         if self.items is not None:
             values += [self.items.gen(draw, depth + 1) for _ in range(count - len(values))]

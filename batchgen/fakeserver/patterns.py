@@ -200,11 +200,7 @@ class _Parser:
         end = self.text.find("}", self.pos)
         body = self.text[self.pos + 1 : end] if end > 0 else ""
         low_text, comma, high_text = body.partition(",")
-        if (
-            end < 0
-            or not (low_text.isdigit() or (comma and not low_text))
-            or (high_text and not high_text.isdigit())
-        ):
+        if end < 0 or not (low_text.isdigit() or (comma and not low_text)) or (high_text and not high_text.isdigit()):
             # Python treats a "{" that is not a valid quantifier as a literal; atom() will take it.
             return None
         self.pos = end + 1

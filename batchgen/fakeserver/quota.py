@@ -100,9 +100,7 @@ class DayCounter:
             index, into = divmod(now - self._origin, self._day_s)
             return index, self._day_s - into
         local = datetime.datetime.fromtimestamp(wall, _PACIFIC)
-        midnight = datetime.datetime.combine(
-            local.date() + datetime.timedelta(days=1), datetime.time(), _PACIFIC
-        )
+        midnight = datetime.datetime.combine(local.date() + datetime.timedelta(days=1), datetime.time(), _PACIFIC)
         return local.date().toordinal(), midnight.timestamp() - wall
 
 
@@ -138,9 +136,7 @@ class Quotas:
 
     def until_next_day(self) -> float:
         """Seconds until the day quota resets."""
-        return DayCounter(1, self._config.day_window_s, self._origin).wait_end(
-            self._clock(), self._wall_clock()
-        )
+        return DayCounter(1, self._config.day_window_s, self._origin).wait_end(self._clock(), self._wall_clock())
 
     def admit(self, model: str, input_tokens: int) -> Rejection | None:
         """Count the request against every quota and return None, or refuse it without counting it.

@@ -95,9 +95,7 @@ _FUNCTION_FIELDS = frozenset(
         "behavior",
     ]
 )
-_MIME_TYPES = frozenset(
-    {"text/plain", "application/json", "text/x.enum", "application/xml", "application/yaml"}
-)
+_MIME_TYPES = frozenset({"text/plain", "application/json", "text/x.enum", "application/xml", "application/yaml"})
 _SCHEMA_MIME_TYPES = frozenset({"application/json", "text/x.enum"})
 _MODES = frozenset({"MODE_UNSPECIFIED", "AUTO", "ANY", "NONE", "VALIDATED"})
 _CATEGORIES = frozenset(
@@ -162,9 +160,7 @@ def load_body(body: bytes) -> dict[str, Any]:
     except orjson.JSONDecodeError as exc:
         raise invalid_argument(f"Invalid JSON payload received. {exc}") from exc
     if not isinstance(payload, dict):
-        raise invalid_argument(
-            'Invalid JSON payload received. Unknown name "": Root element must be a message.'
-        )
+        raise invalid_argument('Invalid JSON payload received. Unknown name "": Root element must be a message.')
     return payload
 
 
@@ -214,9 +210,7 @@ def _walk_content(content: Any, where: str, totals: _Prompt, *, need_role: bool)
         _check_fields(part, _PART_FIELDS, part_where)
         data = [key for key in part if key in _PART_DATA]
         if not data:
-            raise field_violation(
-                f"{part_where}.data", "required oneof field 'data' must have one initialized field"
-            )
+            raise field_violation(f"{part_where}.data", "required oneof field 'data' must have one initialized field")
         if "text" in part:
             if not isinstance(part["text"], str):
                 raise bad_enum(f"{part_where}.text", "Part", part["text"])
@@ -318,9 +312,7 @@ def _parse_function(declaration: dict[str, Any], where: str, schemas: SchemaCach
         raise field_violation(f"{where}.name", "Name cannot be empty.")
     try:
         if declaration.get("parameters") is not None:
-            return FunctionDecl(
-                name, schemas.get("openapi", declaration["parameters"], f"{where}.parameters")
-            )
+            return FunctionDecl(name, schemas.get("openapi", declaration["parameters"], f"{where}.parameters"))
         if declaration.get("parametersJsonSchema") is not None:
             schema = declaration["parametersJsonSchema"]
             return FunctionDecl(name, schemas.get("jsonschema", schema, f"{where}.parameters_json_schema"))
@@ -355,9 +347,7 @@ def _check_safety(settings: Any) -> None:
         if category not in _CATEGORIES:
             raise bad_enum(f"safety_settings[{index}].category", "HarmCategory", category)
         if threshold not in _THRESHOLDS:
-            raise bad_enum(
-                f"safety_settings[{index}].threshold", "SafetySetting.HarmBlockThreshold", threshold
-            )
+            raise bad_enum(f"safety_settings[{index}].threshold", "SafetySetting.HarmBlockThreshold", threshold)
         if category in seen:
             raise field_violation("safety_settings", f"duplicate category {category}.")
         seen.add(category)
@@ -439,9 +429,7 @@ def _max_output_tokens(config: Mapping[str, Any]) -> int | None:
 def _stop_sequences(config: Mapping[str, Any]) -> tuple[str, ...]:
     stops = config.get("stopSequences") or []
     if not isinstance(stops, list) or not all(isinstance(s, str) for s in stops):
-        raise invalid_argument(
-            "Invalid JSON payload received. Expected a list of strings for 'stop_sequences'."
-        )
+        raise invalid_argument("Invalid JSON payload received. Expected a list of strings for 'stop_sequences'.")
     if len(stops) > 5:
         raise field_violation("generation_config.stop_sequences", "at most 5 stop sequences are allowed.")
     return tuple(s for s in stops if s)

@@ -102,9 +102,7 @@ def _pieces(text: str) -> list[str]:
 
 def _chunks(answer: Answer, signature: str | None) -> list[list[dict[str, Any]]]:
     """The parts each event carries for one candidate: thoughts first, then the answer in pieces."""
-    chunks: list[list[dict[str, Any]]] = (
-        [[{"text": answer.thought, "thought": True}]] if answer.thought else []
-    )
+    chunks: list[list[dict[str, Any]]] = [[{"text": answer.thought, "thought": True}]] if answer.thought else []
     if answer.function_call is not None:
         chunks.append([{"functionCall": answer.function_call}])
     else:

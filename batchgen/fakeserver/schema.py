@@ -175,11 +175,7 @@ class SchemaCache:
 
 def _compile(dialect: Dialect, schema: Any, where: str) -> CompiledSchema | str:
     try:
-        root = (
-            _OpenApi().node(schema, where)
-            if dialect == "openapi"
-            else _JsonSchema(schema).node(schema, where)
-        )
+        root = _OpenApi().node(schema, where) if dialect == "openapi" else _JsonSchema(schema).node(schema, where)
         compiled = CompiledSchema(root)
         # One trial draw finds required recursion, which no finite document satisfies.
         compiled.generate(random.Random(0), LEXICON)
@@ -221,9 +217,7 @@ def _bound(schema: Mapping[str, Any], key: str, where: str) -> float | None:
     raise SchemaRejected(f"Invalid value at '{where}.{key}' (TYPE_DOUBLE), {orjson.dumps(value).decode()}")
 
 
-def _numeric(
-    integer: bool, low: float | None, high: float | None, open_low: bool, open_high: bool, where: str
-) -> Node:
+def _numeric(integer: bool, low: float | None, high: float | None, open_low: bool, open_high: bool, where: str) -> Node:
     if integer:
         lo, hi = integer_bounds(low, high, open_low, open_high)
         if lo > hi:
@@ -267,9 +261,7 @@ class _OpenApi:
             )
         if kind is None:
             if isinstance(schema.get("anyOf"), list):
-                return UnionNode(
-                    [self.node(s, f"{where}.any_of[{i}]") for i, s in enumerate(schema["anyOf"])]
-                )
+                return UnionNode([self.node(s, f"{where}.any_of[{i}]") for i, s in enumerate(schema["anyOf"])])
             raise _violation(f"{where}.type", "must be specified")
         name = kind.upper() if isinstance(kind, str) else None
         if name not in _OPENAPI_TYPES:
@@ -292,9 +284,7 @@ class _OpenApi:
             if "items" not in schema:
                 raise _violation(f"{where}.items", "missing field.")
             items = self.node(schema["items"], f"{where}.items")
-            return ArrayNode(
-                items, (), _count(schema, "minItems", where) or 0, _count(schema, "maxItems", where)
-            )
+            return ArrayNode(items, (), _count(schema, "minItems", where) or 0, _count(schema, "maxItems", where))
         return self.object(schema, where)
 
     def enum(self, name: str, values: list[Any], where: str) -> Node:
@@ -370,9 +360,7 @@ class _JsonSchema:
 
     def ref(self, ref: Any, where: str) -> Node:
         if not isinstance(ref, str) or not ref.startswith("#"):
-            raise SchemaRejected(
-                f"fake server: only local $ref pointers are supported, got {ref!r} at {where}"
-            )
+            raise SchemaRejected(f"fake server: only local $ref pointers are supported, got {ref!r} at {where}")
         if ref not in self.table:
             # Register before compiling the target so a cycle back to this ref finds an entry.
             self.table[ref] = AnyNode()
@@ -440,20 +428,14 @@ class _JsonSchema:
             prefix_schemas, items = items, schema.get("additionalItems", True)
         prefix = [self.node(s, f"{where}.prefixItems[{i}]") for i, s in enumerate(prefix_schemas or [])]
         item_node = None if items is False else self.node(True if items is None else items, f"{where}.items")
-        return ArrayNode(
-            item_node, prefix, _count(schema, "minItems", where) or 0, _count(schema, "maxItems", where)
-        )
+        return ArrayNode(item_node, prefix, _count(schema, "minItems", where) or 0, _count(schema, "maxItems", where))
 
     def object(self, schema: dict[str, Any], where: str) -> Node:
         properties = schema.get("properties") or {}
         names = _ordered(list(properties), schema.get("propertyOrdering"))
         props = [(n, self.node(properties[n], f"{where}.properties[{n}]")) for n in names]
         extra_schema = schema.get("additionalProperties")
-        extra = (
-            None
-            if extra_schema in (None, False)
-            else self.node(extra_schema, f"{where}.additionalProperties")
-        )
+        extra = None if extra_schema in (None, False) else self.node(extra_schema, f"{where}.additionalProperties")
         return ObjectNode(
             props,
             [n for n in schema.get("required") or [] if isinstance(n, str)],

@@ -47,6 +47,8 @@ class FakeServer:
         return self._gemini.ledger.snapshot()
 
     async def __aenter__(self) -> FakeServer:
+        if self._runner is not None:
+            raise RuntimeError("the server is already running")
         # Cancelling the handler of a request whose client hung up is what stops a slow answer from being
         # written (and billed) after the client has given up; no access log keeps each request cheap.
         runner = web.AppRunner(self._gemini.application(), access_log=None, handler_cancellation=True)
