@@ -13,6 +13,7 @@ import anyio
 import orjson
 import pytest
 from conftest import job_copy, response
+from servers import server_process
 
 from batchgen import logs
 from batchgen.cli import main
@@ -161,8 +162,6 @@ def test_a_json_run_log_has_run_events_and_row_errors_and_never_the_key(
     """`--log-format json` against a server injecting faults: every stderr line is a JSON object; the run's
     start and end are events with counts, rates and cost; each unusable row is an event with its id and HTTP
     status; progress lines come between; the key appears nowhere."""
-    from servers import server_process
-
     monkeypatch.setenv("GEMINI_API_KEY", KEY)
     out = tmp_path / "o"
     flags = ["--fail-rate", "0.4", "--violate-rate", "0.2", "--seed", "5", "--fault-weights", "500=1,503=1"]
