@@ -2,16 +2,19 @@
 
 The pieces a program needs to run a job itself (the CLI is `batchgen.cli`): load a `Job`, read prompts with an
 `InputSource`, carry them with a `GeminiClient` under a `RateLimiter`, drive them with a `Runner` into a
-`ParquetSink`. Every error is a `BatchgenError`; see `batchgen.errors` for the tree.
+`ParquetSink`, wrapped in a `BudgetedSink` to price each row and enforce a cost cap. Every error is a
+`BatchgenError`; see `batchgen.errors` for the tree.
 """
 
 from __future__ import annotations
 
+from batchgen.budget import Budget, BudgetedSink
 from batchgen.client import Endpoint, GeminiClient
 from batchgen.errors import (
     ApiError,
     AuthError,
     BatchgenError,
+    BudgetExhausted,
     ConfigError,
     FatalApiError,
     InputError,
@@ -26,7 +29,7 @@ from batchgen.errors import (
     ServerError,
     TransportError,
 )
-from batchgen.execute import RunOptions, RunOutcome, execute
+from batchgen.execute import LiveRun, RunOptions, RunOutcome, execute
 from batchgen.gemini import Reply, RequestTemplate
 from batchgen.job import Job, load_job
 from batchgen.limiter import Limits, RateLimiter
@@ -44,6 +47,9 @@ __all__ = [
     "ApiKey",
     "AuthError",
     "BatchgenError",
+    "Budget",
+    "BudgetExhausted",
+    "BudgetedSink",
     "ConfigError",
     "Endpoint",
     "FatalApiError",
@@ -56,6 +62,7 @@ __all__ = [
     "Layout",
     "Limiter",
     "Limits",
+    "LiveRun",
     "MalformedResponse",
     "OutputError",
     "ParquetSink",

@@ -16,21 +16,24 @@ import os
 import signal
 import sys
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TextIO
 
 import anyio
 
-from batchgen import fakeserver
-from batchgen.errors import BatchgenError, ConfigError, InputError, OutputError
-from batchgen.execute import RunOptions, RunOutcome, execute, prepare_source
+from batchgen import fakeserver, logs, progress
+from batchgen.budget import budget_for
+from batchgen.errors import BatchgenError, BudgetExhausted, ConfigError, FatalApiError, InputError, OutputError
+from batchgen.estimate import Estimate, EstimateOptions, estimate
+from batchgen.estimate import render as render_estimate
+from batchgen.execute import LiveRun, RunOptions, RunOutcome, execute, prepare_source, record_exit_code
 from batchgen.job import Job, load_job
 from batchgen.pricing import PriceTable
 from batchgen.records import Status
 from batchgen.report import build_report, load_results, load_runs
-from batchgen.report_format import FORMATS, render
+from batchgen.report_format import FORMATS, render, usd
 from batchgen.report_html import write_html
-from batchgen.runner import Runner
 from batchgen.secret import ApiKey
 
 EXIT_OK, EXIT_FAILED_ROWS, EXIT_CONFIG, EXIT_FATAL, EXIT_COST = 0, 1, 2, 3, 4
@@ -74,6 +77,7 @@ def _parser() -> argparse.ArgumentParser:
         "run", help="run a job", epilog=_EXIT_HELP, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     _job_arguments(run)
+    _display_arguments(run)
     run.add_argument("--limit", type=int, metavar="N", help="send at most N rows")
     run.add_argument("--allow-duplicate-ids", action="store_true", help="suffix repeated ids (#2, #3...)")
     run.add_argument(
@@ -83,12 +87,32 @@ def _parser() -> argparse.ArgumentParser:
         help="on a rerun, send rows that ended `failed` again (default: yes)",
     )
     run.add_argument("--force", action="store_true", help="write into a results folder made by a different job")
-    run.add_argument(
-        "--local-server",
-        action="store_true",
-        help="run against an in-process local Gemini server (no key needed)",
-    )
+    _local_server_argument(run)
     run.set_defaults(handler=_run)
+
+    guess = commands.add_parser(
+        "estimate", help="rows, tokens, cost and duration of a job before paying for it (nothing sent by default)"
+    )
+    _job_arguments(guess)
+    guess.add_argument(
+        "--sample",
+        type=int,
+        default=0,
+        metavar="N",
+        help="run the first N rows for real (into a temporary folder) to measure output tokens and latency",
+    )
+    guess.add_argument(
+        "--count-tokens",
+        type=int,
+        nargs="?",
+        const=50,
+        default=0,
+        metavar="N",
+        help="scale the local token estimate by :countTokens on N random rows (default N: 50)",
+    )
+    guess.add_argument("--log-level", choices=logs.LEVELS, default="warning", help="log level (default: warning)")
+    _local_server_argument(guess)
+    guess.set_defaults(handler=_estimate)
 
     check = commands.add_parser("check", help="run every start-up check of a job without sending a request")
     _job_arguments(check)
@@ -117,6 +141,36 @@ def _job_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--rpm", type=float, metavar="N", help="requests per minute")
     parser.add_argument("--tpm", type=float, metavar="N", help="input tokens per minute")
     parser.add_argument("--rpd", type=int, metavar="N", help="requests per day")
+    parser.add_argument("--max-cost", type=float, metavar="USD", help="cost cap of one run ([limits] max_cost_usd)")
+    parser.add_argument("--prices", type=Path, metavar="FILE", help="TOML overriding the shipped price table")
+
+
+def _display_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--quiet", action="store_true", help="no progress display or progress lines (warnings are still logged)"
+    )
+    parser.add_argument(
+        "--progress-interval",
+        type=float,
+        default=progress.DEFAULT_INTERVAL_S,
+        metavar="SECONDS",
+        help="without a terminal, log a progress line this often (default: %(default)g)",
+    )
+    parser.add_argument(
+        "--log-format",
+        choices=logs.LOG_FORMATS,
+        default="text",
+        help="log lines on stderr: text, or one JSON object per line for schedulers (default: text)",
+    )
+    parser.add_argument("--log-level", choices=logs.LEVELS, default="info", help="log level (default: info)")
+
+
+def _local_server_argument(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--local-server",
+        action="store_true",
+        help="run against an in-process local Gemini server (no key needed)",
+    )
 
 
 def load_with_flags(args: argparse.Namespace) -> Job:
@@ -132,6 +186,7 @@ def load_with_flags(args: argparse.Namespace) -> Job:
             ("requests_per_minute", args.rpm),
             ("tokens_per_minute", args.tpm),
             ("requests_per_day", args.rpd),
+            ("max_cost_usd", args.max_cost),
         )
         if value is not None
     }
@@ -153,6 +208,7 @@ def api_key(job: Job, environ: dict[str, str] | os._Environ[str] = os.environ) -
 
 def _check(args: argparse.Namespace) -> int:
     job = load_with_flags(args)
+    budget = budget_for(job.model, PriceTable.load(args.prices), job.limits.max_cost_usd, job_file=str(job.file))
 
     async def check_input() -> int:
         _, _, rows = await prepare_source(job, RunOptions())
@@ -163,6 +219,8 @@ def _check(args: argparse.Namespace) -> int:
     print(f"{job.file}: ok: model {job.model}, {rows} input rows, output {job.output.path}")
     if schema is not None:
         print(f"  {schema.dialect.value} from {schema.source or 'the job file'}: ok")
+    if budget is not None and budget.cap_usd is not None:
+        print(f"  cost cap {usd(budget.cap_usd)} per run, priced as {budget.price.model}: ok")
     return EXIT_OK
 
 
@@ -176,6 +234,29 @@ def _report(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _estimate(args: argparse.Namespace) -> int:
+    job = load_with_flags(args)
+    if args.sample < 0 or args.count_tokens < 0:
+        raise ConfigError("--sample and --count-tokens take a number of rows >= 0")
+    options = EstimateOptions(sample_rows=args.sample, count_tokens_rows=args.count_tokens, prices=args.prices)
+    logs.configure("text", args.log_level)
+    try:
+        if options.needs_api and args.local_server:
+            result = anyio.run(_estimate_locally, job, options)
+        else:
+            result = anyio.run(estimate, job, api_key(job) if options.needs_api else None, options)
+    except FatalApiError as exc:
+        print(f"batchgen: stopped: {exc}", file=sys.stderr)
+        return EXIT_FATAL
+    print(render_estimate(result), end="")
+    return EXIT_OK
+
+
+async def _estimate_locally(job: Job, options: EstimateOptions) -> Estimate:
+    async with fakeserver.FakeServer(fakeserver.ServerConfig()) as server:
+        return await estimate(job.with_overrides(base_url=server.url), ApiKey(server.api_key), options)
+
+
 def _run(args: argparse.Namespace) -> int:
     job = load_with_flags(args)
     options = RunOptions(
@@ -183,57 +264,101 @@ def _run(args: argparse.Namespace) -> int:
         allow_duplicate_ids=args.allow_duplicate_ids,
         retry_failed=args.retry_failed,
         force=args.force,
+        prices=args.prices,
     )
+    key = None if args.local_server else api_key(job)
+    logs.configure(args.log_format, args.log_level, secrets=[key] if key else [])
+    view = _View(
+        mode=None if args.quiet else "live" if sys.stdout.isatty() else "log", interval_s=args.progress_interval
+    )
+    if view.interval_s <= 0:
+        raise ConfigError("--progress-interval must be positive")
     interrupted: list[int] = []
-    outcome = anyio.run(_run_async, job, options, args.local_server, interrupted, **_backend())
-    if outcome is not None:
-        _print_summary(outcome, sys.stdout)
-    return _exit_code(job, outcome, interrupted)
+    outcome = anyio.run(_run_async, job, key, options, view, interrupted, **_backend())
+    code = _exit_code(job, outcome, interrupted)
+    if outcome is None:  # a second signal cancelled the run outright: nothing more to report
+        return code
+    record_exit_code(outcome.output, outcome.run_id, code)
+    logs.run_finished(
+        outcome.run_id, outcome.stats, cost_usd=_spent(outcome), stopped_by=outcome.stopped_by, exit_code=code
+    )
+    _print_summary(outcome, sys.stdout)
+    return code
 
 
-async def _run_async(job: Job, options: RunOptions, local: bool, interrupted: list[int]) -> RunOutcome | None:
-    try:
-        return await _run_watched(job, options, local, interrupted)
-    except BaseExceptionGroup as group:
-        # Task groups wrap whatever ends them; a configuration or input error is reported like any other.
-        errors, _ = group.split(BatchgenError)
-        if errors is None:
-            raise
-        leaf: BaseException = errors
-        while isinstance(leaf, BaseExceptionGroup):
-            leaf = leaf.exceptions[0]
-        raise leaf from None
+@dataclass(frozen=True, slots=True)
+class _View:
+    """How progress is shown: a live display, log lines every `interval_s`, or not at all (None)."""
+
+    mode: progress.Mode | None
+    interval_s: float
 
 
-async def _run_watched(job: Job, options: RunOptions, local: bool, interrupted: list[int]) -> RunOutcome | None:
-    outcome: RunOutcome | None = None  # stays None when a second signal cancels the run outright
+async def _run_async(
+    job: Job, key: ApiKey | None, options: RunOptions, view: _View, interrupted: list[int]
+) -> RunOutcome | None:
+    """The run, with the signal watcher and the progress display beside it; None when a second signal
+    cancelled it outright."""
+    runs: list[LiveRun] = []
+    showing = anyio.CancelScope()
+    outcome: RunOutcome | None = None
+    failure: BatchgenError | None = None
     async with anyio.create_task_group() as group:
-        runners: list[Runner] = []
-        group.start_soon(_watch_signals, runners, interrupted, group.cancel_scope)
-        if local:
-            async with fakeserver.FakeServer(fakeserver.ServerConfig()) as server:
-                local_job = job.with_overrides(base_url=server.url)
-                outcome = await execute(local_job, ApiKey(server.api_key), options, on_start=runners.append)
-        else:
-            outcome = await execute(job, api_key(job), options, on_start=runners.append)
+        group.start_soon(_watch_signals, runs, interrupted, group.cancel_scope)
+
+        def started(run: LiveRun) -> None:
+            runs.append(run)
+            logs.run_started(run.run_id, job, run.runner.stats)
+            if view.mode is not None:
+                group.start_soon(_show, run, view, showing)
+
+        try:
+            outcome = await _execute(job, key, options, started)
+        except BatchgenError as exc:
+            # Raised below, outside the task group, so that the caller gets it as is, not in an exception group.
+            failure = exc
+        showing.cancel()  # at once: no progress line may follow the run's end
         group.cancel_scope.cancel()
+    if failure is not None:
+        raise failure
     return outcome
 
 
-async def _watch_signals(runners: list[Runner], interrupted: list[int], everything: anyio.CancelScope) -> None:
+async def _execute(job: Job, key: ApiKey | None, options: RunOptions, started: Callable[[LiveRun], None]) -> RunOutcome:
+    if key is not None:
+        return await execute(job, key, options, on_start=started)
+    async with fakeserver.FakeServer(fakeserver.ServerConfig()) as server:
+        return await execute(job.with_overrides(base_url=server.url), ApiKey(server.api_key), options, on_start=started)
+
+
+async def _show(run: LiveRun, view: _View, scope: anyio.CancelScope) -> None:
+    assert view.mode is not None
+    budget = run.budget
+    watch = progress.Watch(
+        run.runner.stats, run.limiter.snapshot, None if budget is None else (lambda: budget.spent.total)
+    )
+    with scope:
+        await progress.show(progress.Progress(watch), view.mode, interval_s=view.interval_s)
+
+
+def _spent(outcome: RunOutcome) -> float | None:
+    return None if outcome.budget is None else outcome.budget.spent.total
+
+
+async def _watch_signals(runs: list[LiveRun], interrupted: list[int], everything: anyio.CancelScope) -> None:
     # First signal: stop taking rows and let those in flight finish (bounded by the runner's grace period).
     # Second: cancel at once; the results writer still flushes what it holds, shielded from the cancel.
     with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
         async for signum in signals:
             interrupted.append(signum)
-            if len(interrupted) > 1 or not runners:
+            if len(interrupted) > 1 or not runs:
                 everything.cancel()
                 return
             print(
                 "\nbatchgen: stopping: finishing rows in flight (interrupt again to quit now)",
                 file=sys.stderr,
             )
-            runners[0].stop()
+            runs[0].runner.stop()
 
 
 def _backend() -> dict[str, Any]:
@@ -249,7 +374,7 @@ def _exit_code(job: Job, outcome: RunOutcome | None, interrupted: list[int]) -> 
         return EXIT_SIGNAL.get(signal.Signals(interrupted[0]), 130) if interrupted else 130
     if outcome.stopped_by is not None:
         print(f"batchgen: stopped: {outcome.stopped_by}", file=sys.stderr)
-        return EXIT_FATAL
+        return EXIT_COST if isinstance(outcome.stopped_by, BudgetExhausted) else EXIT_FATAL
     if outcome.stats.failed_fraction() > job.limits.max_failed_fraction:
         return EXIT_FAILED_ROWS
     return EXIT_OK
@@ -270,4 +395,8 @@ def _print_summary(outcome: RunOutcome, out: TextIO) -> None:
         f"{stats.rate_limited} rate-limited",
         file=out,
     )
-    print(f"results: {outcome.output}", file=out)
+    if outcome.budget is not None:
+        budget = outcome.budget
+        cap = "" if budget.cap_usd is None else f" of a {usd(budget.cap_usd)} cap"
+        print(f"cost: {usd(budget.spent.total)}{cap} ({budget.price.model}, as `batchgen report` prices it)", file=out)
+    print(f"results: {outcome.output.resolve()}", file=out)

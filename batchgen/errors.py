@@ -5,6 +5,7 @@
     │   └── SchemaError          a response schema the API would reject (file + JSON pointer)
     ├── InputError               the input cannot be read at all (file, line/row)
     ├── OutputError              the results folder cannot be written (disk full, permissions): stop, keep parts
+    ├── BudgetExhausted          the run's cost would pass max_cost_usd: stop taking rows (exit 4), rerun to resume
     └── ApiError                 the API answered with an error, or not at all (HTTP status when there was one)
         ├── RetryableError       worth another attempt after a wait
         │   ├── RateLimited      429 RESOURCE_EXHAUSTED, per-minute (or unnamed) quota
@@ -64,6 +65,23 @@ class OutputError(BatchgenError):
     def __init__(self, message: str, *, path: str) -> None:
         super().__init__(f"{path}: {message}")
         self.path = path
+
+
+class BudgetExhausted(BatchgenError):
+    """The run's cost, with the rows in flight, would pass the cap; the run stops taking rows and can resume.
+
+    `spent_usd` is what the finished rows cost, `projected_usd` that plus the rows in flight at their average
+    cost so far.
+    """
+
+    def __init__(self, *, cap_usd: float, spent_usd: float, projected_usd: float) -> None:
+        super().__init__(
+            f"cost cap ${cap_usd:,.4f} reached: ${spent_usd:,.4f} spent, ${projected_usd:,.4f} with the rows "
+            "in flight; rerun with a higher max_cost_usd (or --max-cost) to resume"
+        )
+        self.cap_usd = cap_usd
+        self.spent_usd = spent_usd
+        self.projected_usd = projected_usd
 
 
 class ApiError(BatchgenError):

@@ -18,20 +18,22 @@ import anyio
 import pyarrow as pa
 
 from batchgen import ledger
+from batchgen.budget import Budget, BudgetedSink, budget_for
 from batchgen.client import Endpoint, GeminiClient
 from batchgen.errors import BatchgenError, ConfigError, InputError
 from batchgen.gemini import RequestTemplate
 from batchgen.job import Job
 from batchgen.limiter import Limits, RateLimiter
 from batchgen.outcome import judge
+from batchgen.pricing import PriceTable
 from batchgen.prompts import PromptBuilder
 from batchgen.reader import BATCH_ROWS, InputSource
-from batchgen.records import Prompt, Result, Status
+from batchgen.records import Prompt, Result, Sink, Status
 from batchgen.retry import Retrier, RetryPolicy
 from batchgen.runner import Runner, RunPolicy
 from batchgen.secret import ApiKey
 from batchgen.stats import RunStats
-from batchgen.writer import Layout, ParquetSink, utc_iso, write_manifest
+from batchgen.writer import Layout, ParquetSink, read_manifest, utc_iso, write_manifest
 
 
 @dataclass(frozen=True, slots=True)
@@ -42,16 +44,30 @@ class RunOptions:
     allow_duplicate_ids: bool = False
     retry_failed: bool = True
     force: bool = False
+    # A price file merged over the shipped table (`--prices`), for the running cost and the cost cap.
+    prices: Path | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class LiveRun:
+    """A run that has started: what the CLI shows (counters, limiter, spend) and stops while it goes."""
+
+    run_id: str
+    runner: Runner
+    limiter: RateLimiter
+    budget: Budget | None
 
 
 @dataclass(frozen=True, slots=True)
 class RunOutcome:
-    """What a run did: its id, live stats at the end, and the error that stopped it early, if any."""
+    """What a run did: its id, live stats at the end, what it cost (None when the model has no price), and
+    the error that stopped it early, if any."""
 
     run_id: str
     stats: RunStats
     stopped_by: BatchgenError | None
     output: Path
+    budget: Budget | None = None
 
 
 def new_run_id(now: float | None = None) -> str:
@@ -106,9 +122,15 @@ async def execute(
     key: ApiKey,
     options: RunOptions,
     *,
-    on_start: Callable[[Runner], None] = lambda runner: None,
+    on_start: Callable[[LiveRun], None] = lambda run: None,
 ) -> RunOutcome:
-    """Run `job` to completion (or until stopped) and record it in the results folder's manifest."""
+    """Run `job` to completion (or until stopped) and record it in the results folder's manifest.
+
+    Every finished row is priced as it is written when the model has a price; with `max_cost_usd` the run
+    stops before it would pass the cap (`budget`). Raises ConfigError for a cap on a model without a price.
+    """
+    prices = PriceTable.load(options.prices)
+    budget = budget_for(job.model, prices, job.limits.max_cost_usd, job_file=str(job.file))
     source, duplicates, rows = await prepare_source(job, options)
     keep = await source.keep_schema()
     folder = job.output.path
@@ -123,12 +145,13 @@ async def execute(
         stream=job.stream,
         timeout_s=job.limits.timeout_s,
     )
+    limiter = _limiter(job)
     async with GeminiClient(endpoint, key, connections=job.limits.concurrency) as client:
-        runner = _runner(job, client)
+        runner = _runner(job, client, limiter)
         remaining = max(0, rows - len(done.final))
         runner.stats.total_rows = remaining if options.limit is None else min(remaining, options.limit)
         runner.stats.skipped_rows = len(done.final)
-        on_start(runner)
+        on_start(LiveRun(run_id, runner, limiter, budget))
         sink = ParquetSink(
             job.output.path,
             layout_for(job, keep),
@@ -142,23 +165,36 @@ async def execute(
                 # Recorded before the first request, so a run killed outright still leaves its job identity.
                 write_manifest(folder, _job_record(job), _run_record(run_id, started, job, runner, ended=False))
                 prompts = _limited(source.prompts(skip=done.final, duplicates=duplicates), options.limit)
-                await runner.run(prompts, sink)
+                budgeted: Sink = sink if budget is None else BudgetedSink(sink, budget, runner)
+                await runner.run(prompts, budgeted)
             with anyio.CancelScope(shield=True):
                 await anyio.to_thread.run_sync(ledger.compact, folder, run_id)
         finally:
             write_manifest(folder, _job_record(job), _run_record(run_id, started, job, runner, ended=True))
-    return RunOutcome(run_id=run_id, stats=runner.stats, stopped_by=runner.stopped_by, output=folder)
+    return RunOutcome(run_id=run_id, stats=runner.stats, stopped_by=runner.stopped_by, output=folder, budget=budget)
 
 
-def _runner(job: Job, client: GeminiClient) -> Runner:
+def record_exit_code(folder: Path, run_id: str, exit_code: int) -> None:
+    """Add a run's exit code, which only the CLI knows once the run is over, to its record in the manifest."""
+    manifest = read_manifest(folder) or {}
+    run = next((r for r in manifest.get("runs", []) if r.get("run_id") == run_id), None)
+    if run is not None:
+        write_manifest(folder, manifest.get("job", {}), {**run, "exit_code": exit_code})
+
+
+def _limiter(job: Job) -> RateLimiter:
     limits = job.limits
-    limiter = RateLimiter(
+    return RateLimiter(
         Limits(
             requests_per_minute=limits.requests_per_minute,
             tokens_per_minute=limits.tokens_per_minute,
             requests_per_day=limits.requests_per_day,
         )
     )
+
+
+def _runner(job: Job, client: GeminiClient, limiter: RateLimiter) -> Runner:
+    limits = job.limits
     schema = job.schema_
     json_mode = job.json_mode
     return Runner(

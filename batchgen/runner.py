@@ -9,6 +9,7 @@ the output is unusable and re-asks are left -> one `Result`, handed to the sink 
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
@@ -22,6 +23,8 @@ from batchgen.outcome import REASKABLE, Verdict
 from batchgen.records import Generate, Limiter, Prompt, Result, Sink, Status, Usage
 from batchgen.retry import Retrier
 from batchgen.stats import RunStats
+
+log = logging.getLogger(__name__)
 
 Judge = Callable[[Reply], Verdict]
 CountTokens = Callable[[bytes], Awaitable[int]]
@@ -174,6 +177,8 @@ class Runner:
     async def _emit(self, result: Result, sink: Sink) -> None:
         await sink.write(result)
         self.stats.record(result)
+        if result.status is not Status.OK:
+            _log_problem(result)
 
     async def _process(self, prompt: Prompt) -> tuple[Result, ApiError | None]:
         """One row from prompt to final result; the error is the API error that ended it, if any."""
@@ -288,6 +293,26 @@ class _Exhausted(Exception):
     def __init__(self, error: ApiError) -> None:
         super().__init__(str(error))
         self.error = error
+
+
+def _log_problem(result: Result) -> None:
+    http = f" (HTTP {result.http_status})" if result.http_status is not None else ""
+    log.warning(
+        "row %s %s%s: %s",
+        result.id,
+        result.status.value,
+        http,
+        result.error,
+        extra={
+            "event": "row_error",
+            "id": result.id,
+            "status": result.status.value,
+            "http_status": result.http_status,
+            "error": result.error,
+            "attempts": result.attempts,
+            "reasks": result.reasks,
+        },
+    )
 
 
 def _reply_extras(reply: Reply) -> dict[str, object]:

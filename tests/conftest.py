@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+import json
+import re
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
 
 
 @pytest.fixture
@@ -55,3 +60,17 @@ def response(
         candidate["finishReason"] = finish
     body["candidates"] = [candidate]
     return body
+
+
+def job_copy(folder: Path, source: Path, **limits: Any) -> Path:
+    """`source` (a job file of the repo) copied into `folder`, its `../` paths made absolute and the given
+    `[limits]` keys set, replaced or added."""
+    text = re.sub(r'"\.\./', f'"{ROOT}/', source.read_text())
+    for key, value in limits.items():
+        entry = f"{key} = {json.dumps(value)}"
+        text, found = re.subn(rf"(?m)^{key} = .*$", entry, text)
+        if not found:
+            text = text.replace("[limits]\n", f"[limits]\n{entry}\n", 1)
+    copy = folder / source.name
+    copy.write_text(text)
+    return copy

@@ -1,0 +1,162 @@
+"""The cost cap: rows priced as they are written, the run stopped before it would pass the cap (exit 4), and
+a rerun that resumes; a cap on a model without a price is refused at start."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import orjson
+import pyarrow.dataset as ds
+import pytest
+from conftest import job_copy
+from servers import server_process, server_stats
+
+from batchgen.budget import Budget, BudgetedSink, budget_for
+from batchgen.cli import main
+from batchgen.errors import BatchgenError, BudgetExhausted, ConfigError
+from batchgen.pricing import PriceTable
+from batchgen.records import Result, Status, Usage
+from batchgen.report import build_report, load_results
+from batchgen.stats import RunStats
+
+ROOT = Path(__file__).resolve().parent.parent
+DEMO = ROOT / "jobs" / "demo.toml"
+PRICES = PriceTable.load()
+FLASH = PRICES.price_for("gemini-2.5-flash")  # $0.30 input, $0.03 cached input, $2.50 output per 1M tokens
+KEY = "budget-test-key-7a21"
+
+
+def row(prompt: int = 1000, cached: int = 200, candidates: int = 300, thoughts: int = 100) -> Result:
+    usage = Usage(prompt=prompt, cached=cached, candidates=candidates, thoughts=thoughts, tool_use=0)
+    return Result(id="r", status=Status.OK, usage=usage, attempts=1, responses=1)
+
+
+class FakeRun:
+    def __init__(self, in_flight: int = 0) -> None:
+        self.stats = RunStats(in_flight=in_flight)
+        self.reasons: list[BatchgenError | None] = []
+
+    @property
+    def stopping(self) -> bool:
+        return bool(self.reasons)
+
+    def stop(self, reason: BatchgenError | None = None) -> None:
+        self.reasons.append(reason)
+
+
+class ListSink:
+    def __init__(self) -> None:
+        self.results: list[Result] = []
+
+    async def write(self, result: Result) -> None:
+        self.results.append(result)
+
+
+def test_a_row_costs_what_the_report_charges() -> None:
+    """800 fresh input at $0.30, 200 cached at $0.03, 300 + 100 output at $2.50 per 1M tokens."""
+    budget = Budget(FLASH)
+    cost = budget.charge(row())
+    assert cost.total == pytest.approx((800 * 0.30 + 200 * 0.03 + 400 * 2.50) / 1e6)
+    assert budget.spent.total == pytest.approx(0.001246) and budget.rows == 1
+
+
+def test_the_cap_counts_rows_in_flight_and_the_next_row_at_the_average_cost() -> None:
+    budget = Budget(FLASH, cap_usd=0.01)
+    for _ in range(4):
+        budget.charge(row())  # 4 x $0.001246
+    assert budget.projected_usd(3) == pytest.approx(7 * 0.001246)
+    assert budget.exceeded(3) is None  # 8 rows' worth: $0.009968 <= $0.01
+    error = budget.exceeded(4)  # 9 rows' worth would pass it
+    assert isinstance(error, BudgetExhausted)
+    assert error.cap_usd == 0.01 and error.spent_usd == pytest.approx(4 * 0.001246)
+    assert error.projected_usd == pytest.approx(8 * 0.001246)
+    assert "rerun with a higher max_cost_usd" in str(error)
+
+
+def test_without_a_cap_nothing_is_ever_exceeded() -> None:
+    budget = Budget(FLASH)
+    budget.charge(row(prompt=10**9))
+    assert budget.exceeded(1000) is None
+
+
+@pytest.mark.anyio
+async def test_the_sink_writes_first_then_stops_the_run_once() -> None:
+    """Every row reaches the real sink, even past the cap; the run is told to stop once, with the reason."""
+    run = FakeRun(in_flight=2)
+    inner = ListSink()
+    sink = BudgetedSink(inner, Budget(FLASH, cap_usd=0.004), run)
+    await sink.write(row())  # 1 spent + 2 in flight + 1 next = 4 x 0.001246 > 0.004
+    await sink.write(row())
+    assert len(inner.results) == 2
+    assert len(run.reasons) == 1 and isinstance(run.reasons[0], BudgetExhausted)
+    assert sink.budget.rows == 2
+
+
+def test_a_cap_on_a_model_without_a_price_is_a_config_error() -> None:
+    with pytest.raises(ConfigError, match=r"limits\.max_cost_usd") as caught:
+        budget_for("gemini-9-ultra", PRICES, 5.0, job_file="jobs/x.toml")
+    assert "jobs/x.toml" in str(caught.value) and "no price for model 'gemini-9-ultra'" in str(caught.value)
+    assert budget_for("gemini-9-ultra", PRICES, None) is None
+    assert budget_for("gemini-2.5-flash", PRICES, None) == Budget(FLASH)
+
+
+def cost_of(folder: Path) -> float:
+    return build_report(load_results([folder]), PRICES).totals.cost.total
+
+
+def test_a_run_stops_at_the_cap_with_exit_4_and_a_rerun_with_a_higher_cap_finishes(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The cap is set to about 60 rows' worth of the demo job: the run stops with exit 4 near the cap and not
+    above it by more than a row, every row it paid for is written, and the server was asked for exactly the
+    rows written. A rerun with a higher cap sends only the rest (240 requests in all) and exits 0."""
+    monkeypatch.setenv("GEMINI_API_KEY", KEY)
+    with server_process("--api-key", KEY) as url:
+        probe = tmp_path / "probe"
+        assert main(["run", str(DEMO), "--base-url", url, "--output", str(probe), "--limit", "20", "--quiet"]) == 0
+        per_row = cost_of(probe) / 20
+        requests_before = server_stats(url)["requests"]
+        out = tmp_path / "capped"
+        cap = 60 * per_row
+        base = ["run", str(DEMO), "--base-url", url, "--output", str(out), "--quiet"]
+        assert main([*base, "--max-cost", f"{cap:.12f}"]) == 4
+        written = ds.dataset(out, format="parquet").count_rows()
+        assert 1 <= written < 240
+        assert server_stats(url)["requests"] - requests_before == written
+        assert cost_of(out) <= cap + 2 * per_row
+        err = capsys.readouterr().err
+        assert "cost cap" in err and "rerun with a higher" in err
+        manifest = orjson.loads((out / "_manifest.json").read_bytes())
+        assert manifest["runs"][-1]["stopped_by"].startswith("BudgetExhausted")
+        assert manifest["runs"][-1]["exit_code"] == 4
+
+        assert main([*base, "--max-cost", "100"]) == 0
+        assert server_stats(url)["requests"] - requests_before == 240
+    table = ds.dataset(out, format="parquet").to_table(columns=["id"])
+    assert sorted(table.column("id").to_pylist()) == [f"r{i:04d}" for i in range(240)]
+
+
+def test_the_cap_from_the_job_file_works_like_the_flag(tmp_path: Path) -> None:
+    job = job_copy(tmp_path, DEMO, max_cost_usd=1e-7)
+    out = tmp_path / "o"
+    assert main(["run", str(job), "--local-server", "--output", str(out), "--quiet"]) == 4
+    assert 1 <= ds.dataset(out, format="parquet").count_rows() < 240
+
+
+def test_a_cap_for_a_model_without_a_price_exits_2_before_sending(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = tmp_path / "o"
+    code = main(
+        ["run", str(DEMO), "--local-server", "--output", str(out), "--model", "gemini-9-ultra", "--max-cost", "5"]
+    )
+    assert code == 2
+    assert "no price for model 'gemini-9-ultra'" in capsys.readouterr().err
+    assert not out.exists()
+
+
+def test_check_reports_the_cap_and_refuses_one_without_a_price(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["check", str(DEMO), "--max-cost", "3"]) == 0
+    assert "cost cap $3.000000 per run, priced as gemini-2.5-flash: ok" in capsys.readouterr().out
+    assert main(["check", str(DEMO), "--max-cost", "3", "--model", "gemini-9-ultra"]) == 2
+    assert "limits.max_cost_usd" in capsys.readouterr().err
