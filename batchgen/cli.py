@@ -384,7 +384,8 @@ def _print_summary(outcome: RunOutcome, out: TextIO) -> None:
     stats = outcome.stats
     usage = stats.usage
     counts = ", ".join(f"{s.value} {stats.counts[s]}" for s in Status if stats.counts[s])
-    print(f"run {outcome.run_id}: {stats.done} rows ({counts or 'none'})", file=out)
+    resumed = f"; {stats.skipped_rows} already done in earlier runs" if stats.skipped_rows else ""
+    print(f"run {outcome.run_id}: {stats.done} rows ({counts or 'none'}){resumed}", file=out)
     print(
         f"tokens: prompt {usage.prompt or 0}, cached {usage.cached or 0}, candidates {usage.candidates or 0}, "
         f"thoughts {usage.thoughts or 0}, tool-use {usage.tool_use or 0}, total {usage.total or 0}",
