@@ -31,6 +31,7 @@ from batchgen.records import Usage
 # estimate with the real promptTokenCount, so this only has to be close, not exact.
 CHARS_PER_TOKEN = 4
 
+_PROMPTED_FIELDS = ("systemInstruction", "tools", "toolConfig")
 _RETRYABLE_STATUSES = frozenset({408, 429, 500, 502, 503, 504})
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)s\s*$")
 
@@ -55,7 +56,11 @@ class RequestTemplate:
         rest = orjson.dumps(dict(self.request))
         # b'{...}' -> b',...}' so that render() is two concatenations, not a JSON encode per row.
         object.__setattr__(self, "_tail", b"}" if rest == b"{}" else b"," + rest[1:])
-        object.__setattr__(self, "_overhead_tokens", len(rest) // CHARS_PER_TOKEN)
+        # Only text the model reads counts as prompt: the system instruction and tool declarations. The
+        # generationConfig (a response schema can be kilobytes of JSON) is not counted, as far as observed;
+        # either way the limiter corrects each estimate with the real promptTokenCount.
+        prompted = orjson.dumps({k: v for k, v in self.request.items() if k in _PROMPTED_FIELDS})
+        object.__setattr__(self, "_overhead_tokens", len(prompted) // CHARS_PER_TOKEN)
 
     def render(self, contents: bytes) -> bytes:
         """The full request body for one row."""
