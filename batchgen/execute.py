@@ -243,13 +243,6 @@ def _run_record(run_id: str, started: float, job: Job, runner: Runner, *, ended:
         "rows": stats.done,
         "skipped_rows": stats.skipped_rows,
         "counts": {status.value: count for status, count in stats.counts.items()},
-        "tokens": {
-            "prompt": usage.prompt or 0,
-            "candidates": usage.candidates or 0,
-            "thoughts": usage.thoughts or 0,
-            "cached": usage.cached or 0,
-            "tool_use": usage.tool_use or 0,
-            "total": usage.total or 0,
-        },
+        "tokens": usage.totals(),
         "stopped_by": None if runner.stopped_by is None else f"{type(runner.stopped_by).__name__}: {runner.stopped_by}",
     }

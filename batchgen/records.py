@@ -61,6 +61,10 @@ class Usage:
 
         return Usage(*(add(getattr(self, f), getattr(other, f)) for f in _USAGE_FIELDS))
 
+    def totals(self) -> dict[str, int]:
+        """Every count by field name, 0 where never reported (for manifests and logs)."""
+        return {name: getattr(self, name) or 0 for name in _USAGE_FIELDS}
+
 
 @dataclass(slots=True)
 class Result:
