@@ -32,6 +32,7 @@ from batchgen.report_format import FORMATS, render
 from batchgen.report_html import write_html
 from batchgen.runner import Runner
 from batchgen.secret import ApiKey
+from batchgen.writer import record_exit_code
 
 EXIT_OK, EXIT_FAILED_ROWS, EXIT_CONFIG, EXIT_FATAL, EXIT_COST = 0, 1, 2, 3, 4
 EXIT_SIGNAL = {signal.SIGINT: 130, signal.SIGTERM: 143}
@@ -185,10 +186,23 @@ def _run(args: argparse.Namespace) -> int:
         force=args.force,
     )
     interrupted: list[int] = []
-    outcome = anyio.run(_run_async, job, options, args.local_server, interrupted, **_backend())
+    try:
+        outcome = anyio.run(_run_async, job, options, args.local_server, interrupted, **_backend())
+    except OutputError:
+        _record_exit_code(job, options, EXIT_FATAL)
+        raise
     if outcome is not None:
         _print_summary(outcome, sys.stdout)
-    return _exit_code(job, outcome, interrupted)
+    code = _exit_code(job, outcome, interrupted)
+    _record_exit_code(job, options, code)
+    return code
+
+
+def _record_exit_code(job: Job, options: RunOptions, code: int) -> None:
+    try:
+        record_exit_code(job.output.path, options.run_id, code)
+    except OutputError as exc:  # the results are safe; only the manifest's note of how the run ended is missing
+        print(f"batchgen: warning: {exc}", file=sys.stderr)
 
 
 async def _run_async(job: Job, options: RunOptions, local: bool, interrupted: list[int]) -> RunOutcome | None:
@@ -250,7 +264,7 @@ def _exit_code(job: Job, outcome: RunOutcome | None, interrupted: list[int]) -> 
     if outcome.stopped_by is not None:
         print(f"batchgen: stopped: {outcome.stopped_by}", file=sys.stderr)
         return EXIT_FATAL
-    if outcome.stats.failed_fraction() > job.limits.max_failed_fraction:
+    if outcome.failed_fraction > job.limits.max_failed_fraction:
         return EXIT_FAILED_ROWS
     return EXIT_OK
 
