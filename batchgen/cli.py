@@ -2,8 +2,10 @@
 
 Exit codes (for schedulers):
   0    completed
-  1    completed, but more rows ended `failed` than [limits] max_failed_fraction allows
-  2    usage or configuration error (bad job file, flags, schema or input); nothing was sent
+  1    completed, but more of the job's rows (the whole results folder) ended `failed` than
+       [limits] max_failed_fraction allows
+  2    usage or configuration error (bad job file, flags, schema or input; another run writing the same
+       results folder); nothing was sent
   3    stopped by an auth error, a rejected job, a spent daily quota or a write error
   4    stopped by the cost cap
   130  interrupted (SIGINT), 143 terminated (SIGTERM)
@@ -39,11 +41,12 @@ EXIT_SIGNAL = {signal.SIGINT: 130, signal.SIGTERM: 143}
 
 _EXIT_HELP = """exit codes:
   0    completed
-  1    completed, but more rows failed than [limits] max_failed_fraction allows
-  2    usage or configuration error; nothing was sent
+  1    completed, but more of the job's rows failed than [limits] max_failed_fraction allows
+  2    usage or configuration error, or another run is writing the results folder; nothing was sent
   3    stopped by an auth error, a rejected job, a spent daily quota or a write error (resumable)
   4    stopped by the cost cap (resumable)
   130  interrupted (Ctrl-C), 143 terminated (SIGTERM); rerun to resume
+       (rows in flight get [limits] grace_s, default 30 s, to finish; a second Ctrl-C quits at once)
 """
 
 
