@@ -249,9 +249,17 @@ def kill_during_flush(job: Path, url: str, tries: int = 3) -> int:
     raise AssertionError(f"no kill landed during a flush in {tries} tries")
 
 
+def kill_once(point: Callable[[Path], bool]) -> Callable[[Path, str], int]:
+    def kill(job: Path, url: str) -> int:
+        kill_when(job, url, point)
+        return 1
+
+    return kill
+
+
 KILL_POINTS = [
-    pytest.param(lambda job, url: len([kill_when(job, url, after_parts(1))]), id="early"),
-    pytest.param(lambda job, url: len([kill_when(job, url, after_parts(4))]), id="mid"),
+    pytest.param(kill_once(after_parts(1)), id="early"),
+    pytest.param(kill_once(after_parts(4)), id="mid"),
     pytest.param(kill_during_flush, id="during-flush"),
 ]
 
@@ -420,9 +428,19 @@ def truncated_parquet(folder: Path) -> Path:
     return path
 
 
+def empty_input_folder(job: Path) -> None:
+    (job.parent.parent / "empty").mkdir()
+    edit(job, "data/reviews.jsonl", "empty")
+
+
 EXIT_2_CASES = [
     pytest.param(lambda job: edit(job, "concurrency = 16", "concurrency = 0"), "limits.concurrency", id="bad-job"),
     pytest.param(lambda job: edit(job, "reviews.jsonl", "missing.jsonl"), "does not exist", id="no-input"),
+    pytest.param(
+        empty_input_folder,
+        "no .jsonl or .parquet files in the input folder",
+        id="empty-input-folder",
+    ),
     pytest.param(
         lambda job: edit(job, "reviews.jsonl", truncated_parquet(job.parent.parent).name),
         "reviews.parquet: not a readable Parquet file",
