@@ -2,8 +2,10 @@
 
 Exit codes (for schedulers):
   0    completed
-  1    completed, but more rows ended `failed` than [limits] max_failed_fraction allows
-  2    usage or configuration error (bad job file, flags, schema or input); nothing was sent
+  1    completed, but more of the job's rows (the whole results folder) ended `failed` than
+       [limits] max_failed_fraction allows
+  2    usage or configuration error (bad job file, flags, schema or input; another run writing the same
+       results folder); nothing was sent
   3    stopped by an auth error, a rejected job, a spent daily quota or a write error
   4    stopped by the cost cap
   130  interrupted (SIGINT), 143 terminated (SIGTERM)
@@ -27,7 +29,7 @@ from batchgen.budget import budget_for
 from batchgen.errors import BatchgenError, BudgetExhausted, ConfigError, FatalApiError, InputError, OutputError
 from batchgen.estimate import Estimate, EstimateOptions, estimate
 from batchgen.estimate import render as render_estimate
-from batchgen.execute import LiveRun, RunOptions, RunOutcome, execute, prepare_source, record_exit_code
+from batchgen.execute import LiveRun, RunOptions, RunOutcome, execute, prepare_source
 from batchgen.job import Job, load_job
 from batchgen.pricing import PriceTable
 from batchgen.records import Status
@@ -35,17 +37,19 @@ from batchgen.report import build_report, load_results, load_runs
 from batchgen.report_format import FORMATS, render, usd
 from batchgen.report_html import write_html
 from batchgen.secret import ApiKey
+from batchgen.writer import record_exit_code
 
 EXIT_OK, EXIT_FAILED_ROWS, EXIT_CONFIG, EXIT_FATAL, EXIT_COST = 0, 1, 2, 3, 4
 EXIT_SIGNAL = {signal.SIGINT: 130, signal.SIGTERM: 143}
 
 _EXIT_HELP = """exit codes:
   0    completed
-  1    completed, but more rows failed than [limits] max_failed_fraction allows
-  2    usage or configuration error; nothing was sent
+  1    completed, but more of the job's rows failed than [limits] max_failed_fraction allows
+  2    usage or configuration error, or another run is writing the results folder; nothing was sent
   3    stopped by an auth error, a rejected job, a spent daily quota or a write error (resumable)
   4    stopped by the cost cap (resumable)
   130  interrupted (Ctrl-C), 143 terminated (SIGTERM); rerun to resume
+       (rows in flight get [limits] grace_s, default 30 s, to finish; a second Ctrl-C quits at once)
 """
 
 
@@ -274,16 +278,27 @@ def _run(args: argparse.Namespace) -> int:
     if view.interval_s <= 0:
         raise ConfigError("--progress-interval must be positive")
     interrupted: list[int] = []
-    outcome = anyio.run(_run_async, job, key, options, view, interrupted, **_backend())
+    try:
+        outcome = anyio.run(_run_async, job, key, options, view, interrupted, **_backend())
+    except OutputError:
+        _record_exit_code(job, options, EXIT_FATAL)
+        raise
     code = _exit_code(job, outcome, interrupted)
+    _record_exit_code(job, options, code)
     if outcome is None:  # a second signal cancelled the run outright: nothing more to report
         return code
-    record_exit_code(outcome.output, outcome.run_id, code)
     logs.run_finished(
         outcome.run_id, outcome.stats, cost_usd=_spent(outcome), stopped_by=outcome.stopped_by, exit_code=code
     )
     _print_summary(outcome, sys.stdout)
     return code
+
+
+def _record_exit_code(job: Job, options: RunOptions, code: int) -> None:
+    try:
+        record_exit_code(job.output.path, options.run_id, code)
+    except OutputError as exc:  # the results are safe; only the manifest's note of how the run ended is missing
+        print(f"batchgen: warning: {exc}", file=sys.stderr)
 
 
 @dataclass(frozen=True, slots=True)
@@ -375,7 +390,7 @@ def _exit_code(job: Job, outcome: RunOutcome | None, interrupted: list[int]) -> 
     if outcome.stopped_by is not None:
         print(f"batchgen: stopped: {outcome.stopped_by}", file=sys.stderr)
         return EXIT_COST if isinstance(outcome.stopped_by, BudgetExhausted) else EXIT_FATAL
-    if outcome.stats.failed_fraction() > job.limits.max_failed_fraction:
+    if outcome.failed_fraction > job.limits.max_failed_fraction:
         return EXIT_FAILED_ROWS
     return EXIT_OK
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 import secrets
 import time
 from collections.abc import AsyncIterator, Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -33,19 +33,7 @@ from batchgen.retry import Retrier, RetryPolicy
 from batchgen.runner import Runner, RunPolicy
 from batchgen.secret import ApiKey
 from batchgen.stats import RunStats
-from batchgen.writer import Layout, ParquetSink, read_manifest, utc_iso, write_manifest
-
-
-@dataclass(frozen=True, slots=True)
-class RunOptions:
-    """Per-invocation choices that are not part of the job's identity."""
-
-    limit: int | None = None
-    allow_duplicate_ids: bool = False
-    retry_failed: bool = True
-    force: bool = False
-    # A price file merged over the shipped table (`--prices`), for the running cost and the cost cap.
-    prices: Path | None = None
+from batchgen.writer import Layout, ParquetSink, claim_folder, utc_iso, write_manifest
 
 
 @dataclass(frozen=True, slots=True)
@@ -68,11 +56,30 @@ class RunOutcome:
     stopped_by: BatchgenError | None
     output: Path
     budget: Budget | None = None
+    # Failed rows over the whole results folder after this run (earlier runs included): what exit 1 judges.
+    failed_fraction: float = 0.0
 
 
 def new_run_id(now: float | None = None) -> str:
     stamp = datetime.fromtimestamp(time.time() if now is None else now, UTC).strftime("%Y%m%dT%H%M%SZ")
     return f"{stamp}-{secrets.token_hex(2)}"
+
+
+@dataclass(frozen=True, slots=True)
+class RunOptions:
+    """Per-invocation choices that are not part of the job's identity.
+
+    `run_id` names the run in the manifest and in every row it writes; the CLI picks it up front so it can
+    record the run's exit code once the run is over.
+    """
+
+    limit: int | None = None
+    allow_duplicate_ids: bool = False
+    retry_failed: bool = True
+    force: bool = False
+    # A price file merged over the shipped table (`--prices`), for the running cost and the cost cap.
+    prices: Path | None = None
+    run_id: str = field(default_factory=new_run_id)
 
 
 def prompt_builder(job: Job) -> PromptBuilder:
@@ -134,52 +141,63 @@ async def execute(
     source, duplicates, rows = await prepare_source(job, options)
     keep = await source.keep_schema()
     folder = job.output.path
-    ledger.check_job(folder, job.fingerprint(), force=options.force)
-    done = await anyio.to_thread.run_sync(lambda: ledger.done_ids(folder, retry_failed=options.retry_failed))
-    run_id = new_run_id()
-    started = time.time()
-    endpoint = Endpoint(
-        base_url=job.base_url,
-        model=job.model,
-        auth=job.auth,
-        stream=job.stream,
-        timeout_s=job.limits.timeout_s,
-    )
-    limiter = _limiter(job)
-    async with GeminiClient(endpoint, key, connections=job.limits.concurrency) as client:
-        runner = _runner(job, client, limiter)
-        remaining = max(0, rows - len(done.final))
-        runner.stats.total_rows = remaining if options.limit is None else min(remaining, options.limit)
-        runner.stats.skipped_rows = len(done.final)
-        on_start(LiveRun(run_id, runner, limiter, budget))
-        sink = ParquetSink(
-            job.output.path,
-            layout_for(job, keep),
-            run_id=run_id,
+    # Held until the run is recorded: a second run into the folder meanwhile would resend every row not yet
+    # written, and store them twice.
+    with claim_folder(folder):
+        ledger.check_job(folder, job.fingerprint(), force=options.force)
+        done = await anyio.to_thread.run_sync(lambda: ledger.done_ids(folder, retry_failed=options.retry_failed))
+        endpoint = Endpoint(
+            base_url=job.base_url,
             model=job.model,
-            flush_rows=job.output.flush_rows,
-            flush_seconds=job.output.flush_seconds,
+            auth=job.auth,
+            stream=job.stream,
+            timeout_s=job.limits.timeout_s,
         )
-        try:
-            async with sink:
-                # Recorded before the first request, so a run killed outright still leaves its job identity.
-                write_manifest(folder, _job_record(job), _run_record(run_id, started, job, runner, ended=False))
-                prompts = _limited(source.prompts(skip=done.final, duplicates=duplicates), options.limit)
-                budgeted: Sink = sink if budget is None else BudgetedSink(sink, budget, runner)
-                await runner.run(prompts, budgeted)
-            with anyio.CancelScope(shield=True):
-                await anyio.to_thread.run_sync(ledger.compact, folder, run_id)
-        finally:
-            write_manifest(folder, _job_record(job), _run_record(run_id, started, job, runner, ended=True))
-    return RunOutcome(run_id=run_id, stats=runner.stats, stopped_by=runner.stopped_by, output=folder, budget=budget)
+        limiter = _limiter(job)
+        async with GeminiClient(endpoint, key, connections=job.limits.concurrency) as client:
+            runner = _runner(job, client, limiter)
+            remaining = max(0, rows - len(done.final))
+            runner.stats.total_rows = remaining if options.limit is None else min(remaining, options.limit)
+            runner.stats.skipped_rows = len(done.final)
+            on_start(LiveRun(options.run_id, runner, limiter, budget))
+            prompts = _limited(source.prompts(skip=done.final, duplicates=duplicates), options.limit)
+            failed = await _drive(job, options.run_id, runner, prompts, layout_for(job, keep), budget)
+    return RunOutcome(
+        run_id=options.run_id,
+        stats=runner.stats,
+        stopped_by=runner.stopped_by,
+        output=folder,
+        budget=budget,
+        failed_fraction=failed,
+    )
 
 
-def record_exit_code(folder: Path, run_id: str, exit_code: int) -> None:
-    """Add a run's exit code, which only the CLI knows once the run is over, to its record in the manifest."""
-    manifest = read_manifest(folder) or {}
-    run = next((r for r in manifest.get("runs", []) if r.get("run_id") == run_id), None)
-    if run is not None:
-        write_manifest(folder, manifest.get("job", {}), {**run, "exit_code": exit_code})
+async def _drive(
+    job: Job, run_id: str, runner: Runner, prompts: AsyncIterator[Prompt], layout: Layout, budget: Budget | None
+) -> float:
+    """Run the prompts into the results folder, compact it and record the run; the folder's failed fraction."""
+    folder = job.output.path
+    started = time.time()
+    sink = ParquetSink(
+        folder,
+        layout,
+        run_id=run_id,
+        model=job.model,
+        flush_rows=job.output.flush_rows,
+        flush_seconds=job.output.flush_seconds,
+    )
+    try:
+        async with sink:
+            # Recorded before the first request, so a run killed outright still leaves its job identity.
+            write_manifest(folder, _job_record(job), _run_record(run_id, started, job, runner, ended=False))
+            budgeted: Sink = sink if budget is None else BudgetedSink(sink, budget, runner)
+            await runner.run(prompts, budgeted)
+        with anyio.CancelScope(shield=True):
+            await anyio.to_thread.run_sync(ledger.compact, folder, run_id)
+            failed = await anyio.to_thread.run_sync(ledger.failed_fraction, folder)
+    finally:
+        write_manifest(folder, _job_record(job), _run_record(run_id, started, job, runner, ended=True))
+    return failed
 
 
 def _limiter(job: Job) -> RateLimiter:
@@ -208,6 +226,7 @@ def _runner(job: Job, client: GeminiClient, limiter: RateLimiter) -> Runner:
             max_reasks=limits.max_reasks if json_mode else 0,
             reask_max_output_tokens=limits.reask_max_output_tokens,
             max_prompt_tokens=limits.max_prompt_tokens,
+            grace_s=limits.grace_s,
         ),
         count_tokens=client.count_tokens if limits.token_estimate == "count" else None,
     )
@@ -240,6 +259,7 @@ def _run_record(run_id: str, started: float, job: Job, runner: Runner, *, ended:
         "started_at": utc_iso(started),
         "ended_at": utc_iso(time.time()) if ended else None,
         "model": job.model,
+        "exit_code": None,  # set by the CLI once the run has ended; stays null for a run killed outright
         "rows": stats.done,
         "skipped_rows": stats.skipped_rows,
         "counts": {status.value: count for status, count in stats.counts.items()},

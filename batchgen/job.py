@@ -84,6 +84,8 @@ class LimitsSpec(_Section):
     max_prompt_tokens: PositiveInt | None = None
     max_failed_fraction: Annotated[float, Field(ge=0, le=1)] = 1.0
     max_cost_usd: PositiveFloat | None = None
+    # After Ctrl-C / SIGTERM (or a fatal error), rows in flight get this long to finish before they are cancelled.
+    grace_s: Annotated[float, Field(ge=0)] = 30.0
 
 
 class OutputSpec(_Section):

@@ -57,6 +57,16 @@ def done_ids(folder: Path, *, retry_failed: bool) -> Done:
     return Done(final=frozenset(ids.to_pylist()), rows=len(statuses))
 
 
+def failed_fraction(folder: Path) -> float:
+    """The fraction of ids whose latest row is `failed` (0 for an empty folder): how the job as a whole went."""
+    latest = _latest_rows(folder)
+    if latest is None:
+        return 0.0
+    _, statuses = latest
+    failed = pc.sum(pc.equal(statuses, Status.FAILED.value)).as_py() or 0
+    return int(failed) / len(statuses)
+
+
 def compact(folder: Path, run_id: str) -> int:
     """Drop superseded rows (an id's older rows) so the folder holds one row per id; returns rows dropped."""
     index = _index(folder)

@@ -102,9 +102,14 @@ class Runner:
     async def run(self, prompts: AsyncIterable[Prompt], sink: Sink) -> RunStats:
         """Process every prompt (until stopped); a fatal API error stops the run and is kept in `stopped_by`."""
         rows = aiter(prompts)
+        feeding = anyio.CancelScope()
         try:
-            if await self._probe(rows, sink):
-                await self._fan_out(rows, sink)
+            async with anyio.create_task_group() as group:
+                # Watches the probe too: a stop while the first request is out is bounded by the same grace.
+                group.start_soon(self._enforce_stop, feeding, group.cancel_scope)
+                if await self._probe(rows, sink):
+                    await self._fan_out(rows, sink, feeding)
+                group.cancel_scope.cancel()  # every row is done: dismiss the stop watcher
         except FatalApiError as exc:
             self.stop(exc)
         except BaseExceptionGroup as group:
@@ -120,6 +125,8 @@ class Runner:
         # rejects then costs a handful of requests instead of one failure per row.
         rejections: list[str] = []
         async for prompt in rows:
+            if self.stopping:
+                return False
             result, error = await self._process(prompt)
             await self._emit(result, sink)
             if prompt.problem is not None:
@@ -133,21 +140,15 @@ class Runner:
                 return True
             if len(rejections) >= self._policy.probe_rows:
                 raise JobRejected(f"the first {len(rejections)} requests were all rejected: {error}")
-            if self.stopping:
-                return False
         return False
 
-    async def _fan_out(self, rows: AsyncIterator[Prompt], sink: Sink) -> None:
+    async def _fan_out(self, rows: AsyncIterator[Prompt], sink: Sink, feeding: anyio.CancelScope) -> None:
         send, receive = anyio.create_memory_object_stream[Prompt](self._policy.concurrency)
-        feeding = anyio.CancelScope()
-        async with anyio.create_task_group() as outer:
-            outer.start_soon(self._enforce_stop, feeding, outer.cancel_scope)
-            async with anyio.create_task_group() as workers:
-                workers.start_soon(self._feed, rows, send, feeding)
-                async with receive:
-                    for _ in range(self._policy.concurrency):
-                        workers.start_soon(self._work, receive.clone(), sink)
-            outer.cancel_scope.cancel()  # every row is done: dismiss the stop watcher
+        async with anyio.create_task_group() as workers:
+            workers.start_soon(self._feed, rows, send, feeding)
+            async with receive:
+                for _ in range(self._policy.concurrency):
+                    workers.start_soon(self._work, receive.clone(), sink)
 
     async def _enforce_stop(self, feeding: anyio.CancelScope, everything: anyio.CancelScope) -> None:
         await self._stopping.wait()
@@ -171,7 +172,13 @@ class Runner:
             async for prompt in receive:
                 if self.stopping:
                     return
-                result, _ = await self._process(prompt)
+                try:
+                    result, _ = await self._process(prompt)
+                except FatalApiError as exc:
+                    # Stop rather than cancel: the other rows in flight may already be answered and billed,
+                    # so they get the grace period to finish and be written. This row is sent again next run.
+                    self.stop(exc)
+                    return
                 await self._emit(result, sink)
 
     async def _emit(self, result: Result, sink: Sink) -> None:

@@ -34,6 +34,3 @@ class RunStats:
         self.attempts += result.attempts
         self.responses += result.responses
         self.reasks += result.reasks
-
-    def failed_fraction(self) -> float:
-        return self.counts[Status.FAILED] / self.done if self.done else 0.0

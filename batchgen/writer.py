@@ -7,9 +7,11 @@ seconds, whichever comes first, which bounds what a crash can lose.
 
 from __future__ import annotations
 
+import fcntl
 import os
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -21,11 +23,13 @@ import orjson
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from batchgen.errors import OutputError
+from batchgen.errors import ConfigError, OutputError
 from batchgen.extras import EXTRA_FIELDS, extra_columns
 from batchgen.records import RESULT_COLUMNS, Result
 
 MANIFEST = "_manifest.json"
+# Hidden (readers skip names starting with "."), like the temporaries parts and the manifest are written to.
+LOCK = ".batchgen.lock"
 
 _TOKENS = pa.int64()
 _FIELDS: dict[str, pa.DataType] = {
@@ -202,6 +206,37 @@ def _fit(value: Any, kind: pa.DataType) -> Any:
     return value
 
 
+@contextmanager
+def claim_folder(folder: Path) -> Iterator[None]:
+    """Hold the results folder for one run: refuse a concurrent run, and clear what a killed run left behind.
+
+    The claim is an flock on a hidden file, which the kernel releases when its holder exits, even by SIGKILL:
+    there is never a stale lock to remove by hand. Only the holder may delete temporaries, since another
+    writer's would still be in use.
+    """
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        handle = (folder / LOCK).open("a+")
+    except OSError as exc:
+        raise OutputError(f"cannot create the results folder: {exc.strerror or exc}", path=str(folder)) from exc
+    with handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            handle.seek(0)
+            holder = handle.read().strip() or "unknown"
+            raise ConfigError(
+                f"{folder} is being written by another batchgen run (pid {holder}); wait for it to end or use "
+                "another --output"
+            ) from None
+        handle.truncate(0)
+        handle.write(str(os.getpid()))
+        handle.flush()
+        for stale in folder.glob(".*.tmp"):
+            stale.unlink(missing_ok=True)
+        yield
+
+
 def write_part_atomically(folder: Path, name: str, table: pa.Table) -> None:
     """Write `table` to `folder/name` so that the file appears whole or not at all."""
     temporary = folder / f".{name}.tmp"
@@ -239,14 +274,30 @@ def read_manifest(folder: Path) -> dict[str, Any] | None:
 
 
 def write_manifest(folder: Path, job: Mapping[str, Any], run: Mapping[str, Any]) -> None:
-    """Append `run` to the folder's manifest (created when absent), atomically."""
+    """Append `run` to the folder's manifest (created when absent), atomically; a run already there is replaced."""
     manifest = read_manifest(folder) or {"format": 1, "runs": []}
     manifest["job"] = dict(job)
     manifest["runs"] = [r for r in manifest.get("runs", []) if r.get("run_id") != run["run_id"]] + [dict(run)]
+    _save_manifest(folder, manifest)
+
+
+def record_exit_code(folder: Path, run_id: str, code: int) -> None:
+    """Set the exit code of run `run_id` in the folder's manifest (no-op when the run is not recorded)."""
+    manifest = read_manifest(folder)
+    runs = (manifest or {}).get("runs", [])
+    matching = [run for run in runs if isinstance(run, dict) and run.get("run_id") == run_id]
+    if manifest is None or not matching:
+        return
+    matching[0]["exit_code"] = code
+    _save_manifest(folder, manifest)
+
+
+def _save_manifest(folder: Path, manifest: Mapping[str, Any]) -> None:
     temporary = folder / f".{MANIFEST}.tmp"
     try:
         temporary.write_bytes(orjson.dumps(manifest, option=orjson.OPT_INDENT_2))
         _fsync(temporary)
         os.replace(temporary, folder / MANIFEST)
+        _fsync(folder)
     except OSError as exc:
         raise OutputError(f"cannot write the manifest: {exc.strerror or exc}", path=str(folder)) from exc

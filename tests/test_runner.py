@@ -308,3 +308,58 @@ async def test_stop_takes_no_new_rows_and_lets_in_flight_rows_finish() -> None:
     await runner.run(prompts(*[str(i) for i in range(50)]), sink)
     assert runner.stopping
     assert len(sink.results) == len(started) < 10
+
+
+@pytest.mark.anyio
+async def test_a_fatal_error_mid_run_lets_the_rows_in_flight_finish_and_be_written() -> None:
+    """A spent daily quota stops the run, but answers already on their way are paid for: they are written,
+    and no new row is sent."""
+    sent: list[str] = []
+    others_out = anyio.Event()
+    quota_spent = anyio.Event()
+
+    async def generate(body: bytes) -> Any:
+        text = prompt_text(body)
+        sent.append(text)
+        if text == "b":
+            await others_out.wait()
+            quota_spent.set()
+            raise QuotaExhausted("daily quota", quota_id="GenerateRequestsPerDayPerProjectPerModel")
+        if text in ("c", "d"):
+            if {"c", "d"} <= set(sent):
+                others_out.set()
+            await quota_spent.wait()
+            await anyio.sleep(0.01)  # their answers arrive after the quota error
+        return response('{"label": "x"}')
+
+    runner = make_runner(generate, concurrency=3)
+    sink = ListSink()
+    with anyio.fail_after(5):
+        await runner.run(prompts(*"abcdefgh"), sink)
+    assert isinstance(runner.stopped_by, QuotaExhausted)
+    assert sorted(sent) == ["a", "b", "c", "d"]
+    assert sorted(r.id for r in sink.results) == ["r0", "r2", "r3"]
+
+
+@pytest.mark.parametrize("stalled_from", [pytest.param(0, id="first-request"), pytest.param(1, id="fan-out")])
+@pytest.mark.anyio
+async def test_rows_in_flight_after_stop_are_cancelled_when_the_grace_period_ends(stalled_from: int) -> None:
+    """The grace period bounds a stop whether the first request is still out alone or many are; rows it cuts
+    off are not written (the next run sends them)."""
+    runner: Runner
+    sent: list[str] = []
+
+    async def generate(body: bytes) -> Any:
+        sent.append(prompt_text(body))
+        if len(sent) > stalled_from:
+            if len(sent) == stalled_from + 1:
+                runner.stop()
+            await anyio.sleep_forever()
+        return response('{"label": "x"}')
+
+    runner = make_runner(generate, concurrency=2, grace_s=0.05)
+    sink = ListSink()
+    with anyio.fail_after(5):
+        await runner.run(prompts(*"abcdef"), sink)
+    assert runner.stopping and runner.stopped_by is None
+    assert len(sink.results) == stalled_from

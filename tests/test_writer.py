@@ -11,9 +11,9 @@ import pyarrow as pa
 import pyarrow.dataset as ds
 import pytest
 
-from batchgen.errors import OutputError
+from batchgen.errors import ConfigError, OutputError
 from batchgen.records import RESULT_COLUMNS, Result, Status, Usage
-from batchgen.writer import Layout, ParquetSink, read_manifest, write_manifest
+from batchgen.writer import Layout, ParquetSink, claim_folder, read_manifest, record_exit_code, write_manifest
 
 KEEP = pa.schema([pa.field("stars", pa.int64()), pa.field("review", pa.string())])
 
@@ -100,3 +100,34 @@ def test_manifest_records_each_run_once(tmp_path: Path) -> None:
     assert manifest is not None
     assert [r["rows"] for r in manifest["runs"]] == [1, 3]
     assert orjson.loads((tmp_path / "_manifest.json").read_bytes())["job"] == job
+
+
+def test_exit_code_is_recorded_on_its_run_only(tmp_path: Path) -> None:
+    job = {"file": "j.toml", "model": "m", "fingerprint": "abc"}
+    write_manifest(tmp_path, job, {"run_id": "a", "exit_code": None})
+    write_manifest(tmp_path, job, {"run_id": "b", "exit_code": None})
+    record_exit_code(tmp_path, "b", 143)
+    record_exit_code(tmp_path, "unknown", 1)
+    record_exit_code(tmp_path / "absent", "b", 1)
+    manifest = read_manifest(tmp_path)
+    assert manifest is not None
+    assert [(r["run_id"], r["exit_code"]) for r in manifest["runs"]] == [("a", None), ("b", 143)]
+
+
+def test_a_claimed_folder_refuses_a_second_run_and_is_free_again_after(tmp_path: Path) -> None:
+    """The claim is an flock (released even when its holder is SIGKILLed); a second claim fails at once."""
+    folder = tmp_path / "new" / "out"
+    with claim_folder(folder):
+        assert folder.is_dir()
+        with pytest.raises(ConfigError, match=r"another batchgen run \(pid \d+\)"), claim_folder(folder):
+            pass
+    with claim_folder(folder):
+        pass
+
+
+def test_claiming_a_folder_clears_temporaries_a_killed_run_left(tmp_path: Path) -> None:
+    (tmp_path / ".part-r-00003.parquet.tmp").write_bytes(b"PAR1 half")
+    (tmp_path / "._manifest.json.tmp").write_bytes(b'{"format"')
+    (tmp_path / "part-r-00002.parquet").write_bytes(b"whole")
+    with claim_folder(tmp_path):
+        assert sorted(p.name for p in tmp_path.iterdir()) == [".batchgen.lock", "part-r-00002.parquet"]
