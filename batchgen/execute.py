@@ -22,7 +22,7 @@ from batchgen.client import Endpoint, GeminiClient
 from batchgen.errors import BatchgenError, ConfigError, InputError
 from batchgen.gemini import RequestTemplate
 from batchgen.job import Job
-from batchgen.limiter import Limits, RateLimiter
+from batchgen.limiter import LimiterSnapshot, Limits, RateLimiter
 from batchgen.outcome import judge
 from batchgen.prompts import PromptBuilder
 from batchgen.reader import BATCH_ROWS, InputSource
@@ -46,12 +46,14 @@ class RunOptions:
 
 @dataclass(frozen=True, slots=True)
 class RunOutcome:
-    """What a run did: its id, live stats at the end, and the error that stopped it early, if any."""
+    """What a run did: its id, live stats at the end, the error that stopped it early (if any), and the rate
+    limiter as the run left it."""
 
     run_id: str
     stats: RunStats
     stopped_by: BatchgenError | None
     output: Path
+    limiter: LimiterSnapshot
 
 
 def new_run_id(now: float | None = None) -> str:
@@ -123,8 +125,9 @@ async def execute(
         stream=job.stream,
         timeout_s=job.limits.timeout_s,
     )
+    limiter = RateLimiter(_limits_for(job))
     async with GeminiClient(endpoint, key, connections=job.limits.concurrency) as client:
-        runner = _runner(job, client)
+        runner = _runner(job, client, limiter)
         remaining = max(0, rows - len(done.final))
         runner.stats.total_rows = remaining if options.limit is None else min(remaining, options.limit)
         runner.stats.skipped_rows = len(done.final)
@@ -147,18 +150,24 @@ async def execute(
                 await anyio.to_thread.run_sync(ledger.compact, folder, run_id)
         finally:
             write_manifest(folder, _job_record(job), _run_record(run_id, started, job, runner, ended=True))
-    return RunOutcome(run_id=run_id, stats=runner.stats, stopped_by=runner.stopped_by, output=folder)
-
-
-def _runner(job: Job, client: GeminiClient) -> Runner:
-    limits = job.limits
-    limiter = RateLimiter(
-        Limits(
-            requests_per_minute=limits.requests_per_minute,
-            tokens_per_minute=limits.tokens_per_minute,
-            requests_per_day=limits.requests_per_day,
-        )
+    return RunOutcome(
+        run_id=run_id, stats=runner.stats, stopped_by=runner.stopped_by, output=folder, limiter=limiter.snapshot()
     )
+
+
+def _limits_for(job: Job) -> Limits:
+    """The limiter's settings for a job: its quotas, and the window its server counts them over."""
+    limits = job.limits
+    return Limits(
+        requests_per_minute=limits.requests_per_minute,
+        tokens_per_minute=limits.tokens_per_minute,
+        requests_per_day=limits.requests_per_day,
+        window_s=limits.quota_window_s,
+    )
+
+
+def _runner(job: Job, client: GeminiClient, limiter: RateLimiter) -> Runner:
+    limits = job.limits
     schema = job.schema_
     json_mode = job.json_mode
     return Runner(
