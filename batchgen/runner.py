@@ -16,7 +16,15 @@ from dataclasses import dataclass, field
 import anyio
 from anyio.abc import ObjectReceiveStream, ObjectSendStream
 
-from batchgen.errors import ApiError, BatchgenError, FatalApiError, JobRejected, RateLimited, RequestRejected
+from batchgen.errors import (
+    ApiError,
+    BatchgenError,
+    FatalApiError,
+    JobRejected,
+    QuotaExhausted,
+    RateLimited,
+    RequestRejected,
+)
 from batchgen.gemini import Reply, RequestTemplate, parse_response
 from batchgen.outcome import REASKABLE, Verdict
 from batchgen.records import Generate, Limiter, Prompt, Result, Sink, Status, Usage
@@ -168,7 +176,14 @@ class Runner:
             async for prompt in receive:
                 if self.stopping:
                     return
-                result, _ = await self._process(prompt)
+                try:
+                    result, _ = await self._process(prompt)
+                except QuotaExhausted as exc:
+                    # The day's quota is spent: take no more rows, but let the rows in flight finish, since
+                    # they were accepted (and are billed) before it ran out. This row was not; the next run
+                    # sends it.
+                    self.stop(exc)
+                    return
                 await self._emit(result, sink)
 
     async def _emit(self, result: Result, sink: Sink) -> None:
