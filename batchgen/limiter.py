@@ -18,7 +18,8 @@ Design, in the order a request meets it:
   from the first second, with no burst at start and no stampede when a minute's traffic ages out. It starts
   holding one unit (a request, or a token) and banks at most `burst` seconds of unused rate. A request
   larger than the bucket lets it fill to its own size while it waits at the head; one larger than a whole
-  minute's quota goes alone once the window is empty. Never stuck.
+  minute's quota goes alone once the window is empty. Never stuck. While a full window (or a cooldown)
+  holds the head, the bucket banks no more than the head needs, so a burst is not echoed a window later.
 * **Settling.** The caller reports the real `promptTokenCount`; the difference is returned to, or taken
   from, the TPM bucket (which may go into debt and hold the next admissions back) and the window.
 * **One shared cooldown on 429.** Every waiter, and every new caller, waits until it ends; a later 429 may
@@ -252,7 +253,13 @@ class _Meter:
             return now
         short = min(need, self.room) - self._level
         paced = now if short <= 0 else now + short / self._rate
-        return max(paced, self.window.ready_at(now, need, self.room))
+        return max(paced, self.held_until(now, need))
+
+    def held_until(self, now: float, need: float) -> float:
+        """When the window has room for `need`, whatever the bucket holds."""
+        if self.limit is None:
+            return now
+        return self.window.ready_at(now, need, self.room)
 
     def set_head(self, need: float) -> None:
         """Let the bucket fill up to what the first waiter needs, so an oversize request goes, alone."""
@@ -277,7 +284,7 @@ class _Meter:
         self._apply_limit()
 
     def pause(self, until: float) -> None:
-        """Bank no more than the first waiter needs until `until` (a cooldown), so it ends without a burst."""
+        """Bank no more than the first waiter needs until `until` (a cooldown, a full window): no burst after."""
         self._paused_until = max(self._paused_until, until)
 
     def describe(self) -> str:
@@ -492,6 +499,7 @@ class RateLimiter:
                 break
             when = self._ready_at(now, head.tokens)
             if when > now + _EPSILON:
+                self._hold(now, head.tokens)
                 # A recovery step may raise the rate before `when`; wake for it and recompute.
                 self._arm(min(when, self._requests.control.next_step_at, self._tokens.control.next_step_at))
                 return
@@ -500,6 +508,16 @@ class RateLimiter:
             head.future.set_result(None)
             self._head_changed()
         self._disarm()
+
+    def _hold(self, now: float, tokens: int) -> None:
+        # A full window, not pacing, holding the head: banking rate meanwhile would release at once, as the
+        # window frees, as many requests as left together a window ago, so a burst would echo every window.
+        # Arrivals at the server straddle its window's edge by the network's jitter, and an echoed burst
+        # larger than the headroom is refused.
+        for meter, need in ((self._requests, 1), (self._tokens, tokens)):
+            held = meter.held_until(now, need)
+            if held > now + _EPSILON:
+                meter.pause(held)
 
     def _admit(self, now: float, tokens: int) -> tuple[Entry, Entry]:
         self._admitted += 1
