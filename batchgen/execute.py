@@ -23,7 +23,7 @@ from batchgen.client import Endpoint, GeminiClient
 from batchgen.errors import BatchgenError, ConfigError, InputError
 from batchgen.gemini import RequestTemplate
 from batchgen.job import Job
-from batchgen.limiter import Limits, RateLimiter
+from batchgen.limiter import LimiterSnapshot, Limits, RateLimiter
 from batchgen.outcome import judge
 from batchgen.pricing import PriceTable
 from batchgen.prompts import PromptBuilder
@@ -58,6 +58,8 @@ class RunOutcome:
     budget: Budget | None = None
     # Failed rows over the whole results folder after this run (earlier runs included): what exit 1 judges.
     failed_fraction: float = 0.0
+    # The rate limiter as the run left it (nothing waiting, no permit held, once the run is over).
+    limiter: LimiterSnapshot | None = None
 
 
 def new_run_id(now: float | None = None) -> str:
@@ -169,6 +171,7 @@ async def execute(
         output=folder,
         budget=budget,
         failed_fraction=failed,
+        limiter=limiter.snapshot(),
     )
 
 
@@ -201,12 +204,14 @@ async def _drive(
 
 
 def _limiter(job: Job) -> RateLimiter:
+    """The limiter for a job: its quotas, and the window its server counts them over."""
     limits = job.limits
     return RateLimiter(
         Limits(
             requests_per_minute=limits.requests_per_minute,
             tokens_per_minute=limits.tokens_per_minute,
             requests_per_day=limits.requests_per_day,
+            window_s=limits.quota_window_s,
         )
     )
 

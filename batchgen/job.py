@@ -81,6 +81,9 @@ class LimitsSpec(_Section):
     tokens_per_minute: PositiveFloat | None = None
     requests_per_day: PositiveInt | None = None
     token_estimate: Literal["local", "count"] = "local"
+    # The window the server counts per-minute quotas over: Gemini's is a minute. Only for a server that
+    # scales them to a shorter one (the local server's --quota-window-s).
+    quota_window_s: Annotated[float, Field(gt=0, le=60)] = 60.0
     max_prompt_tokens: PositiveInt | None = None
     max_failed_fraction: Annotated[float, Field(ge=0, le=1)] = 1.0
     max_cost_usd: PositiveFloat | None = None

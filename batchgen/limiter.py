@@ -13,11 +13,13 @@ Design, in the order a request meets it:
   exactly as a sliding-window quota counts them. A request goes only if the window plus the request stays
   within the limit less `headroom`, so configured limits equal to the quota draw no 429s. Token counts are
   estimates until settled; the window keeps a reserve over the pending ones, learnt from past errors.
+  (`window_s` shortens the window, with the limit scaled to it, for a server that counts that way.)
 * **A pacing bucket per quota** (GCRA, continuous refill at limit / 60 s): requests leave evenly spaced
   from the first second, with no burst at start and no stampede when a minute's traffic ages out. It starts
   holding one unit (a request, or a token) and banks at most `burst` seconds of unused rate. A request
   larger than the bucket lets it fill to its own size while it waits at the head; one larger than a whole
-  minute's quota goes alone once the window is empty. Never stuck.
+  minute's quota goes alone once the window is empty. Never stuck. While a full window (or a cooldown)
+  holds the head, the bucket banks no more than the head needs, so a burst is not echoed a window later.
 * **Settling.** The caller reports the real `promptTokenCount`; the difference is returned to, or taken
   from, the TPM bucket (which may go into debt and hold the next admissions back) and the window.
 * **One shared cooldown on 429.** Every waiter, and every new caller, waits until it ends; a later 429 may
@@ -68,8 +70,9 @@ class Limits:
     requests_per_day: int | None = None
     headroom: float = 0.01
     """Fraction of each per-minute quota left unused: 1 % of a minute absorbs 0.6 s of skew or jitter."""
-    burst: float = 3.0
-    """Seconds of pacing a bucket may bank while demand is below the rate (at least one request)."""
+    burst: float | None = None
+    """Seconds of pacing a bucket may bank while demand is below the rate (at least one request); None is a
+    twentieth of the window, 3 s of a minute. Never more than the window."""
     decrease: float = 0.8
     """On a 429 the tripped quota's rate becomes this fraction of what was being admitted."""
     recovery_interval: float = 5.0
@@ -80,6 +83,11 @@ class Limits:
     """Fraction the first probe above the rate that last tripped adds; the n-th in a row adds n x that."""
     default_cooldown: float = 5.0
     """Shared pause after a 429 that says nothing about when to retry."""
+    window_s: float = WINDOW
+    """Seconds the server counts a per-minute quota over, holding limit x window_s / 60: a minute for Gemini.
+    Shorter only for a server that scales its quotas to a shorter window, like the local server's
+    `--quota-window-s`; the limiter's window guard must then be as short, or it would admit bursts that such
+    a window refuses."""
     shared_refusals: float = 0.05
     """A 429 naming no quota (the model's shared capacity) slows everyone only once such 429s reach this
     fraction of the last minute's admissions; below it each is absorbed by its own request's retry, since
@@ -92,7 +100,8 @@ class Limits:
                 raise ConfigError(f"must be positive, got {value!r}", key=name)
         checks = {
             "headroom": 0 <= self.headroom < 0.5,
-            "burst": 0 <= self.burst <= WINDOW,
+            "window_s": self.window_s > 0,
+            "burst": self.burst is None or 0 <= self.burst <= self.window_s,
             "decrease": 0 < self.decrease < 1,
             "recovery_interval": self.recovery_interval > 0,
             "probe_hold": self.probe_hold >= 0,
@@ -103,6 +112,11 @@ class Limits:
         for name, ok in checks.items():
             if not ok:
                 raise ConfigError(f"out of range: {getattr(self, name)!r}", key=name)
+
+    @property
+    def burst_s(self) -> float:
+        """The seconds of pacing a bucket may bank: `burst`, or a twentieth of the window."""
+        return self.window_s / 20 if self.burst is None else self.burst
 
 
 @dataclass(frozen=True, slots=True)
@@ -195,17 +209,19 @@ class _Meter:
     """One per-minute quota (requests or input tokens): a pacing bucket, a minute window, an adaptive limit.
 
     `limit` is the per-minute figure the meter honours now (None = unlimited) and `allowed` that less
-    headroom. The window guarantees no minute ever holds more than `allowed`. The bucket spreads admissions
-    evenly: it refills at `allowed / 60` per second and banks at most `burst` seconds of that (at least one
-    unit) while demand is below the rate, so a brief stall on the other quota can be caught up.
+    headroom; `room` is what the window may hold, `allowed` scaled to its length (`allowed` for a minute).
+    The window guarantees it never holds more than `room`. The bucket spreads admissions evenly: it refills
+    at `allowed / 60` per second and banks at most `burst` seconds of that (at least one unit) while demand
+    is below the rate, so a brief stall on the other quota can be caught up.
     """
 
     def __init__(self, name: str, ceiling: float | None, limits: Limits) -> None:
         self.name = name
         self._limits = limits
-        self.window = MinuteWindow()
+        self.window = MinuteWindow(limits.window_s)
         self.control = _Control(ceiling, limits)
         self.allowed = math.inf
+        self.room = math.inf
         self._rate = math.inf
         self._capacity = 1.0
         self._level = 1.0
@@ -232,12 +248,18 @@ class _Meter:
         self._fill(now)
 
     def ready_at(self, now: float, need: float) -> float:
-        """When a request needing `need` units may go (a need above `allowed` waits for an empty window)."""
+        """When a request needing `need` units may go (a need above `room` waits for an empty window)."""
         if self.limit is None:
             return now
-        short = min(need, self.allowed) - self._level
+        short = min(need, self.room) - self._level
         paced = now if short <= 0 else now + short / self._rate
-        return max(paced, self.window.ready_at(now, need, self.allowed))
+        return max(paced, self.held_until(now, need))
+
+    def held_until(self, now: float, need: float) -> float:
+        """When the window has room for `need`, whatever the bucket holds."""
+        if self.limit is None:
+            return now
+        return self.window.ready_at(now, need, self.room)
 
     def set_head(self, need: float) -> None:
         """Let the bucket fill up to what the first waiter needs, so an oversize request goes, alone."""
@@ -262,7 +284,7 @@ class _Meter:
         self._apply_limit()
 
     def pause(self, until: float) -> None:
-        """Bank no more than the first waiter needs until `until` (a cooldown), so it ends without a burst."""
+        """Bank no more than the first waiter needs until `until` (a cooldown, a full window): no burst after."""
         self._paused_until = max(self._paused_until, until)
 
     def describe(self) -> str:
@@ -272,19 +294,19 @@ class _Meter:
         configured = "" if ceiling is None else f"/{ceiling:g}"
         return (
             f"{self.name} {self.limit:.6g}{configured} level {self._level:.6g}/{self._cap:.6g} "
-            f"window {self.window.total:.6g}/{self.allowed:.6g}"
+            f"window {self.window.total:.6g}/{self.room:.6g}"
         )
 
     def _accepted_per_minute(self, now: float, *, named: bool) -> float:
-        total = self.window.total
+        total, length = self.window.total, self.window.length
         if self.limit is None and named:
             # Unlimited so far: the server's window held everything sent in the last minute when it said
             # no, so that count is the best estimate of the quota (the sending rate may have been far higher).
-            return total
+            return total * WINDOW / length
         # Already paced, or a 429 that names no quota (shared capacity, where the window says nothing about a
         # quota): cut from the rate being sent at, even when less than a minute has passed.
         assert self._started_at is not None
-        return total * WINDOW / min(WINDOW, max(1.0, now - self._started_at))
+        return total * WINDOW / min(length, max(1.0, now - self._started_at))
 
     def _apply_limit(self) -> None:
         limit = self.limit
@@ -293,18 +315,19 @@ class _Meter:
         if self.allowed == math.inf:
             self._level = 1.0  # starts holding one unit: one request, or one token, so no burst at start
         self.allowed = limit * (1 - self._limits.headroom)
+        self.room = self.allowed * self.window.length / WINDOW
         self._rate = self.allowed / WINDOW
-        self._capacity = max(1.0, self._rate * self._limits.burst)
+        self._capacity = max(1.0, self._rate * self._limits.burst_s)
         self._recap()
 
     def _recap(self) -> None:
-        self._cap = max(self._capacity, min(self._head_need, self.allowed))
+        self._cap = max(self._capacity, min(self._head_need, self.room))
         self._level = min(self._level, self._cap)
 
     def _fill(self, until: float) -> None:
         if self.limit is not None:
             paused_until = min(until, self._paused_until)
-            head_only = max(1.0, min(self._head_need, self.allowed))
+            head_only = max(1.0, min(self._head_need, self.room))
             self._refill(paused_until, min(self._cap, head_only))
             self._refill(until, self._cap)
         assert self._updated_at is not None
@@ -410,7 +433,7 @@ class RateLimiter:
             return True
         refusals = self._shared_refusals
         refusals.append(now)
-        while refusals and refusals[0] <= now - WINDOW:
+        while refusals and refusals[0] <= now - self.limits.window_s:
             refusals.popleft()
         admitted = max(1.0, self._requests.window.total)
         return len(refusals) >= 2 and len(refusals) / admitted >= self.limits.shared_refusals
@@ -434,8 +457,8 @@ class RateLimiter:
             rate_limited=self._rate_limited,
             admitted=self._admitted,
             tokens=self._tokens_admitted,
-            achieved_rpm=self._requests.window.total,
-            achieved_tpm=self._tokens.window.total,
+            achieved_rpm=self._requests.window.total * WINDOW / self.limits.window_s,
+            achieved_tpm=self._tokens.window.total * WINDOW / self.limits.window_s,
         )
 
     def __repr__(self) -> str:
@@ -476,6 +499,7 @@ class RateLimiter:
                 break
             when = self._ready_at(now, head.tokens)
             if when > now + _EPSILON:
+                self._hold(now, head.tokens)
                 # A recovery step may raise the rate before `when`; wake for it and recompute.
                 self._arm(min(when, self._requests.control.next_step_at, self._tokens.control.next_step_at))
                 return
@@ -484,6 +508,16 @@ class RateLimiter:
             head.future.set_result(None)
             self._head_changed()
         self._disarm()
+
+    def _hold(self, now: float, tokens: int) -> None:
+        # A full window, not pacing, holding the head: banking rate meanwhile would release at once, as the
+        # window frees, as many requests as left together a window ago, so a burst would echo every window.
+        # Arrivals at the server straddle its window's edge by the network's jitter, and an echoed burst
+        # larger than the headroom is refused.
+        for meter, need in ((self._requests, 1), (self._tokens, tokens)):
+            held = meter.held_until(now, need)
+            if held > now + _EPSILON:
+                meter.pause(held)
 
     def _admit(self, now: float, tokens: int) -> tuple[Entry, Entry]:
         self._admitted += 1

@@ -17,7 +17,14 @@ from dataclasses import dataclass, field
 import anyio
 from anyio.abc import ObjectReceiveStream, ObjectSendStream
 
-from batchgen.errors import ApiError, BatchgenError, FatalApiError, JobRejected, RateLimited, RequestRejected
+from batchgen.errors import (
+    ApiError,
+    BatchgenError,
+    FatalApiError,
+    JobRejected,
+    RateLimited,
+    RequestRejected,
+)
 from batchgen.gemini import Reply, RequestTemplate, parse_response
 from batchgen.outcome import REASKABLE, Verdict
 from batchgen.records import Generate, Limiter, Prompt, Result, Sink, Status, Usage

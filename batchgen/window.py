@@ -4,6 +4,10 @@ A per-minute quota such as Gemini's RPM or input TPM refuses a request when what
 60 seconds, plus the request, would exceed it. `MinuteWindow` keeps the same sum on the client side, so the
 limiter never sends what such a server would refuse and knows to the millisecond when room frees up. A
 server counting per calendar minute is less strict than this sliding window, so it is covered too.
+
+The window is a minute unless told otherwise: a server may count a per-minute quota over a shorter window
+holding rate x length / 60 (batchgen's local server does, with `--quota-window-s`, so tests and benchmarks
+can run at the quota for seconds instead of minutes), and the client's window must then be the same length.
 """
 
 from __future__ import annotations
@@ -38,7 +42,7 @@ class Entry:
 
 
 class MinuteWindow:
-    """Everything admitted during the last minute, entry by entry: the measure and the hard guard.
+    """Everything admitted during the last `length` seconds (a minute), entry by entry: measure and hard guard.
 
     Memory is one entry per request of the last minute. An entry made with a `tag` (the request's token
     estimate) stays pending until `settle` gives the real count. The server counts the real size at once,
@@ -47,7 +51,8 @@ class MinuteWindow:
     as the square root of the sum of squares).
     """
 
-    def __init__(self) -> None:
+    def __init__(self, length: float = WINDOW) -> None:
+        self.length = length
         self._log: deque[Entry] = deque()
         self._unsettled: dict[int, deque[Entry]] = {}
         self.total = 0.0
@@ -71,7 +76,7 @@ class MinuteWindow:
         return entry
 
     def expire(self, now: float) -> None:
-        while self._log and self._log[0].at + WINDOW + _MARGIN <= now:
+        while self._log and self._log[0].at + self.length + _MARGIN <= now:
             entry = self._log.popleft()
             self.total -= entry.amount
             if entry.pending:
@@ -90,8 +95,8 @@ class MinuteWindow:
         for entry in self._log:
             freed += entry.amount
             if freed >= excess * (1 - 1e-9):
-                return entry.at + WINDOW + _MARGIN
-        return self._log[-1].at + WINDOW + _MARGIN  # only an empty window has room: it goes alone
+                return entry.at + self.length + _MARGIN
+        return self._log[-1].at + self.length + _MARGIN  # only an empty window has room: it goes alone
 
     def settle(self, now: float, estimated: int, actual: int) -> None:
         """Correct the entry of a request whose real size is now known, and learn from the error."""

@@ -99,6 +99,27 @@ async def test_requests_leave_evenly_spaced() -> None:
     assert gaps == pytest.approx([0.5] * 9)
 
 
+@pytest.mark.parametrize(
+    ("limits", "size"),
+    [
+        pytest.param(Limits(requests_per_minute=600), 1, id="rpm"),
+        pytest.param(Limits(tokens_per_minute=60_000), 100, id="tpm"),
+    ],
+)
+async def test_a_burst_is_not_echoed_a_window_later(limits: Limits, size: int) -> None:
+    """A burst the bucket banked for goes out at once; when it ages out of the window, the requests held by
+    the full window leave evenly paced, not together. An echo would repeat every window, and a burst meeting
+    the server's window edge with more jitter than headroom is refused."""
+    limiter = RateLimiter(limits)
+    await limiter.acquire(size)
+    await asyncio.sleep(10)  # idle: the bucket banks `burst` seconds of rate (30 requests)
+    times = await admit_all(limiter, [size] * 1_000)
+    first_second = sum(1 for t in times if t < times[0] + 1)
+    assert first_second >= 30  # the banked burst went out together
+    later = sorted(t for t in times if t >= times[0] + 60)
+    assert min(b - a for a, b in zip(later, later[5:], strict=False)) >= 0.4  # never 6 within 0.4 s
+
+
 async def test_a_big_request_is_not_starved_by_small_ones() -> None:
     """Admission is FIFO: a large request queued first goes before small ones queued after it."""
     limiter = RateLimiter(Limits(tokens_per_minute=60_000, burst=0.0))

@@ -273,6 +273,30 @@ async def test_daily_quota_stops_the_run_and_keeps_finished_rows() -> None:
 
 
 @pytest.mark.anyio
+async def test_daily_quota_spent_lets_the_rows_in_flight_finish() -> None:
+    """Rows the server accepted before the day's quota ran out are written, not cancelled: they are paid for.
+    The row that met the spent quota is not written (the next run sends it) and no new row is started."""
+    accepted: list[str] = []
+    refused: list[str] = []
+
+    async def generate(body: bytes) -> Any:
+        text = prompt_text(body)
+        if len(accepted) >= 6:
+            refused.append(text)
+            raise QuotaExhausted("daily quota", quota_id="GenerateRequestsPerDayPerProjectPerModel")
+        accepted.append(text)
+        await anyio.sleep(0.05)  # still in flight when the next request meets the spent quota
+        return response('{"label": "x"}')
+
+    runner = make_runner(generate, concurrency=4)
+    sink = ListSink()
+    await runner.run(prompts(*[str(i) for i in range(40)]), sink)
+    assert isinstance(runner.stopped_by, QuotaExhausted)
+    assert sorted(str(r.keep["n"]) for r in sink.results) == sorted(accepted)
+    assert len(refused) <= 4  # each worker meets the spent quota at most once, then stops
+
+
+@pytest.mark.anyio
 async def test_concurrency_is_bounded() -> None:
     in_flight = 0
     peak = 0

@@ -153,6 +153,7 @@ class FakeGemini:
         if rejection is not None:
             self.ledger.quota_rejections[rejection.quota_id] += 1
             raise errors.quota_exceeded(rejection.quota_id, parsed.model, rejection.limit, rejection.retry_after)
+        self.ledger.admit(parsed.prompt_tokens)
 
     def _choose_fault(self, key: int, parsed: GenerateRequest, *, stream: bool) -> str | None:
         # Attempts are only counted when something depends on them, so a plain benchmark keeps no state.

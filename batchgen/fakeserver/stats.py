@@ -3,16 +3,45 @@
 Billing counts every 200 response that carried usageMetadata and was written out in full: for a stream, the
 final event's usage, once. Cut streams, dropped connections and bodies without usage bill nothing, so a
 client that adds up the usage of the responses it fully received should reach exactly these totals.
+
+Admissions are the generate requests the quotas let through (all of them when no quota is set), whatever
+happened next: what a quota counts. They are kept per second since the server started, with the first and
+last exact times, so a client's achieved rate can be measured where the quota measures it.
 """
 
 from __future__ import annotations
 
+import time
 from collections import Counter
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 from batchgen.fakeserver.tokens import USAGE_FIELDS, Usage
+
+
+@dataclass(frozen=True, slots=True)
+class Admissions:
+    """Generate requests admitted past the quotas: totals, first and last time, and a per-second timeline.
+
+    Times are seconds since the server started; `per_second[k]` is (requests, input tokens) admitted during
+    second k, for the seconds that admitted any.
+    """
+
+    requests: int = 0
+    tokens: int = 0
+    first_s: float | None = None
+    last_s: float | None = None
+    per_second: Mapping[int, tuple[int, int]] = field(default_factory=dict)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "requests": self.requests,
+            "tokens": self.tokens,
+            "first_s": self.first_s,
+            "last_s": self.last_s,
+            "per_second": {str(k): list(v) for k, v in sorted(self.per_second.items())},
+        }
 
 
 @dataclass(frozen=True, slots=True)
@@ -27,6 +56,7 @@ class Stats:
     disconnects: int = 0
     billed_responses: int = 0
     billed: Mapping[str, int] = field(default_factory=lambda: dict.fromkeys(USAGE_FIELDS, 0))
+    admissions: Admissions = field(default_factory=Admissions)
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -38,13 +68,16 @@ class Stats:
             "disconnects": self.disconnects,
             "billed_responses": self.billed_responses,
             "billed": dict(self.billed),
+            "admissions": self.admissions.to_json(),
         }
 
 
 class Ledger:
     """Live counters, updated by the routes; single-threaded like the event loop that owns them."""
 
-    def __init__(self) -> None:
+    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
+        self._clock = clock
+        self._origin = clock()
         self.requests = 0
         self.disconnects = 0
         self.billed_responses = 0
@@ -53,6 +86,11 @@ class Ledger:
         self.faults: Counter[str] = Counter()
         self.quota_rejections: Counter[str] = Counter()
         self._billed = dict.fromkeys(USAGE_FIELDS, 0)
+        self._admitted = 0
+        self._admitted_tokens = 0
+        self._first: float | None = None
+        self._last: float | None = None
+        self._per_second: dict[int, list[int]] = {}
 
     def __repr__(self) -> str:
         return f"<Ledger requests={self.requests} billed_responses={self.billed_responses}>"
@@ -68,6 +106,18 @@ class Ledger:
         billed["toolUsePromptTokenCount"] += usage.tool_use
         billed["totalTokenCount"] += usage.total
 
+    def admit(self, input_tokens: int) -> None:
+        """Record one generate request the quotas let through, now."""
+        at = self._clock() - self._origin
+        if self._first is None:
+            self._first = at
+        self._last = at
+        self._admitted += 1
+        self._admitted_tokens += input_tokens
+        second = self._per_second.setdefault(int(at), [0, 0])
+        second[0] += 1
+        second[1] += input_tokens
+
     def snapshot(self) -> Stats:
         return Stats(
             requests=self.requests,
@@ -78,4 +128,11 @@ class Ledger:
             disconnects=self.disconnects,
             billed_responses=self.billed_responses,
             billed=dict(self._billed),
+            admissions=Admissions(
+                requests=self._admitted,
+                tokens=self._admitted_tokens,
+                first_s=self._first,
+                last_s=self._last,
+                per_second={k: (v[0], v[1]) for k, v in self._per_second.items()},
+            ),
         )
