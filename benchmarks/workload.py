@@ -26,10 +26,41 @@ KEY_ENV = "BATCHGEN_BENCH_KEY"
 PROMPT = "Classify the sentiment of this product review and list the aspects it mentions: {review}"
 SYSTEM = "You are a careful annotator. Answer with JSON only."
 
-_WORDS = (
-    "battery screen delivery price quality support fast slow broken great terrible okay fine loves hates works "
-    "arrived late early box charger strap sound camera fits small large cheap pricey refund again never always"
-).split()
+_WORDS = [
+    "battery",
+    "screen",
+    "delivery",
+    "price",
+    "quality",
+    "support",
+    "fast",
+    "slow",
+    "broken",
+    "great",
+    "terrible",
+    "okay",
+    "fine",
+    "loves",
+    "hates",
+    "works",
+    "arrived",
+    "late",
+    "early",
+    "box",
+    "charger",
+    "strap",
+    "sound",
+    "camera",
+    "fits",
+    "small",
+    "large",
+    "cheap",
+    "pricey",
+    "refund",
+    "again",
+    "never",
+    "always",
+]
 NON_STR = orjson.OPT_NON_STR_KEYS
 _SEED = 20261125
 _PARQUET_GROUP = 65536
