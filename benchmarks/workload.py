@@ -26,41 +26,10 @@ KEY_ENV = "BATCHGEN_BENCH_KEY"
 PROMPT = "Classify the sentiment of this product review and list the aspects it mentions: {review}"
 SYSTEM = "You are a careful annotator. Answer with JSON only."
 
-_WORDS = [
-    "battery",
-    "screen",
-    "delivery",
-    "price",
-    "quality",
-    "support",
-    "fast",
-    "slow",
-    "broken",
-    "great",
-    "terrible",
-    "okay",
-    "fine",
-    "loves",
-    "hates",
-    "works",
-    "arrived",
-    "late",
-    "early",
-    "box",
-    "charger",
-    "strap",
-    "sound",
-    "camera",
-    "fits",
-    "small",
-    "large",
-    "cheap",
-    "pricey",
-    "refund",
-    "again",
-    "never",
-    "always",
-]
+_VOCABULARY = (
+    "battery screen delivery price quality support fast slow broken great terrible okay fine loves hates works "
+    "arrived late early box charger strap sound camera fits small large cheap pricey refund again never always"
+)
 NON_STR = orjson.OPT_NON_STR_KEYS
 _SEED = 20261125
 _PARQUET_GROUP = 65536
@@ -110,8 +79,9 @@ _generation_config = functools.cache(generation_config)
 def rows(count: int) -> Iterator[dict[str, Any]]:
     """`count` review rows: id, review (20-40 words), stars; the same rows for the same count."""
     rng = random.Random(_SEED)
+    words = _VOCABULARY.split()
     for index in range(count):
-        review = " ".join(rng.choice(_WORDS) for _ in range(rng.randint(20, 40)))
+        review = " ".join(rng.choice(words) for _ in range(rng.randint(20, 40)))
         yield {"id": f"r{index:07d}", "review": review, "stars": rng.randint(1, 5)}
 
 
