@@ -14,7 +14,6 @@ from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 
 import anyio
-from anyio.abc import ObjectReceiveStream, ObjectSendStream
 
 from batchgen.errors import ApiError, BatchgenError, FatalApiError, JobRejected, RateLimited, RequestRejected
 from batchgen.gemini import Reply, RequestTemplate, parse_response
@@ -135,41 +134,26 @@ class Runner:
         return False
 
     async def _fan_out(self, rows: AsyncIterator[Prompt], sink: Sink) -> None:
-        send, receive = anyio.create_memory_object_stream[Prompt](self._policy.concurrency)
-        feeding = anyio.CancelScope()
+        source = _Shared(rows)
         async with anyio.create_task_group() as outer:
-            outer.start_soon(self._enforce_stop, feeding, outer.cancel_scope)
+            outer.start_soon(self._enforce_stop, outer.cancel_scope)
             async with anyio.create_task_group() as workers:
-                workers.start_soon(self._feed, rows, send, feeding)
-                async with receive:
-                    for _ in range(self._policy.concurrency):
-                        workers.start_soon(self._work, receive.clone(), sink)
+                for _ in range(self._policy.concurrency):
+                    workers.start_soon(self._work, source, sink)
             outer.cancel_scope.cancel()  # every row is done: dismiss the stop watcher
 
-    async def _enforce_stop(self, feeding: anyio.CancelScope, everything: anyio.CancelScope) -> None:
+    async def _enforce_stop(self, everything: anyio.CancelScope) -> None:
         await self._stopping.wait()
-        feeding.cancel()
         await anyio.sleep(self._policy.grace_s)
         everything.cancel()  # rows still in flight are not written, so the next run sends them again
 
-    async def _feed(
-        self, rows: AsyncIterator[Prompt], send: ObjectSendStream[Prompt], scope: anyio.CancelScope
-    ) -> None:
-        with scope:
-            async with send:
-                async for prompt in rows:
-                    try:
-                        await send.send(prompt)
-                    except anyio.BrokenResourceError:
-                        return  # every worker is gone (a fatal error): the run is ending
-
-    async def _work(self, receive: ObjectReceiveStream[Prompt], sink: Sink) -> None:
-        async with receive:
-            async for prompt in receive:
-                if self.stopping:
-                    return
-                result, _ = await self._process(prompt)
-                await self._emit(result, sink)
+    async def _work(self, source: _Shared, sink: Sink) -> None:
+        while not self.stopping:
+            prompt = await source.next()
+            if prompt is None or self.stopping:
+                return  # a row taken after stop() was never sent: the next run sends it
+            result, _ = await self._process(prompt)
+            await self._emit(result, sink)
 
     async def _emit(self, result: Result, sink: Sink) -> None:
         await sink.write(result)
@@ -280,6 +264,24 @@ class Runner:
 
     def _latency(self, tally: _Tally) -> float | None:
         return None if tally.first_sent is None else (self._clock() - tally.first_sent) * 1000.0
+
+
+class _Shared:
+    """The prompt source the workers share: each takes the next row itself, one at a time, in input order.
+
+    Workers pull instead of being fed through a queue: a hand-off through a memory stream cost a feeder task
+    wake-up, an event and a checkpoint per row. The source (the reader) already buffers a bounded batch, so
+    nothing is lost; the lock only keeps two workers from advancing the async iterator at once.
+    """
+
+    def __init__(self, rows: AsyncIterator[Prompt]) -> None:
+        self._rows = rows
+        # fast_acquire: an uncontended lock is taken without yielding to the event loop.
+        self._lock = anyio.Lock(fast_acquire=True)
+
+    async def next(self) -> Prompt | None:
+        async with self._lock:
+            return await anext(self._rows, None)
 
 
 class _Exhausted(Exception):
