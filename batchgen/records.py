@@ -39,7 +39,6 @@ class Prompt:
     problem: str | None = None
 
 
-
 @dataclass(frozen=True, slots=True)
 class Usage:
     """Token counts from `usageMetadata`; None where the API never reported the field."""
