@@ -40,14 +40,22 @@ BODY = orjson.dumps(
 
 
 def application(latency_s: float) -> web.Application:
+    served = [0]
+
     async def generate(request: web.Request) -> web.Response:
         await request.read()
+        served[0] += 1
         if latency_s:
             await asyncio.sleep(latency_s)
         return web.Response(body=BODY, content_type="application/json")
 
+    async def stats(request: web.Request) -> web.Response:
+        # The one figure the benchmark reads from the local server's ledger, at the same path.
+        return web.json_response({"requests": served[0]})
+
     app = web.Application()
     app.router.add_post("/v1beta/models/{call}", generate)
+    app.router.add_get("/_fake/stats", stats)
     return app
 
 

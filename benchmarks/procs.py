@@ -100,10 +100,17 @@ class Server:
         return stats
 
 
+SERVERS = ("fake", "fixed")
+
+
 @contextmanager
-def server(latency_ms: float, *, cpus: set[int] | None = None) -> Iterator[Server]:
-    """`python -m batchgen.fakeserver --port 0 --latency-ms N` in its own process, for the block's duration."""
-    argv = [sys.executable, "-m", "batchgen.fakeserver", "--port", "0", "--latency-ms", str(latency_ms)]
+def server(latency_ms: float, *, kind: str = "fake", cpus: set[int] | None = None) -> Iterator[Server]:
+    """A server in its own process for the block's duration: `fake` is batchgen's local Gemini server
+    (`python -m batchgen.fakeserver --latency-ms N`), `fixed` the minimal one in benchmarks/fixed_server.py."""
+    if kind == "fake":
+        argv = [sys.executable, "-m", "batchgen.fakeserver", "--port", "0", "--latency-ms", str(latency_ms)]
+    else:
+        argv = [sys.executable, "-m", "benchmarks.fixed_server", "0", str(latency_ms)]
     # stderr goes to a file: an undrained pipe would fill up and stall the server mid-run.
     with tempfile.TemporaryFile() as errors:
         process = subprocess.Popen(

@@ -53,7 +53,10 @@ async def run(url: str, reviews: list[tuple[str, str]], concurrency: int) -> lis
 
 def main(argv: list[str]) -> None:
     url, input_path, concurrency, output = argv[0], Path(argv[1]), int(argv[2]), Path(argv[3])
-    results = run_loop(run(url, read_reviews(input_path), concurrency))
+    reviews = read_reviews(input_path)
+    if len(argv) > 4:
+        reviews = reviews[: int(argv[4])]
+    results = run_loop(run(url, reviews, concurrency))
     for result in results:
         result["finish_reason"] = str(result["finish_reason"]) if result["finish_reason"] else None
     pq.write_table(pa.Table.from_pylist(results), output, compression="zstd")
