@@ -41,6 +41,9 @@ class Usage:
 
 def child_env() -> dict[str, str]:
     env = dict(os.environ)
+    # Byte-code caching as on a normal install: a sandbox that turns it off would make every child compile
+    # its sources at start-up, which is not what a user's run pays.
+    env.pop("PYTHONDONTWRITEBYTECODE", None)
     env["PYTHONPATH"] = os.pathsep.join([str(ROOT), *filter(None, [env.get("PYTHONPATH")])])
     return env
 
