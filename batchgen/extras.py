@@ -49,6 +49,9 @@ EXTRA_FIELDS = pa.schema(
 
 def extra_columns(extras: Sequence[Mapping[str, Any]]) -> list[pa.Array]:
     """One array per EXTRA_FIELDS column from each result's raw candidate extras ({} for none)."""
+    if not any(extras):
+        # The usual part: no grounding, calls, citations or ratings anywhere, so no row needs converting.
+        return [pa.nulls(len(extras), f.type) for f in EXTRA_FIELDS]
     rows = [_row(e) for e in extras]
     return [pa.array([row[f.name] for row in rows], type=f.type) for f in EXTRA_FIELDS]
 

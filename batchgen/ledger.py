@@ -7,7 +7,6 @@ a crash at any point leaves every row readable and the next compaction finishes 
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -16,6 +15,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from batchgen.errors import ConfigError, OutputError
+from batchgen.idhash import IdHashes
 from batchgen.records import Status
 from batchgen.writer import read_manifest, write_part_atomically
 
@@ -69,18 +69,16 @@ def failed_fraction(folder: Path) -> float:
 
 def compact(folder: Path, run_id: str) -> int:
     """Drop superseded rows (an id's older rows) so the folder holds one row per id; returns rows dropped."""
-    index = _index(folder)
-    if index is None:
-        return 0
-    keep = _newest_per_id(index)
+    parts = part_files(folder)
+    superseded = _superseded(parts)
     dropped = 0
-    for sequence, part in enumerate(part_files(folder)):
-        mask = keep.filter(pc.equal(index.column("part"), str(part)))
-        if pc.all(mask).as_py():
+    for sequence, part in enumerate(parts):
+        positions = superseded.get(sequence)
+        if not positions:
             continue
         table = _read(part)
-        survivors = table.filter(mask)
-        dropped += table.num_rows - survivors.num_rows
+        survivors = table.filter(_without(table.num_rows, positions))
+        dropped += len(positions)
         if survivors.num_rows:
             write_part_atomically(folder, f"part-{run_id}-c{sequence:05d}.parquet", survivors)
         part.unlink()
@@ -88,30 +86,65 @@ def compact(folder: Path, run_id: str) -> int:
 
 
 def _latest_rows(folder: Path) -> tuple[pa.Array, pa.Array] | None:
-    index = _index(folder)
-    if index is None:
+    parts = part_files(folder)
+    if not parts:
         return None
-    newest = index.filter(_newest_per_id(index))
-    return newest.column("id").combine_chunks(), newest.column("status").combine_chunks()
+    superseded = _superseded(parts)
+    ids: list[pa.ChunkedArray] = []
+    statuses: list[pa.ChunkedArray] = []
+    for sequence, part in enumerate(parts):
+        table = _read(part, columns=["id", "status"])
+        positions = superseded.get(sequence)
+        if positions:
+            table = table.filter(_without(table.num_rows, positions))
+        ids.extend(table.column("id").chunks)
+        statuses.extend(table.column("status").chunks)
+    return pa.chunked_array(ids, pa.string()).combine_chunks(), pa.chunked_array(statuses, pa.string()).combine_chunks()
 
 
-def _index(folder: Path) -> pa.Table | None:
-    """id, status, finished_at, part and row position of every stored row; None when the folder is empty."""
-    tables = list(_part_indexes(folder))
-    return pa.concat_tables(tables) if tables else None
+def _superseded(parts: list[Path]) -> dict[int, list[int]]:
+    """Rows that are not their id's newest, as {part sequence number: row positions}.
+
+    Memory stays near 24 bytes per stored row, not a table of every id (`IdHashes`): when no id hash repeats
+    (a run into a fresh folder) no id does and that is all. Otherwise a second pass reads the ids behind
+    repeated hashes, and only those rows are ranked.
+    """
+    hashes = IdHashes()
+    for part in parts:
+        hashes.add(_read(part, columns=["id"]).column("id").to_pylist())
+    repeated = hashes.repeated()
+    if not repeated:
+        return {}
+    index = pa.concat_tables(_candidates(part, sequence, repeated) for sequence, part in enumerate(parts))
+    lost = index.filter(pc.invert(_newest_per_id(index)))
+    superseded: dict[int, list[int]] = {}
+    for sequence, position in zip(lost.column("part").to_pylist(), lost.column("position").to_pylist(), strict=True):
+        superseded.setdefault(sequence, []).append(position)
+    return superseded
 
 
-def _part_indexes(folder: Path) -> Iterator[pa.Table]:
-    for part in part_files(folder):
-        table = _read(part, columns=["id", "status", "finished_at"])
-        rows = table.num_rows
-        yield table.append_column("part", pa.array([str(part)] * rows, pa.string())).append_column(
-            "position", pa.array(range(rows), pa.int64())
-        )
+def _candidates(part: Path, sequence: int, repeated: frozenset[int]) -> pa.Table:
+    """id, finished_at, part and position of the rows of `part` whose id hash is in `repeated`."""
+    table = _read(part, columns=["id", "finished_at"])
+    positions = [p for p, value in enumerate(table.column("id").to_pylist()) if hash(value) in repeated]
+    rows = len(positions)
+    return (
+        table.take(pa.array(positions, pa.int64()))
+        .append_column("part", pa.array([sequence] * rows, pa.int32()))
+        .append_column("position", pa.array(positions, pa.int64()))
+    )
+
+
+def _without(rows: int, positions: list[int]) -> pa.Array:
+    keep = [True] * rows
+    for position in positions:
+        keep[position] = False
+    return pa.array(keep, pa.bool_())
 
 
 def _newest_per_id(index: pa.Table) -> pa.Array:
     """A boolean mask over `index`: true for each id's newest row (latest finished_at, then latest part)."""
+    # `part` is the part's sequence number in name order, so descending means the later part.
     order = pc.sort_indices(
         index, sort_keys=[("id", "ascending"), ("finished_at", "descending"), ("part", "descending")]
     )

@@ -6,7 +6,7 @@ that cannot become a prompt still yields a `Prompt` (with `problem` set), so it 
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable, Collection, Iterator
+from collections.abc import AsyncIterator, Collection, Iterator
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -14,14 +14,16 @@ from typing import Any
 import anyio
 import orjson
 import pyarrow as pa
-import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from batchgen.errors import ConfigError, InputError
+from batchgen.idhash import IdHashes
 from batchgen.prompts import PromptBuilder, unusable
 from batchgen.records import Prompt
 
 BATCH_ROWS = 1024
+# The id check reads ids in chunks of this many rows.
+SCAN_ROWS = 65536
 # Keep-column types of JSONL input are inferred from this many leading rows.
 TYPE_SAMPLE_ROWS = 1000
 
@@ -92,19 +94,30 @@ class InputSource:
                 yield batch
 
     def _scan_ids(self) -> IdScan:
-        chunks: list[pa.Array] = []
+        # Ids are hashed as they are read (`IdHashes`, 8 bytes a row), so a million-row input is checked
+        # without a million strings in memory; the input is read a second time only if some id repeats.
         rows = 0
-        for file in self.files:
-            ids = _jsonl_ids(file, self.builder.id_field) if self.kind == "jsonl" else None
-            if ids is None:
-                ids = _parquet_ids(file, self.builder.id_field)
+        hashes = IdHashes()
+        for ids in self._id_chunks():
             rows += len(ids)
-            chunks.append(ids)
-        if self.builder.id_field is None or not chunks:
+            hashes.add(value for value in ids if value is not None)
+        repeated = hashes.repeated()
+        if not repeated:
             return IdScan(rows=rows, duplicates={})
-        counts = pc.value_counts(pa.chunked_array(chunks, type=pa.string()).drop_null())
-        repeated = counts.filter(pc.greater(counts.field("counts"), 1))
-        return IdScan(rows=rows, duplicates={str(v["values"]): int(v["counts"]) for v in repeated.to_pylist()})
+        counts: dict[str, int] = {}
+        for ids in self._id_chunks():
+            for value in ids:
+                if value is not None and hash(value) in repeated:
+                    counts[value] = counts.get(value, 0) + 1
+        return IdScan(rows=rows, duplicates={value: count for value, count in counts.items() if count > 1})
+
+    def _id_chunks(self) -> Iterator[list[str | None]]:
+        """Every row's id as text (None when unreadable or not configured), in bounded chunks."""
+        for file in self.files:
+            if self.kind == "jsonl":
+                yield from _jsonl_id_chunks(file, self.builder.id_field)
+            else:
+                yield from _parquet_id_chunks(file, self.builder.id_field)
 
     def _keep_schema(self) -> pa.Schema:
         names = list(self.builder.keep_columns)
@@ -175,25 +188,29 @@ def _parquet_batches(file: Path, batch_rows: int, columns: list[str] | None) -> 
         raise InputError(f"not a readable Parquet file (truncated or corrupt?): {exc}", file=str(file)) from exc
 
 
-def _jsonl_ids(file: Path, id_field: str | None) -> pa.Array:
-    get: Callable[[Any], Any] = (
-        (lambda row: row.get(id_field) if isinstance(row, dict) else None) if id_field else (lambda row: None)
-    )
-    ids = [_id_text(get(row)) for _, row, _ in _jsonl_rows(file)]
-    return pa.array(ids, type=pa.string())
+def _jsonl_id_chunks(file: Path, id_field: str | None) -> Iterator[list[str | None]]:
+    chunk: list[str | None] = []
+    for _, row, _ in _jsonl_rows(file):
+        chunk.append(_id_text(row.get(id_field)) if id_field and isinstance(row, dict) else None)
+        if len(chunk) >= SCAN_ROWS:
+            yield chunk
+            chunk = []
+    if chunk:
+        yield chunk
 
 
-def _parquet_ids(file: Path, id_field: str | None) -> pa.Array:
-    if id_field is None:
-        return pa.nulls(_parquet_row_count(file), type=pa.string())
+def _parquet_id_chunks(file: Path, id_field: str | None) -> Iterator[list[str | None]]:
     try:
         schema = pq.read_schema(file)
     except (OSError, pa.ArrowException) as exc:
         raise InputError(f"not a readable Parquet file (truncated or corrupt?): {exc}", file=str(file)) from exc
-    if id_field not in schema.names:
-        return pa.nulls(_parquet_row_count(file), type=pa.string())
-    chunks = [b.column(0).cast(pa.string()) for b in _parquet_batches(file, 65536, columns=[id_field])]
-    return pa.concat_arrays(chunks) if chunks else pa.array([], type=pa.string())
+    if id_field is None or id_field not in schema.names:
+        rows = _parquet_row_count(file)
+        for start in range(0, rows, SCAN_ROWS):
+            yield [None] * min(SCAN_ROWS, rows - start)
+        return
+    for batch in _parquet_batches(file, SCAN_ROWS, columns=[id_field]):
+        yield batch.column(0).cast(pa.string()).to_pylist()
 
 
 def _parquet_row_count(file: Path) -> int:

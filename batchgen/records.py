@@ -39,9 +39,6 @@ class Prompt:
     problem: str | None = None
 
 
-_USAGE_FIELDS = ("prompt", "candidates", "thoughts", "cached", "tool_use", "total")
-
-
 @dataclass(frozen=True, slots=True)
 class Usage:
     """Token counts from `usageMetadata`; None where the API never reported the field."""
@@ -55,15 +52,31 @@ class Usage:
 
     def __add__(self, other: Usage) -> Usage:
         # A row is billed for every response it received, so usage adds up across attempts and re-asks;
-        # None + None stays None so "never reported" is not confused with 0.
-        def add(a: int | None, b: int | None) -> int | None:
-            return b if a is None else a if b is None else a + b
-
-        return Usage(*(add(getattr(self, f), getattr(other, f)) for f in _USAGE_FIELDS))
+        # None + None stays None so "never reported" is not confused with 0. Spelled out field by field: this
+        # runs twice per row (the row's tally and the run's), and a generator over getattr cost 3 us a call.
+        return Usage(
+            _plus(self.prompt, other.prompt),
+            _plus(self.candidates, other.candidates),
+            _plus(self.thoughts, other.thoughts),
+            _plus(self.cached, other.cached),
+            _plus(self.tool_use, other.tool_use),
+            _plus(self.total, other.total),
+        )
 
     def totals(self) -> dict[str, int]:
         """Every count by field name, 0 where never reported (for manifests and logs)."""
-        return {name: getattr(self, name) or 0 for name in _USAGE_FIELDS}
+        return {
+            "prompt": self.prompt or 0,
+            "candidates": self.candidates or 0,
+            "thoughts": self.thoughts or 0,
+            "cached": self.cached or 0,
+            "tool_use": self.tool_use or 0,
+            "total": self.total or 0,
+        }
+
+
+def _plus(a: int | None, b: int | None) -> int | None:
+    return b if a is None else a if b is None else a + b
 
 
 @dataclass(slots=True)

@@ -15,7 +15,6 @@ from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 
 import anyio
-from anyio.abc import ObjectReceiveStream, ObjectSendStream
 
 from batchgen.errors import (
     ApiError,
@@ -109,13 +108,12 @@ class Runner:
     async def run(self, prompts: AsyncIterable[Prompt], sink: Sink) -> RunStats:
         """Process every prompt (until stopped); a fatal API error stops the run and is kept in `stopped_by`."""
         rows = aiter(prompts)
-        feeding = anyio.CancelScope()
         try:
             async with anyio.create_task_group() as group:
                 # Watches the probe too: a stop while the first request is out is bounded by the same grace.
-                group.start_soon(self._enforce_stop, feeding, group.cancel_scope)
+                group.start_soon(self._enforce_stop, group.cancel_scope)
                 if await self._probe(rows, sink):
-                    await self._fan_out(rows, sink, feeding)
+                    await self._fan_out(rows, sink)
                 group.cancel_scope.cancel()  # every row is done: dismiss the stop watcher
         except FatalApiError as exc:
             self.stop(exc)
@@ -149,44 +147,30 @@ class Runner:
                 raise JobRejected(f"the first {len(rejections)} requests were all rejected: {error}")
         return False
 
-    async def _fan_out(self, rows: AsyncIterator[Prompt], sink: Sink, feeding: anyio.CancelScope) -> None:
-        send, receive = anyio.create_memory_object_stream[Prompt](self._policy.concurrency)
+    async def _fan_out(self, rows: AsyncIterator[Prompt], sink: Sink) -> None:
+        source = _Shared(rows)
         async with anyio.create_task_group() as workers:
-            workers.start_soon(self._feed, rows, send, feeding)
-            async with receive:
-                for _ in range(self._policy.concurrency):
-                    workers.start_soon(self._work, receive.clone(), sink)
+            for _ in range(self._policy.concurrency):
+                workers.start_soon(self._work, source, sink)
 
-    async def _enforce_stop(self, feeding: anyio.CancelScope, everything: anyio.CancelScope) -> None:
+    async def _enforce_stop(self, everything: anyio.CancelScope) -> None:
         await self._stopping.wait()
-        feeding.cancel()
         await anyio.sleep(self._policy.grace_s)
         everything.cancel()  # rows still in flight are not written, so the next run sends them again
 
-    async def _feed(
-        self, rows: AsyncIterator[Prompt], send: ObjectSendStream[Prompt], scope: anyio.CancelScope
-    ) -> None:
-        with scope:
-            async with send:
-                async for prompt in rows:
-                    try:
-                        await send.send(prompt)
-                    except anyio.BrokenResourceError:
-                        return  # every worker is gone (a fatal error): the run is ending
-
-    async def _work(self, receive: ObjectReceiveStream[Prompt], sink: Sink) -> None:
-        async with receive:
-            async for prompt in receive:
-                if self.stopping:
-                    return
-                try:
-                    result, _ = await self._process(prompt)
-                except FatalApiError as exc:
-                    # Stop rather than cancel: the other rows in flight may already be answered and billed,
-                    # so they get the grace period to finish and be written. This row is sent again next run.
-                    self.stop(exc)
-                    return
-                await self._emit(result, sink)
+    async def _work(self, source: _Shared, sink: Sink) -> None:
+        while not self.stopping:
+            prompt = await source.next()
+            if prompt is None or self.stopping:
+                return  # a row taken after stop() was never sent: the next run sends it
+            try:
+                result, _ = await self._process(prompt)
+            except FatalApiError as exc:
+                # Stop rather than cancel: the other rows in flight may already be answered and billed,
+                # so they get the grace period to finish and be written. This row is sent again next run.
+                self.stop(exc)
+                return
+            await self._emit(result, sink)
 
     async def _emit(self, result: Result, sink: Sink) -> None:
         await sink.write(result)
@@ -299,6 +283,24 @@ class Runner:
 
     def _latency(self, tally: _Tally) -> float | None:
         return None if tally.first_sent is None else (self._clock() - tally.first_sent) * 1000.0
+
+
+class _Shared:
+    """The prompt source the workers share: each takes the next row itself, one at a time, in input order.
+
+    Workers pull instead of being fed through a queue: a hand-off through a memory stream cost a feeder task
+    wake-up, an event and a checkpoint per row. The source (the reader) already buffers a bounded batch, so
+    nothing is lost; the lock only keeps two workers from advancing the async iterator at once.
+    """
+
+    def __init__(self, rows: AsyncIterator[Prompt]) -> None:
+        self._rows = rows
+        # fast_acquire: an uncontended lock is taken without yielding to the event loop.
+        self._lock = anyio.Lock(fast_acquire=True)
+
+    async def next(self) -> Prompt | None:
+        async with self._lock:
+            return await anext(self._rows, None)
 
 
 class _Exhausted(Exception):
