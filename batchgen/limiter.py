@@ -9,11 +9,15 @@ Design, in the order a request meets it:
 * **FIFO admission.** Callers queue in arrival order and only the head may be admitted, so a large request
   is never starved by a stream of small ones. One timer is armed for the moment the head becomes
   admissible; `settle`, a cancellation and a 429 re-arm it. Nothing polls.
-* **A minute window per quota** (`batchgen.window`): every admission of the last 60 s, request by request,
-  exactly as a sliding-window quota counts them. A request goes only if the window plus the request stays
-  within the limit less `headroom`, so configured limits equal to the quota draw no 429s. Token counts are
-  estimates until settled; the window keeps a reserve over the pending ones, learnt from past errors.
-  (`window_s` shortens the window, with the limit scaled to it, for a server that counts that way.)
+* **A minute window per quota** (`batchgen.window`): every admission of the last minute, request by
+  request, as a sliding-window quota counts them. A request goes only if it fits within the limit less
+  `headroom`, so configured limits equal to the quota draw no 429s. For requests the headroom is kept in
+  time: an admission stays in the window `headroom` longer than the server keeps it (60.6 s for 1 %) and
+  the window may hold the whole quota, so a small quota is used whole (5 RPM is 5 requests every 60.6 s,
+  where 1 % off the count would leave 4 a minute). For tokens it is kept in count, where it also covers
+  estimates: token counts are estimates until settled, and the window keeps a reserve over the pending
+  ones, learnt from past errors. (`window_s` shortens the window, the limit scaled to it, for a server that
+  counts that way.)
 * **A pacing bucket per quota** (GCRA, continuous refill at limit / 60 s): requests leave evenly spaced
   from the first second, with no burst at start and no stampede when a minute's traffic ages out. It starts
   holding one unit (a request, or a token) and banks at most `burst` seconds of unused rate. A request
@@ -209,16 +213,19 @@ class _Meter:
     """One per-minute quota (requests or input tokens): a pacing bucket, a minute window, an adaptive limit.
 
     `limit` is the per-minute figure the meter honours now (None = unlimited) and `allowed` that less
-    headroom; `room` is what the window may hold, `allowed` scaled to its length (`allowed` for a minute).
-    The window guarantees it never holds more than `room`. The bucket spreads admissions evenly: it refills
-    at `allowed / 60` per second and banks at most `burst` seconds of that (at least one unit) while demand
-    is below the rate, so a brief stall on the other quota can be caught up.
+    headroom; `room` is what the window may hold, `allowed` scaled to the window's length, which it never
+    exceeds. Headroom `in_time` makes the window `headroom` longer than the server's, so `room` is the whole
+    limit over the server's window: whole units are not rounded away, and arrivals up to that much later than
+    their admission still find room. Otherwise the window is the server's and `room` is `allowed` over it.
+    The bucket spreads admissions evenly: it refills at `allowed / 60` per second and banks at most `burst`
+    seconds of that (at least one unit) while demand is below the rate, so a brief stall on the other quota
+    can be caught up.
     """
 
-    def __init__(self, name: str, ceiling: float | None, limits: Limits) -> None:
+    def __init__(self, name: str, ceiling: float | None, limits: Limits, *, in_time: bool) -> None:
         self.name = name
         self._limits = limits
-        self.window = MinuteWindow(limits.window_s)
+        self.window = MinuteWindow(limits.window_s / (1 - limits.headroom) if in_time else limits.window_s)
         self.control = _Control(ceiling, limits)
         self.allowed = math.inf
         self.room = math.inf
@@ -302,7 +309,7 @@ class _Meter:
         if self.limit is None and named:
             # Unlimited so far: the server's window held everything sent in the last minute when it said
             # no, so that count is the best estimate of the quota (the sending rate may have been far higher).
-            return total * WINDOW / length
+            return total * WINDOW / self._limits.window_s
         # Already paced, or a 429 that names no quota (shared capacity, where the window says nothing about a
         # quota): cut from the rate being sent at, even when less than a minute has passed.
         assert self._started_at is not None
@@ -360,8 +367,10 @@ class RateLimiter:
     def __init__(self, limits: Limits, clock: Clock | None = None) -> None:
         self.limits = limits
         self._clock: Clock = LoopClock() if clock is None else clock
-        self._requests = _Meter("RPM", limits.requests_per_minute, limits)
-        self._tokens = _Meter("TPM", limits.tokens_per_minute, limits)
+        # Requests are counted exactly, in whole units: their headroom is time. Tokens are estimated: theirs
+        # is count, part of the margin over estimate errors.
+        self._requests = _Meter("RPM", limits.requests_per_minute, limits, in_time=True)
+        self._tokens = _Meter("TPM", limits.tokens_per_minute, limits, in_time=False)
         self._waiters: deque[_Waiter] = deque()
         self._timer: Timer | None = None
         self._timer_at = math.inf
@@ -457,8 +466,8 @@ class RateLimiter:
             rate_limited=self._rate_limited,
             admitted=self._admitted,
             tokens=self._tokens_admitted,
-            achieved_rpm=self._requests.window.total * WINDOW / self.limits.window_s,
-            achieved_tpm=self._tokens.window.total * WINDOW / self.limits.window_s,
+            achieved_rpm=self._requests.window.total * WINDOW / self._requests.window.length,
+            achieved_tpm=self._tokens.window.total * WINDOW / self._tokens.window.length,
         )
 
     def __repr__(self) -> str:
