@@ -172,9 +172,15 @@ class _Control:
         """Multiplies `probe_hold`: doubled each time a 429 confirms the last peak, so probing gets rarer."""
         self._hold_until: float | None = None
         self._probes = 0
+        self._counted = False
+        """The peak is a count of what an unlimited window held, refused requests included."""
 
-    def congested(self, accepted: float, quiet_until: float, resume_at: float) -> None:
-        """A 429 while the server accepted `accepted` per minute: cut, and recover from `resume_at`."""
+    def congested(self, accepted: float, quiet_until: float, resume_at: float, *, counted: bool) -> None:
+        """A 429 while the server accepted `accepted` per minute: cut, and recover from `resume_at`.
+
+        `counted`: `accepted` is what the window held when the quota was unknown, not a paced rate.
+        """
+        self._counted = counted
         base = max(1.0, accepted if self.limit is None else min(self.limit, accepted))
         repeated = self.peak is not None and abs(base / self.peak - 1) <= _SAME_PEAK
         self._holds = min(2 * self._holds, _MAX_HOLDS) if repeated else 1
@@ -184,6 +190,13 @@ class _Control:
         self._probes = 0
         self.quiet_until = quiet_until
         self.next_step_at = resume_at
+
+    def refused(self, amount: float) -> None:
+        """A 429 of the event: if the peak was counted off the window, the refused request is in it, though
+        the server did not accept it: take it out."""
+        if self._counted and self.peak is not None:
+            self.peak = max(1.0, self.peak - amount)
+            self.limit = self.peak * self._limits.decrease
 
     def postpone(self, resume_at: float) -> None:
         if self.next_step_at < math.inf:
@@ -287,7 +300,13 @@ class _Meter:
         self.window.cancel(entry)
 
     def slow_down(self, now: float, quiet_until: float, resume_at: float, *, named: bool) -> None:
-        self.control.congested(self._accepted_per_minute(now, named=named), quiet_until, resume_at)
+        counted = named and self.limit is None
+        self.control.congested(self._accepted_per_minute(now, named=named), quiet_until, resume_at, counted=counted)
+        self._apply_limit()
+
+    def refused(self) -> None:
+        """A request of the congestion event was refused (requests meter)."""
+        self.control.refused(WINDOW / self._limits.window_s)  # one request, as a per-minute figure
         self._apply_limit()
 
     def pause(self, until: float) -> None:
@@ -432,6 +451,10 @@ class RateLimiter:
         if now >= meter.control.quiet_until:
             quiet_until = max(self._cooldown_until, now + self.limits.default_cooldown)
             meter.slow_down(now, quiet_until, resume_at, named=quota_id is not None)
+        if meter is self._requests and quota_id is not None:
+            # A refused request is in the window an unknown quota is learnt from, and so are the ones in flight
+            # when it filled, whose 429s follow: each is taken out. (A refused request's tokens are unknown.)
+            meter.refused()
         for each in (self._requests, self._tokens):
             each.pause(self._cooldown_until)
             each.control.postpone(resume_at)

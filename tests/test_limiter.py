@@ -144,14 +144,18 @@ async def test_a_small_request_quota_is_used_whole(rpm: int) -> None:
     assert outcome.requests_between(0, 3600) / (rpm * 60) >= 0.98
 
 
-async def test_unconfigured_a_short_window_learns_the_per_minute_quota() -> None:
-    """Unconfigured, the first 429 learns the quota from what the window held, scaled to a minute: 50
-    requests accepted in a 2 s window are 1500 per minute, cut to 80 %."""
+async def test_unconfigured_the_quota_is_learnt_from_what_the_server_accepted() -> None:
+    """Unconfigured, the first 429 learns the quota from what the window held, less the refused request, scaled
+    to a minute: 49 of 50 requests accepted in a 2 s window are 1470 per minute, cut to 80 %. The 429s of
+    the requests that were in flight take those out too, without cutting again."""
     limiter = RateLimiter(Limits(window_s=2.0))
     for _ in range(50):
         await limiter.acquire(1)
     limiter.rate_limited(RPM_QUOTA_ID, 1.0)
-    assert limiter.snapshot().rpm == pytest.approx(1500 * 0.8)
+    assert limiter.snapshot().rpm == pytest.approx(49 * 30 * 0.8)
+    for _ in range(3):
+        limiter.rate_limited(RPM_QUOTA_ID, 1.0)
+    assert limiter.snapshot().rpm == pytest.approx(46 * 30 * 0.8)
 
 
 async def test_a_big_request_is_not_starved_by_small_ones() -> None:
