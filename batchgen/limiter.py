@@ -9,11 +9,15 @@ Design, in the order a request meets it:
 * **FIFO admission.** Callers queue in arrival order and only the head may be admitted, so a large request
   is never starved by a stream of small ones. One timer is armed for the moment the head becomes
   admissible; `settle`, a cancellation and a 429 re-arm it. Nothing polls.
-* **A minute window per quota** (`batchgen.window`): every admission of the last 60 s, request by request,
-  exactly as a sliding-window quota counts them. A request goes only if the window plus the request stays
-  within the limit less `headroom`, so configured limits equal to the quota draw no 429s. Token counts are
-  estimates until settled; the window keeps a reserve over the pending ones, learnt from past errors.
-  (`window_s` shortens the window, with the limit scaled to it, for a server that counts that way.)
+* **A minute window per quota** (`batchgen.window`): every admission of the last minute, request by
+  request, as a sliding-window quota counts them. A request goes only if it fits within the limit less
+  `headroom`, so configured limits equal to the quota draw no 429s. For requests the headroom is kept in
+  time: an admission stays in the window `headroom` longer than the server keeps it (60.6 s for 1 %) and
+  the window may hold the whole quota, so a small quota is used whole (5 RPM is 5 requests every 60.6 s,
+  where 1 % off the count would leave 4 a minute). For tokens it is kept in count, where it also covers
+  estimates: token counts are estimates until settled, and the window keeps a reserve over the pending
+  ones, learnt from past errors. (`window_s` shortens the window, the limit scaled to it, for a server that
+  counts that way.)
 * **A pacing bucket per quota** (GCRA, continuous refill at limit / 60 s): requests leave evenly spaced
   from the first second, with no burst at start and no stampede when a minute's traffic ages out. It starts
   holding one unit (a request, or a token) and banks at most `burst` seconds of unused rate. A request
@@ -168,9 +172,15 @@ class _Control:
         """Multiplies `probe_hold`: doubled each time a 429 confirms the last peak, so probing gets rarer."""
         self._hold_until: float | None = None
         self._probes = 0
+        self._counted = False
+        """The peak is a count of what an unlimited window held, refused requests included."""
 
-    def congested(self, accepted: float, quiet_until: float, resume_at: float) -> None:
-        """A 429 while the server accepted `accepted` per minute: cut, and recover from `resume_at`."""
+    def congested(self, accepted: float, quiet_until: float, resume_at: float, *, counted: bool) -> None:
+        """A 429 while the server accepted `accepted` per minute: cut, and recover from `resume_at`.
+
+        `counted`: `accepted` is what the window held when the quota was unknown, not a paced rate.
+        """
+        self._counted = counted
         base = max(1.0, accepted if self.limit is None else min(self.limit, accepted))
         repeated = self.peak is not None and abs(base / self.peak - 1) <= _SAME_PEAK
         self._holds = min(2 * self._holds, _MAX_HOLDS) if repeated else 1
@@ -180,6 +190,13 @@ class _Control:
         self._probes = 0
         self.quiet_until = quiet_until
         self.next_step_at = resume_at
+
+    def refused(self, amount: float) -> None:
+        """A 429 of the event: if the peak was counted off the window, the refused request is in it, though
+        the server did not accept it: take it out."""
+        if self._counted and self.peak is not None:
+            self.peak = max(1.0, self.peak - amount)
+            self.limit = self.peak * self._limits.decrease
 
     def postpone(self, resume_at: float) -> None:
         if self.next_step_at < math.inf:
@@ -209,16 +226,19 @@ class _Meter:
     """One per-minute quota (requests or input tokens): a pacing bucket, a minute window, an adaptive limit.
 
     `limit` is the per-minute figure the meter honours now (None = unlimited) and `allowed` that less
-    headroom; `room` is what the window may hold, `allowed` scaled to its length (`allowed` for a minute).
-    The window guarantees it never holds more than `room`. The bucket spreads admissions evenly: it refills
-    at `allowed / 60` per second and banks at most `burst` seconds of that (at least one unit) while demand
-    is below the rate, so a brief stall on the other quota can be caught up.
+    headroom; `room` is what the window may hold, `allowed` scaled to the window's length, which it never
+    exceeds. Headroom `in_time` makes the window `headroom` longer than the server's, so `room` is the whole
+    limit over the server's window: whole units are not rounded away, and arrivals up to that much later than
+    their admission still find room. Otherwise the window is the server's and `room` is `allowed` over it.
+    The bucket spreads admissions evenly: it refills at `allowed / 60` per second and banks at most `burst`
+    seconds of that (at least one unit) while demand is below the rate, so a brief stall on the other quota
+    can be caught up.
     """
 
-    def __init__(self, name: str, ceiling: float | None, limits: Limits) -> None:
+    def __init__(self, name: str, ceiling: float | None, limits: Limits, *, in_time: bool) -> None:
         self.name = name
         self._limits = limits
-        self.window = MinuteWindow(limits.window_s)
+        self.window = MinuteWindow(limits.window_s / (1 - limits.headroom) if in_time else limits.window_s)
         self.control = _Control(ceiling, limits)
         self.allowed = math.inf
         self.room = math.inf
@@ -280,7 +300,13 @@ class _Meter:
         self.window.cancel(entry)
 
     def slow_down(self, now: float, quiet_until: float, resume_at: float, *, named: bool) -> None:
-        self.control.congested(self._accepted_per_minute(now, named=named), quiet_until, resume_at)
+        counted = named and self.limit is None
+        self.control.congested(self._accepted_per_minute(now, named=named), quiet_until, resume_at, counted=counted)
+        self._apply_limit()
+
+    def refused(self) -> None:
+        """A request of the congestion event was refused (requests meter)."""
+        self.control.refused(WINDOW / self._limits.window_s)  # one request, as a per-minute figure
         self._apply_limit()
 
     def pause(self, until: float) -> None:
@@ -302,7 +328,7 @@ class _Meter:
         if self.limit is None and named:
             # Unlimited so far: the server's window held everything sent in the last minute when it said
             # no, so that count is the best estimate of the quota (the sending rate may have been far higher).
-            return total * WINDOW / length
+            return total * WINDOW / self._limits.window_s
         # Already paced, or a 429 that names no quota (shared capacity, where the window says nothing about a
         # quota): cut from the rate being sent at, even when less than a minute has passed.
         assert self._started_at is not None
@@ -360,8 +386,10 @@ class RateLimiter:
     def __init__(self, limits: Limits, clock: Clock | None = None) -> None:
         self.limits = limits
         self._clock: Clock = LoopClock() if clock is None else clock
-        self._requests = _Meter("RPM", limits.requests_per_minute, limits)
-        self._tokens = _Meter("TPM", limits.tokens_per_minute, limits)
+        # Requests are counted exactly, in whole units: their headroom is time. Tokens are estimated: theirs
+        # is count, part of the margin over estimate errors.
+        self._requests = _Meter("RPM", limits.requests_per_minute, limits, in_time=True)
+        self._tokens = _Meter("TPM", limits.tokens_per_minute, limits, in_time=False)
         self._waiters: deque[_Waiter] = deque()
         self._timer: Timer | None = None
         self._timer_at = math.inf
@@ -423,6 +451,10 @@ class RateLimiter:
         if now >= meter.control.quiet_until:
             quiet_until = max(self._cooldown_until, now + self.limits.default_cooldown)
             meter.slow_down(now, quiet_until, resume_at, named=quota_id is not None)
+        if meter is self._requests and quota_id is not None:
+            # A refused request is in the window an unknown quota is learnt from, and so are the ones in flight
+            # when it filled, whose 429s follow: each is taken out. (A refused request's tokens are unknown.)
+            meter.refused()
         for each in (self._requests, self._tokens):
             each.pause(self._cooldown_until)
             each.control.postpone(resume_at)
@@ -457,8 +489,8 @@ class RateLimiter:
             rate_limited=self._rate_limited,
             admitted=self._admitted,
             tokens=self._tokens_admitted,
-            achieved_rpm=self._requests.window.total * WINDOW / self.limits.window_s,
-            achieved_tpm=self._tokens.window.total * WINDOW / self.limits.window_s,
+            achieved_rpm=self._requests.window.total * WINDOW / self._requests.window.length,
+            achieved_tpm=self._tokens.window.total * WINDOW / self._tokens.window.length,
         )
 
     def __repr__(self) -> str:

@@ -16,6 +16,7 @@ import pytest
 
 from batchgen.fakeserver import FakeServer, ServerConfig
 from batchgen.fakeserver.quota import Quotas, SlidingWindow
+from batchgen.fakeserver.stats import Ledger
 
 KEY = "quota-key"
 RPM = "GenerateRequestsPerMinutePerProjectPerModel"
@@ -178,6 +179,22 @@ async def test_rpm_429_body_and_recovery_over_http(session: aiohttp.ClientSessio
         assert stats.quota_rejections == {RPM: 4}
         assert stats.responses_by_status == {200: 2, 429: 4}
         assert stats.faults == {}
+        assert stats.admissions.requests == 2  # what the quota counted: the refused ones are not
+
+
+def test_ledger_keeps_admissions_per_second_with_first_and_last_times() -> None:
+    """The admission timeline: totals, exact first and last times since start, per-second requests and
+    tokens, for measuring a client's rate where the quota counts it."""
+    clock = Clock(100.0)
+    ledger = Ledger(clock)
+    for at, tokens in ((100.2, 10), (100.7, 20), (102.5, 5)):
+        clock.now = at
+        ledger.admit(tokens)
+    admissions = ledger.snapshot().admissions
+    assert (admissions.requests, admissions.tokens) == (3, 35)
+    assert admissions.first_s == pytest.approx(0.2) and admissions.last_s == pytest.approx(2.5)
+    assert admissions.per_second == {0: (2, 30), 2: (1, 5)}
+    assert admissions.to_json()["per_second"] == {"0": [2, 30], "2": [1, 5]}
 
 
 @pytest.mark.anyio

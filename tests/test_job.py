@@ -62,6 +62,11 @@ def test_paths_resolve_against_the_job_files_folder(tmp_path: Path, monkeypatch:
         pytest.param(("concurrency = 8", "concurrency = 0"), "limits.concurrency", id="zero-concurrency"),
         pytest.param(("concurrency = 8", "concurency = 8"), "limits.concurency", id="typo"),
         pytest.param(("concurrency = 8", "grace_s = -1"), "limits.grace_s", id="negative-grace"),
+        pytest.param(
+            ("concurrency = 8", "concurrency = 8\nquota_window_s = 120"),
+            "limits.quota_window_s",
+            id="window-over-a-minute",
+        ),
         pytest.param(('model = "gemini-2.5-flash"\n', ""), "model", id="no-model"),
         pytest.param(("[request]", "[request]\ncontents = []"), "request", id="contents-in-request"),
         pytest.param(

