@@ -113,6 +113,7 @@ class ParquetSink:
         self._parts = 0
         self._lock = anyio.Lock()
         self._task_group: anyio.abc.TaskGroup | None = None
+        self._failure: OutputError | None = None
         self.rows_written = 0
 
     def __repr__(self) -> str:
@@ -139,8 +140,12 @@ class ParquetSink:
         # Whatever was received is flushed even when the run failed: every paid-for response must survive.
         with anyio.CancelScope(shield=True):
             await self.flush()
+        if self._failure is not None and exc is None:
+            raise self._failure
 
     async def write(self, result: Result) -> None:
+        if self._failure is not None:
+            raise self._failure
         self._buffer.append((result, self._clock()))
         if len(self._buffer) >= self.flush_rows:
             await self.flush()
@@ -158,9 +163,15 @@ class ParquetSink:
             self.rows_written += len(rows)
 
     async def _flush_periodically(self) -> None:
+        # A timed flush that fails must not surface from this background task (wrapped in an exception group,
+        # far from the run): the next write raises it, which stops the run like a failed write would.
         while True:
             await anyio.sleep(self.flush_seconds)
-            await self.flush()
+            try:
+                await self.flush()
+            except OutputError as exc:
+                self._failure = exc
+                return
 
     def _table(self, rows: Sequence[tuple[Result, float]]) -> pa.Table:
         results = [r for r, _ in rows]

@@ -131,3 +131,24 @@ def test_claiming_a_folder_clears_temporaries_a_killed_run_left(tmp_path: Path) 
     (tmp_path / "part-r-00002.parquet").write_bytes(b"whole")
     with claim_folder(tmp_path):
         assert sorted(p.name for p in tmp_path.iterdir()) == [".batchgen.lock", "part-r-00002.parquet"]
+
+
+@pytest.mark.anyio
+async def test_a_failed_timed_flush_is_raised_by_the_next_write(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A disk-full error in the background flush reaches the run as a plain OutputError on its next write."""
+    import anyio
+
+    import batchgen.writer as writer
+
+    def full_disk(table: pa.Table, where: Path, **kwargs: Any) -> None:
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(writer.pq, "write_table", full_disk)
+    out = sink(tmp_path, flush_rows=1000, flush_seconds=0.05)
+    with pytest.raises(OutputError, match="No space left"):
+        async with out:
+            await out.write(result(1))
+            await anyio.sleep(0.3)
+            await out.write(result(2))
