@@ -206,7 +206,7 @@ async def test_faults_while_limiting_leak_nothing_and_trip_no_quota(tmp_path: Pa
         "quota_window_s": WINDOW_S,
         "requests_per_minute": 6000,
         "timeout_s": 0.25,
-        "max_attempts": 4,
+        "max_attempts": 3,
     }
     job = write_job(tmp_path, rows, limits)
     faults = ["--fail-rate", "0.3", "--fault-weights", "drop=1,slow=1,503=1", "--slow-s", "2"]
