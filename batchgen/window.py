@@ -7,7 +7,7 @@ server counting per calendar minute is less strict than this sliding window, so 
 
 The window is a minute unless told otherwise: a server may count a per-minute quota over a shorter window
 holding rate x length / 60 (batchgen's local server does, with `--quota-window-s`, so tests and benchmarks
-can run at the quota for seconds instead of minutes), and the client's window must then be the same length.
+can run at the quota for seconds instead of minutes), and the client's window must then shrink with it.
 """
 
 from __future__ import annotations

@@ -7,7 +7,7 @@ Endpoints (paths as Google's):
     POST /v1beta/models/{model}:generateContent
     POST /v1beta/models/{model}:streamGenerateContent   SSE with ?alt=sse, else a JSON array
     POST /v1beta/models/{model}:countTokens              {contents} or {generateContentRequest}
-    GET  /_fake/stats                                    the ledger, as JSON
+    GET  /_fake/stats                                    the ledger, as JSON (with admissions per second)
 
 The key goes in `x-goog-api-key`, `Authorization: Bearer <key>` or `?key=`: none is 403 PERMISSION_DENIED,
 a wrong one 400 INVALID_ARGUMENT with ErrorInfo reason API_KEY_INVALID.
