@@ -14,10 +14,12 @@ Exit codes (for schedulers):
 from __future__ import annotations
 
 import argparse
+import gc
 import os
 import signal
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TextIO
@@ -279,7 +281,8 @@ def _run(args: argparse.Namespace) -> int:
         raise ConfigError("--progress-interval must be positive")
     interrupted: list[int] = []
     try:
-        outcome = anyio.run(_run_async, job, key, options, view, interrupted, **_backend())
+        with _fewer_collections():
+            outcome = anyio.run(_run_async, job, key, options, view, interrupted, **_backend())
     except OutputError:
         _record_exit_code(job, options, EXIT_FATAL)
         raise
@@ -374,6 +377,28 @@ async def _watch_signals(runs: list[LiveRun], interrupted: list[int], everything
                 file=sys.stderr,
             )
             runs[0].runner.stop()
+
+
+@contextmanager
+def _fewer_collections() -> Iterator[None]:
+    """Collect cycles less often during a run, which allocates many short-lived objects per row, few cyclic.
+
+    With CPython's default thresholds (700, 10, 10) the collector ran every few rows and promoted every object
+    that outlived a handful of rows (requests in flight, buffered results), so the full collections that
+    followed rescanned them all: a third of a run's CPU time, measured with gc.callbacks on 40k rows at
+    concurrency 512 (12.5 s of 34 s). Objects made at start-up (modules, the job) are frozen out of every
+    scan; a young generation of 50,000 lets a row's objects die before they are ever scanned. Both are undone
+    afterwards, for callers that go on in the same process.
+    """
+    thresholds = gc.get_threshold()
+    gc.collect()
+    gc.freeze()
+    gc.set_threshold(50_000, 20, 100)
+    try:
+        yield
+    finally:
+        gc.set_threshold(*thresholds)
+        gc.unfreeze()
 
 
 def _backend() -> dict[str, Any]:

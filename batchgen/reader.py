@@ -180,8 +180,11 @@ def _parquet_rows(file: Path, batch_rows: int) -> Iterator[tuple[str, Any, str |
 
 def _parquet_batches(file: Path, batch_rows: int, columns: list[str] | None) -> Iterator[pa.RecordBatch]:
     try:
-        parquet = pq.ParquetFile(file)
-        yield from parquet.iter_batches(batch_size=batch_rows, columns=columns)
+        # One row group decoded at a time, in this (worker) thread: pre-buffering and Arrow's thread pool
+        # held several row groups at once (+138 MB peak over a 1M-row file in 16 row groups, against +74 MB
+        # without), and decoding is not what bounds a run.
+        parquet = pq.ParquetFile(file, pre_buffer=False)
+        yield from parquet.iter_batches(batch_size=batch_rows, columns=columns, use_threads=False)
     except OSError as exc:
         raise InputError(f"cannot read Parquet: {exc}", file=str(file)) from exc
     except (pa.ArrowInvalid, pa.ArrowException) as exc:
