@@ -5,7 +5,8 @@
     python benchmarks/run.py --memory   # also peak RSS of `batchgen run` on 10k/100k/1M rows (20-30 minutes more)
 
 Parts: `speed` (batchgen vs a bare aiohttp loop and the google-genai SDK loop, at 0 ms and 200 ms, on the
-local Gemini server and on a minimal fixed-answer server), `pipeline` (batchgen's own CPU per row without
+local Gemini server and on a minimal fixed-answer server), `profile` (where batchgen's CPU goes, by area,
+sampled with py-spy), `pipeline` (batchgen's own CPU per row without
 HTTP), `validators`, `limits` (the rate limiter in virtual time), `quota_http` (real-HTTP quota runs, when
 that module is present) and, with --memory, `memory`. Results go to benchmarks/results/<UTC time>.json and
 benchmarks/results/latest.json.
@@ -33,9 +34,9 @@ if str(ROOT) not in sys.path:
 
 import orjson  # noqa: E402
 
-from benchmarks import memory, pipeline, procs, speed  # noqa: E402
+from benchmarks import memory, pipeline, procs, profile, speed  # noqa: E402
 
-PARTS = ("speed", "pipeline", "validators", "limits", "quota_http", "memory")
+PARTS = ("speed", "profile", "pipeline", "validators", "limits", "quota_http", "memory")
 PACKAGES = ("aiohttp", "anyio", "google-genai", "orjson", "pyarrow", "tenacity", "uvloop", "jsonschema-rs")
 
 
@@ -68,6 +69,7 @@ def _runners(args: argparse.Namespace) -> dict[str, Callable[[], Any]]:
         "speed": lambda: speed.main(
             quick=args.quick, pinned=args.pin, repeat=args.repeat, data=args.data, servers=servers
         ),
+        "profile": lambda: profile.main(quick=args.quick, data=args.data),
         "pipeline": lambda: pipeline.main(2_000 if args.quick else 20_000),
         "validators": lambda: importlib.import_module("benchmarks.validators").main(),
         "limits": lambda: importlib.import_module("benchmarks.limits").main(),
