@@ -58,13 +58,21 @@ def done_ids(folder: Path, *, retry_failed: bool) -> Done:
 
 
 def failed_fraction(folder: Path) -> float:
-    """The fraction of ids whose latest row is `failed` (0 for an empty folder): how the job as a whole went."""
-    latest = _latest_rows(folder)
-    if latest is None:
-        return 0.0
-    _, statuses = latest
-    failed = pc.sum(pc.equal(statuses, Status.FAILED.value)).as_py() or 0
-    return int(failed) / len(statuses)
+    """The fraction of ids whose latest row is `failed` (0 for an empty folder): how the job as a whole went.
+
+    Counted part by part over the status column alone: judging a million-row folder holds no ids.
+    """
+    parts = part_files(folder)
+    superseded = _superseded(parts)
+    rows = failed = 0
+    for sequence, part in enumerate(parts):
+        statuses = _read(part, columns=["status"]).column("status")
+        positions = superseded.get(sequence)
+        if positions:
+            statuses = statuses.filter(_without(len(statuses), positions))
+        rows += len(statuses)
+        failed += pc.sum(pc.equal(statuses, Status.FAILED.value)).as_py() or 0
+    return failed / rows if rows else 0.0
 
 
 def compact(folder: Path, run_id: str) -> int:
@@ -159,6 +167,8 @@ def _newest_per_id(index: pa.Table) -> pa.Array:
 
 def _read(part: Path, columns: list[str] | None = None) -> pa.Table:
     try:
-        return pq.read_table(part, columns=columns)
+        # One file in this thread, without pre-buffering: `pq.read_table` over hundreds of parts left about
+        # 65 MB more resident per million rows (Arrow's thread pool and dataset machinery), for no speed here.
+        return pq.ParquetFile(part, pre_buffer=False).read(columns=columns, use_threads=False)
     except (OSError, pa.ArrowException) as exc:
         raise OutputError(f"unreadable results part (remove it to resend its rows): {exc}", path=str(part)) from exc
