@@ -163,7 +163,8 @@ async def execute(
             runner.stats.skipped_rows = len(done.final)
             on_start(LiveRun(options.run_id, runner, limiter, budget))
             prompts = _limited(source.prompts(skip=done.final, duplicates=duplicates), options.limit)
-            failed = await _drive(job, options.run_id, runner, prompts, layout_for(job, keep), budget)
+            layout = layout_for(job, keep)
+            failed = await _drive(job, options.run_id, runner, prompts, layout, budget, compact=done.rows > 0)
     return RunOutcome(
         run_id=options.run_id,
         stats=runner.stats,
@@ -176,9 +177,20 @@ async def execute(
 
 
 async def _drive(
-    job: Job, run_id: str, runner: Runner, prompts: AsyncIterator[Prompt], layout: Layout, budget: Budget | None
+    job: Job,
+    run_id: str,
+    runner: Runner,
+    prompts: AsyncIterator[Prompt],
+    layout: Layout,
+    budget: Budget | None,
+    *,
+    compact: bool,
 ) -> float:
-    """Run the prompts into the results folder, compact it and record the run; the folder's failed fraction."""
+    """Run the prompts into the results folder, compact it and record the run; the folder's failed fraction.
+
+    A run writes each id once, so only a folder that held rows before it (`compact`) can hold superseded
+    rows: a first run skips the pass over every id, which would hold a hash per row.
+    """
     folder = job.output.path
     started = time.time()
     sink = ParquetSink(
@@ -196,7 +208,8 @@ async def _drive(
             budgeted: Sink = sink if budget is None else BudgetedSink(sink, budget, runner)
             await runner.run(prompts, budgeted)
         with anyio.CancelScope(shield=True):
-            await anyio.to_thread.run_sync(ledger.compact, folder, run_id)
+            if compact:
+                await anyio.to_thread.run_sync(ledger.compact, folder, run_id)
             failed = await anyio.to_thread.run_sync(ledger.failed_fraction, folder)
     finally:
         write_manifest(folder, _job_record(job), _run_record(run_id, started, job, runner, ended=True))

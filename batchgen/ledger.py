@@ -58,18 +58,11 @@ def done_ids(folder: Path, *, retry_failed: bool) -> Done:
 
 
 def failed_fraction(folder: Path) -> float:
-    """The fraction of ids whose latest row is `failed` (0 for an empty folder): how the job as a whole went.
-
-    Counted part by part over the status column alone: judging a million-row folder holds no ids.
-    """
-    parts = part_files(folder)
-    superseded = _superseded(parts)
+    """The fraction of rows that are `failed` in a folder holding one row per id (compacted, or written by
+    one run): how the job as a whole went. Counted part by part over the status column alone."""
     rows = failed = 0
-    for sequence, part in enumerate(parts):
+    for part in part_files(folder):
         statuses = _read(part, columns=["status"]).column("status")
-        positions = superseded.get(sequence)
-        if positions:
-            statuses = statuses.filter(_without(len(statuses), positions))
         rows += len(statuses)
         failed += pc.sum(pc.equal(statuses, Status.FAILED.value)).as_py() or 0
     return failed / rows if rows else 0.0

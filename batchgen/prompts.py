@@ -124,7 +124,7 @@ def unusable(file: str, locator: str, problem: str) -> Prompt:
 
 
 def _where(file: str, locator: str) -> str:
-    kind, _, number = locator.partition(":")
+    kind, number = locator.rsplit(":", 2)[-2:]  # "line:12", or "name.jsonl:line:12" in a folder
     return f"{file} {kind} {number}"
 
 

@@ -81,7 +81,11 @@ class InputSource:
         for file in self.files:
             rows = _jsonl_rows(file) if self.kind == "jsonl" else _parquet_rows(file, self._batch_rows)
             batch: list[Prompt] = []
-            for locator, row, problem in rows:
+            # In a folder, a line number alone does not tell two files' bad lines apart, and their locators
+            # become ids: the file's name goes in front.
+            prefix = "" if len(self.files) == 1 else f"{file.name}:"
+            for line_or_row, row, problem in rows:
+                locator = prefix + line_or_row
                 if problem is not None:
                     batch.append(unusable(str(file), locator, problem))
                 else:

@@ -49,6 +49,18 @@ async def test_parquet_folder_of_parts_is_read_in_order(tmp_path: Path) -> None:
 
 
 @pytest.mark.anyio
+async def test_bad_lines_of_a_folder_keep_distinct_ids(tmp_path: Path) -> None:
+    """Two files' bad line 2 are two rows: the file name tells their ids apart, so neither supersedes the other."""
+    folder = tmp_path / "in"
+    folder.mkdir()
+    for name in ("a.jsonl", "b.jsonl"):
+        (folder / name).write_bytes(b'{"id": "' + name[0].encode() + b'", "p": "x"}\n{"id": \n')
+    prompts = await collect(InputSource(folder, BUILDER))
+    assert [p.id for p in prompts] == ["a", "a.jsonl:line:2", "b", "b.jsonl:line:2"]
+    assert prompts[3].where == f"{folder / 'b.jsonl'} line 2"
+
+
+@pytest.mark.anyio
 async def test_duplicate_ids_are_found_before_sending(tmp_path: Path) -> None:
     path = tmp_path / "in.jsonl"
     path.write_text('{"id": "a", "p": "1"}\n{"id": "b", "p": "2"}\n{"id": "a", "p": "3"}\n{"id": 5, "p": "4"}\n')
