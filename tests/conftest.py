@@ -18,18 +18,16 @@ def anyio_backend() -> str:
     return "asyncio"
 
 
+def clean_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Remove any real API key and proxy setting from the environment (for the test, or a module fixture)."""
+    for name in ("GEMINI_API_KEY", "GOOGLE_API_KEY", "HTTP_PROXY", "HTTPS_PROXY", "http_proxy", "https_proxy"):
+        monkeypatch.delenv(name, raising=False)
+
+
 @pytest.fixture(autouse=True)
 def _clean_environment(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     """No test may see a real API key or go through a proxy."""
-    for name in (
-        "GEMINI_API_KEY",
-        "GOOGLE_API_KEY",
-        "HTTP_PROXY",
-        "HTTPS_PROXY",
-        "http_proxy",
-        "https_proxy",
-    ):
-        monkeypatch.delenv(name, raising=False)
+    clean_environment(monkeypatch)
     yield
 
 
