@@ -25,6 +25,7 @@ from batchgen.records import RESULT_COLUMNS
 ROOT = Path(__file__).resolve().parent.parent
 DEMO = ROOT / "jobs" / "demo.toml"
 KEY = "cli-test-key-8d0e"
+pytestmark = pytest.mark.slow
 FAST = ("--rpm", "60000")
 """Where the rate is not what a test checks: ten times the demo's pace (100 requests a second)."""
 
@@ -159,7 +160,8 @@ def root_log() -> Iterator[io.StringIO]:
 
 @pytest.fixture(scope="module")
 def faulty_run(tmp_path_factory: pytest.TempPathFactory) -> FaultyRun:
-    # One run serves every test that reads it: it is the module's slowest scenario (retries back off).
+    # One run serves every test that reads it: it is the module's slowest scenario (retries back off). Under
+    # pytest-xdist (--dist loadfile) the module's tests share a worker, so it still runs once.
     folder = tmp_path_factory.mktemp("faulty")
     job = job_copy(folder, **{"max_attempts = 6": "max_attempts = 4", "timeout_s = 120": "timeout_s = 1"})
     out = folder / "o"

@@ -37,6 +37,10 @@ FLUSH_ROWS = 50
 # flight (the server bills a response the client never read).
 KILL_LOSS_BOUND = 2 * (FLUSH_ROWS + CONCURRENCY)
 
+# Kill points and signal timings are caught on the wall clock. pytest-xdist (--dist loadfile) runs a module's
+# tests one after another on one worker, so no two of these compete for the CPU; `slow` starts the module first.
+pytestmark = pytest.mark.slow
+
 
 def write_job(
     folder: Path,

@@ -39,6 +39,10 @@ runs on a loaded two-core machine."""
 ROWS = 650
 """At 6000 RPM (100 a second) a run outlasts the window by a third: its edge is crossed at the quota."""
 
+# Rates are measured on the wall clock. pytest-xdist (--dist loadfile) runs a module's tests one after another
+# on one worker, so no two of these compete for the CPU; `slow` starts the module first.
+pytestmark = pytest.mark.slow
+
 
 @pytest.fixture(autouse=True)
 def _key(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
