@@ -25,9 +25,11 @@ from batchgen.records import RESULT_COLUMNS
 ROOT = Path(__file__).resolve().parent.parent
 DEMO = ROOT / "jobs" / "demo.toml"
 KEY = "cli-test-key-8d0e"
-pytestmark = pytest.mark.slow
 FAST = ("--rpm", "60000")
 """Where the rate is not what a test checks: ten times the demo's pace (100 requests a second)."""
+
+# Runs wait on servers and retries in real time: `slow` starts the module first under pytest-xdist.
+pytestmark = pytest.mark.slow
 
 
 def job_copy(tmp_path: Path, **replace: str) -> Path:
@@ -179,7 +181,9 @@ def faulty_run(tmp_path_factory: pytest.TempPathFactory) -> FaultyRun:
     ):
         clean_environment(environment)
         environment.setenv("GEMINI_API_KEY", KEY)
-        code = main(["run", str(job), "--base-url", url, "--output", str(out), "--concurrency", "16"])
+        # Progress lines every 0.5 s, so the key scan reads them too.
+        flags = ["--concurrency", "16", "--progress-interval", "0.5"]
+        code = main(["run", str(job), "--base-url", url, "--output", str(out), *flags])
         ledger = server_stats(url)
     return FaultyRun(code, out, printed.getvalue(), logged.getvalue(), ledger)
 
@@ -187,7 +191,7 @@ def faulty_run(tmp_path_factory: pytest.TempPathFactory) -> FaultyRun:
 def test_the_key_never_reaches_output_logs_or_manifest(faulty_run: FaultyRun) -> None:
     """Through retries, timeouts and failed rows, the API key appears in no printed line, no log record and no
     file of the results folder (parts, manifest)."""
-    assert "240 rows" in faulty_run.printed  # what is scanned is the run's output
+    assert "240 rows" in faulty_run.printed and "progress:" in faulty_run.printed  # the run's output is scanned
     assert KEY not in faulty_run.printed + faulty_run.logged
     files = [file for file in faulty_run.out.rglob("*") if file.is_file()]
     assert any(file.name == "_manifest.json" for file in files)
