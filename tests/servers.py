@@ -35,10 +35,7 @@ def server_process(*flags: str) -> Iterator[str]:
     process.start()
     sender.close()
     try:
-        try:
-            line = receiver.recv()
-        except EOFError:
-            line = f"the process ended with exit code {process.join(10) or process.exitcode}"
+        line = _first_line(receiver, process)
         if not line.startswith("http"):
             raise RuntimeError(f"fake server did not start: {line}")
         yield line
@@ -46,6 +43,17 @@ def server_process(*flags: str) -> Iterator[str]:
         process.terminate()
         process.join(10)
         receiver.close()
+
+
+def _first_line(receiver: Connection, process: multiprocessing.process.BaseProcess) -> str:
+    if not receiver.poll(30):
+        return "no URL within 30 s"
+    try:
+        line: str = receiver.recv()
+    except EOFError:
+        process.join(10)
+        return f"the process ended with exit code {process.exitcode}"
+    return line
 
 
 def _serve(argv: list[str], channel: Connection) -> None:
