@@ -13,23 +13,27 @@ import pytest
 ROOT = Path(__file__).resolve().parent.parent
 
 
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Modules marked `slow` (they wait on servers, subprocesses and rate windows in real time) go first:
+    pytest-xdist hands modules out in this order, so the long ones start at once rather than end the run."""
+    items.sort(key=lambda item: item.get_closest_marker("slow") is None)
+
+
 @pytest.fixture
 def anyio_backend() -> str:
     return "asyncio"
 
 
+def clean_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Remove any real API key and proxy setting from the environment (for the test, or a module fixture)."""
+    for name in ("GEMINI_API_KEY", "GOOGLE_API_KEY", "HTTP_PROXY", "HTTPS_PROXY", "http_proxy", "https_proxy"):
+        monkeypatch.delenv(name, raising=False)
+
+
 @pytest.fixture(autouse=True)
 def _clean_environment(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     """No test may see a real API key or go through a proxy."""
-    for name in (
-        "GEMINI_API_KEY",
-        "GOOGLE_API_KEY",
-        "HTTP_PROXY",
-        "HTTPS_PROXY",
-        "http_proxy",
-        "https_proxy",
-    ):
-        monkeypatch.delenv(name, raising=False)
+    clean_environment(monkeypatch)
     yield
 
 

@@ -3,44 +3,94 @@
 from __future__ import annotations
 
 import asyncio
-import subprocess
+import io
+import multiprocessing
 import sys
-import tempfile
 import threading
 import urllib.request
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from multiprocessing.connection import Connection
 from typing import Any
 
 import aiohttp
 import orjson
 from aiohttp import web
 
+# Server processes are forked from a process that has imported batchgen once: a start costs a fork, where a
+# fresh interpreter spends over a second importing batchgen (pyarrow, aiohttp...) before it listens. Each
+# server is still a process of its own, with its own GIL and event loop, so a test's client and server never
+# compete inside one interpreter.
+_FORKS = multiprocessing.get_context("forkserver")
+_FORKS.set_forkserver_preload(["batchgen.fakeserver.cli"])
+
 
 @contextmanager
 def server_process(*flags: str) -> Iterator[str]:
-    """Start `batchgen fake-server --port 0 FLAGS...`; yield its URL; stop it."""
-    # stderr goes to a file, not a pipe: an undrained pipe fills up and stalls the server mid-test.
-    with tempfile.TemporaryFile() as errors:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "batchgen.fakeserver", "--port", "0", *flags],
-            stdout=subprocess.PIPE,
-            stderr=errors,
-            text=True,
-        )
-        try:
-            assert process.stdout is not None
-            line = process.stdout.readline().strip()
-            if not line.startswith("http"):
-                errors.seek(0)
-                raise RuntimeError(f"fake server did not start: {line!r} {errors.read().decode()}")
-            yield line
-        finally:
-            process.terminate()
-            process.wait(timeout=10)
-            if process.stdout is not None:
-                process.stdout.close()
+    """Run the local Gemini server's command line (`python -m batchgen.fakeserver --port 0 FLAGS...`) in a
+    process of its own; yield its URL; stop it with SIGTERM, as a user's Ctrl-C would."""
+    receiver, sender = _FORKS.Pipe(duplex=False)
+    process = _FORKS.Process(target=_serve, args=(["--port", "0", *flags], sender), daemon=True)
+    process.start()
+    sender.close()
+    try:
+        line = _first_line(receiver, process)
+        if not line.startswith("http"):
+            raise RuntimeError(f"fake server did not start: {line}")
+        yield line
+    finally:
+        process.terminate()
+        process.join(10)
+        receiver.close()
+
+
+def _first_line(receiver: Connection, process: multiprocessing.process.BaseProcess) -> str:
+    if not receiver.poll(30):
+        return "no URL within 30 s"
+    try:
+        line: str = receiver.recv()
+    except EOFError:
+        process.join(10)
+        return f"the process ended with exit code {process.exitcode}"
+    return line
+
+
+def _serve(argv: list[str], channel: Connection) -> None:
+    """The server process: the command line's `main`, its first line of stdout (the URL) sent back on
+    `channel`, or what it wrote on stderr if it stopped before printing one."""
+    from batchgen.fakeserver.cli import main
+
+    # stderr is kept in memory, not sent: a pipe nobody reads once the server is up would fill and stall it.
+    errors = io.StringIO()
+    sys.stderr = errors
+    sys.stdout = _FirstLine(channel)
+    try:
+        code = main(argv)
+    finally:
+        if not channel.closed:
+            channel.send(errors.getvalue() or "no URL printed")
+            channel.close()
+    raise SystemExit(code)
+
+
+class _FirstLine(io.TextIOBase):
+    """A stdout that sends its first complete line on `channel`, then closes it and drops what follows."""
+
+    def __init__(self, channel: Connection) -> None:
+        self._channel = channel
+        self._line = ""
+
+    def writable(self) -> bool:
+        return True
+
+    def write(self, text: str) -> int:
+        if not self._channel.closed:
+            self._line += text
+            if "\n" in self._line:
+                self._channel.send(self._line.split("\n", 1)[0].strip())
+                self._channel.close()
+        return len(text)
 
 
 def server_stats(url: str) -> dict[str, Any]:

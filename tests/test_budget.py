@@ -113,7 +113,9 @@ def test_a_run_stops_at_the_cap_with_exit_4_and_a_rerun_with_a_higher_cap_finish
     monkeypatch.setenv("GEMINI_API_KEY", KEY)
     with server_process("--api-key", KEY) as url:
         probe = tmp_path / "probe"
-        assert main(["run", str(DEMO), "--base-url", url, "--output", str(probe), "--limit", "20", "--quiet"]) == 0
+        # The probe and the final rerun pace at ten times the demo's rate: only the capped run's pace matters.
+        fast = ["--quiet", "--rpm", "60000"]
+        assert main(["run", str(DEMO), "--base-url", url, "--output", str(probe), "--limit", "20", *fast]) == 0
         per_row = cost_of(probe) / 20
         requests_before = server_stats(url)["requests"]
         out = tmp_path / "capped"
@@ -130,7 +132,7 @@ def test_a_run_stops_at_the_cap_with_exit_4_and_a_rerun_with_a_higher_cap_finish
         assert manifest["runs"][-1]["stopped_by"].startswith("BudgetExhausted")
         assert manifest["runs"][-1]["exit_code"] == 4
 
-        assert main([*base, "--max-cost", "100"]) == 0
+        assert main([*base, "--max-cost", "100", *fast]) == 0
         assert server_stats(url)["requests"] - requests_before == 240
     table = ds.dataset(out, format="parquet").to_table(columns=["id"])
     assert sorted(table.column("id").to_pylist()) == [f"r{i:04d}" for i in range(240)]

@@ -2,7 +2,13 @@
 
 from __future__ import annotations
 
+import io
+import logging
+from collections.abc import Iterator
+from contextlib import contextmanager, redirect_stderr, redirect_stdout
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import duckdb
 import pandas as pd
@@ -10,6 +16,7 @@ import polars as pl
 import pyarrow as pa
 import pyarrow.dataset as ds
 import pytest
+from conftest import clean_environment
 from servers import server_process, server_stats
 
 from batchgen.cli import main
@@ -18,6 +25,11 @@ from batchgen.records import RESULT_COLUMNS
 ROOT = Path(__file__).resolve().parent.parent
 DEMO = ROOT / "jobs" / "demo.toml"
 KEY = "cli-test-key-8d0e"
+FAST = ("--rpm", "60000")
+"""Where the rate is not what a test checks: ten times the demo's pace (100 requests a second)."""
+
+# Runs wait on servers and retries in real time: `slow` starts the module first under pytest-xdist.
+pytestmark = pytest.mark.slow
 
 
 def job_copy(tmp_path: Path, **replace: str) -> Path:
@@ -60,10 +72,10 @@ def test_demo_job_writes_one_typed_row_per_input_row(tmp_path: Path, capsys: pyt
 
 def test_rerun_resumes_and_sends_nothing_more(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     out = tmp_path / "demo"
-    assert main(["run", str(DEMO), "--local-server", "--output", str(out), "--limit", "50"]) == 0
+    assert main(["run", str(DEMO), "--local-server", "--output", str(out), "--limit", "50", *FAST]) == 0
     assert results(out).num_rows == 50
-    assert main(["run", str(DEMO), "--local-server", "--output", str(out)]) == 0
-    assert main(["run", str(DEMO), "--local-server", "--output", str(out)]) == 0
+    assert main(["run", str(DEMO), "--local-server", "--output", str(out), *FAST]) == 0
+    assert main(["run", str(DEMO), "--local-server", "--output", str(out), *FAST]) == 0
     last = capsys.readouterr().out.strip().splitlines()
     assert any("0 attempts" in line for line in last[-4:])
     table = results(out)
@@ -123,43 +135,80 @@ def test_wrong_key_stops_after_one_request_with_exit_3(
     assert "stopped" in err and "INVALID_ARGUMENT" in err
 
 
-def test_the_key_never_reaches_output_logs_or_manifest(
-    tmp_path: Path,
-    monkeypatch: pytest.MonkeyPatch,
-    capsys: pytest.CaptureFixture[str],
-    caplog: pytest.LogCaptureFixture,
-) -> None:
-    monkeypatch.setenv("GEMINI_API_KEY", KEY)
-    out = tmp_path / "o"
-    with server_process("--api-key", KEY, "--fail-rate", "0.3", "--seed", "3", "--retry-delay-s", "0.05") as url:
-        main(["run", str(DEMO), "--base-url", url, "--output", str(out), "--limit", "60"])
-    captured = capsys.readouterr()
-    assert KEY not in captured.out + captured.err + caplog.text
-    for file in out.rglob("*"):
-        assert KEY.encode() not in file.read_bytes(), file
+@dataclass(frozen=True)
+class FaultyRun:
+    """The demo job run once, with the key set, against a server injecting 30 % faults of every kind."""
+
+    code: int
+    out: Path
+    printed: str
+    """What the run wrote on stdout and stderr (batchgen's own log lines go to stderr)."""
+    logged: str
+    """What any other library logged through the root logger."""
+    ledger: dict[str, Any]
 
 
-def test_fault_injection_every_row_final_and_counts_match_the_server_ledger(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """30 % injected faults of every kind: every row ends with a final status, none lost or duplicated, and the
-    tokens in the results equal what the server billed."""
-    monkeypatch.setenv("GEMINI_API_KEY", KEY)
-    job = job_copy(tmp_path, **{"max_attempts = 6": "max_attempts = 4", "timeout_s = 120": "timeout_s = 1"})
-    out = tmp_path / "o"
+@contextmanager
+def root_log() -> Iterator[io.StringIO]:
+    """What the root logger receives meanwhile, as text (what `caplog` would hold)."""
+    text = io.StringIO()
+    handler = logging.StreamHandler(text)
+    logging.getLogger().addHandler(handler)
+    try:
+        yield text
+    finally:
+        logging.getLogger().removeHandler(handler)
+
+
+@pytest.fixture(scope="module")
+def faulty_run(tmp_path_factory: pytest.TempPathFactory) -> FaultyRun:
+    # One run serves every test that reads it: it is the module's slowest scenario (retries back off). Under
+    # pytest-xdist (--dist loadfile) the module's tests share a worker, so it still runs once.
+    folder = tmp_path_factory.mktemp("faulty")
+    job = job_copy(folder, **{"max_attempts = 6": "max_attempts = 4", "timeout_s = 120": "timeout_s = 1"})
+    out = folder / "o"
     faults = ("--fail-rate", "0.3", "--violate-rate", "0.1", "--seed", "11", "--slow-s", "2", "--retry-delay-s", "0.05")
     # 429s stay under the limiter's shared-capacity threshold (5 % of requests), so they are absorbed by
     # retries rather than slowing the whole run; test_limiter covers the congested case.
     weights = "429=0.6,429help=0.4,500=1,503=2,drop=1,slow=1,nonjson=1,nocandidates=1"
-    with server_process("--api-key", KEY, *faults, "--fault-weights", weights) as url:
-        code = main(["run", str(job), "--base-url", url, "--output", str(out), "--concurrency", "16"])
+    printed = io.StringIO()
+    with (
+        pytest.MonkeyPatch.context() as environment,
+        server_process("--api-key", KEY, *faults, "--fault-weights", weights) as url,
+        redirect_stdout(printed),
+        redirect_stderr(printed),
+        root_log() as logged,
+    ):
+        clean_environment(environment)
+        environment.setenv("GEMINI_API_KEY", KEY)
+        # Progress lines every 0.5 s, so the key scan reads them too.
+        flags = ["--concurrency", "16", "--progress-interval", "0.5"]
+        code = main(["run", str(job), "--base-url", url, "--output", str(out), *flags])
         ledger = server_stats(url)
-    assert code in (0, 1)
-    table = results(out)
+    return FaultyRun(code, out, printed.getvalue(), logged.getvalue(), ledger)
+
+
+def test_the_key_never_reaches_output_logs_or_manifest(faulty_run: FaultyRun) -> None:
+    """Through retries, timeouts and failed rows, the API key appears in no printed line, no log record and no
+    file of the results folder (parts, manifest)."""
+    assert "240 rows" in faulty_run.printed and "progress:" in faulty_run.printed  # the run's output is scanned
+    assert KEY not in faulty_run.printed + faulty_run.logged
+    files = [file for file in faulty_run.out.rglob("*") if file.is_file()]
+    assert any(file.name == "_manifest.json" for file in files)
+    for file in files:
+        assert KEY.encode() not in file.read_bytes(), file
+
+
+def test_fault_injection_every_row_final_and_counts_match_the_server_ledger(faulty_run: FaultyRun) -> None:
+    """30 % injected faults of every kind: every row ends with a final status, none lost or duplicated, and the
+    tokens in the results equal what the server billed."""
+    assert faulty_run.code in (0, 1)
+    table = results(faulty_run.out)
     ids = table.column("id").to_pylist()
     assert sorted(ids) == [f"r{i:04d}" for i in range(240)]
     statuses = set(table.column("status").to_pylist())
     assert statuses <= {"ok", "invalid_json", "schema_mismatch", "blocked", "truncated", "failed"}
+    ledger = faulty_run.ledger
     assert sum(table.column("responses").to_pylist()) == ledger["billed_responses"]
     billed = ledger["billed"]
     assert pa.compute.sum(table.column("prompt_token_count")).as_py() == billed["promptTokenCount"]
@@ -174,6 +223,6 @@ def test_duplicate_ids_stop_before_sending_unless_allowed(tmp_path: Path, capsys
     assert main(["run", str(job), "--local-server", "--output", str(out)]) == 2
     assert "duplicate ids: 'r0000' x2" in capsys.readouterr().err
     assert not out.exists() or not list(out.glob("*.parquet"))
-    assert main(["run", str(job), "--local-server", "--output", str(out), "--allow-duplicate-ids"]) == 0
+    assert main(["run", str(job), "--local-server", "--output", str(out), "--allow-duplicate-ids", *FAST]) == 0
     ids = results(out).column("id").to_pylist()
     assert len(ids) == 241 and "r0000#2" in ids

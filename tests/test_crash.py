@@ -37,6 +37,10 @@ FLUSH_ROWS = 50
 # flight (the server bills a response the client never read).
 KILL_LOSS_BOUND = 2 * (FLUSH_ROWS + CONCURRENCY)
 
+# Kill points and signal timings are caught on the wall clock. pytest-xdist (--dist loadfile) runs a module's
+# tests one after another on one worker, so no two of these compete for the CPU; `slow` starts the module first.
+pytestmark = pytest.mark.slow
+
 
 def write_job(
     folder: Path,
@@ -159,15 +163,23 @@ def server(_server_url: str) -> Server:
     return Server(_server_url, server_stats(_server_url))
 
 
-def wait_for(condition: Callable[[], bool], run: Run, timeout: float = 30) -> None:
-    """Poll `condition` at sub-millisecond pace (a test harness may poll) until it holds or the run ends."""
+def wait_for(condition: Callable[[], bool], run: Run, timeout: float = 30, pace: float = 0.0002) -> None:
+    """Poll `condition` every `pace` seconds (a test harness may poll) until it holds or the run ends; the
+    default, sub-millisecond, catches a file that exists for a few milliseconds."""
     deadline = time.monotonic() + timeout
     while not condition():
         if run.process.poll() is not None:
             raise AssertionError(f"the run ended before the kill point: {run.output()}")
         if time.monotonic() > deadline:
             raise AssertionError("kill point not reached")
-        time.sleep(0.0002)
+        time.sleep(pace)
+
+
+def wait_for_requests(server: Server, count: int, run: Run) -> None:
+    """Wait until the server has received more than `count` requests since the test began. Each look is an
+    HTTP request to the server, so it looks every 10 ms: polling it flat out took CPU from the run under
+    test (two seconds more to reach the point) and stalled requests keep the count where it is anyway."""
+    wait_for(lambda: server.ledger()["requests"] > count, run, pace=0.01)
 
 
 def names(folder: Path) -> list[str]:
@@ -360,9 +372,9 @@ def test_second_interrupt_quits_at_once_without_corrupting_anything(tmp_path: Pa
     out = out_of(job)
     run = start(job, server.url)
     # The first row (alone, fast) is answered; then every worker waits on a stalled request.
-    wait_for(lambda: server.ledger()["requests"] > CONCURRENCY, run)
+    wait_for_requests(server, CONCURRENCY, run)
     run.process.send_signal(signal.SIGINT)
-    wait_for(lambda: "stopping" in run.output(), run)
+    wait_for(lambda: "stopping" in run.output(), run, pace=0.01)
     began = time.monotonic()
     run.process.send_signal(signal.SIGINT)
     assert run.wait(20) == 130
@@ -380,7 +392,7 @@ def test_grace_period_bounds_the_wait_for_rows_in_flight(tmp_path: Path, server:
     job = write_job(tmp_path, 50, review=lambda i: "fast" if i < slow_from else "[[fake:slow]]", limits="grace_s = 1")
     out = out_of(job)
     run = start(job, server.url)
-    wait_for(lambda: server.ledger()["requests"] > (CONCURRENCY if slow_from else 0), run)
+    wait_for_requests(server, CONCURRENCY if slow_from else 0, run)
     began = time.monotonic()
     run.process.send_signal(signal.SIGTERM)
     assert run.wait(20) == 143, run.output()

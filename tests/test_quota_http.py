@@ -39,6 +39,10 @@ runs on a loaded two-core machine."""
 ROWS = 650
 """At 6000 RPM (100 a second) a run outlasts the window by a third: its edge is crossed at the quota."""
 
+# Rates are measured on the wall clock. pytest-xdist (--dist loadfile) runs a module's tests one after another
+# on one worker, so no two of these compete for the CPU; `slow` starts the module first.
+pytestmark = pytest.mark.slow
+
 
 @pytest.fixture(autouse=True)
 def _key(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
@@ -261,7 +265,7 @@ async def test_token_estimate_count_paces_on_exact_counts(tmp_path: Path) -> Non
     """`token_estimate = "count"`: each row's tokens are counted by the server before it is sent, once, and
     the limiter paces on those exact counts: its token total is the server's to the token, with no 429.
     (A short run: the rate at the quota and the window's edge are the TPM test's business.)"""
-    rows = 250
+    rows = 100
     limits = {"concurrency": 32, "quota_window_s": WINDOW_S, "tokens_per_minute": 280_000, "token_estimate": "count"}
     job = write_job(tmp_path, rows, limits)
     with server("--tpm", "280000", "--quota-window-s", str(WINDOW_S), *LATENCY) as url:
