@@ -7,6 +7,7 @@ a crash at any point leaves every row readable and the next compaction finishes 
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -15,7 +16,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from batchgen.errors import ConfigError, OutputError
-from batchgen.idhash import IdHashes
+from batchgen.idhash import IdHashes, IdSet
 from batchgen.records import Status
 from batchgen.writer import read_manifest, write_part_atomically
 
@@ -26,7 +27,7 @@ PART_GLOB = "part-*.parquet"
 class Done:
     """Ids already in the folder: those final (skipped by a rerun) and how many rows are stored in all."""
 
-    final: frozenset[str]
+    final: IdSet
     rows: int
 
 
@@ -50,11 +51,17 @@ def done_ids(folder: Path, *, retry_failed: bool) -> Done:
     """Ids whose latest row is final; with `retry_failed`, `failed` rows are not final and are sent again."""
     latest = _latest_rows(folder)
     if latest is None:
-        return Done(final=frozenset(), rows=0)
+        return Done(final=IdSet(), rows=0)
     ids, statuses = latest
     if retry_failed:
         ids = ids.filter(pc.not_equal(statuses, Status.FAILED.value))
-    return Done(final=frozenset(ids.to_pylist()), rows=len(statuses))
+    return Done(final=IdSet(_in_chunks(ids)), rows=len(statuses))
+
+
+def _in_chunks(ids: pa.Array, size: int = 65_536) -> Iterator[list[str]]:
+    # A million ids as one Python list would cost what IdSet saves.
+    for start in range(0, len(ids), size):
+        yield ids.slice(start, size).to_pylist()
 
 
 def failed_fraction(folder: Path) -> float:

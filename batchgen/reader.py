@@ -6,7 +6,7 @@ that cannot become a prompt still yields a `Prompt` (with `problem` set), so it 
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Collection, Iterator
+from collections.abc import AsyncIterator, Collection, Container, Iterator
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -49,7 +49,7 @@ class InputSource:
     def __repr__(self) -> str:
         return f"InputSource({str(self.path)!r}, {len(self.files)} {self.kind} file(s))"
 
-    async def prompts(self, skip: Collection[str] = (), duplicates: Collection[str] = ()) -> AsyncIterator[Prompt]:
+    async def prompts(self, skip: Container[str] = (), duplicates: Collection[str] = ()) -> AsyncIterator[Prompt]:
         """Every row's prompt in input order, minus those whose id is in `skip` (already done).
 
         Ids in `duplicates` (allowed by the user) are suffixed from their second occurrence on: `a`, `a#2`, ...
