@@ -107,11 +107,14 @@ SERVERS = ("fake", "fixed")
 
 
 @contextmanager
-def server(latency_ms: float, *, kind: str = "fake", cpus: set[int] | None = None) -> Iterator[Server]:
+def server(
+    latency_ms: float, *, kind: str = "fake", cpus: set[int] | None = None, flags: Sequence[str] = ()
+) -> Iterator[Server]:
     """A server in its own process for the block's duration: `fake` is batchgen's local Gemini server
-    (`python -m batchgen.fakeserver --latency-ms N`), `fixed` the minimal one in benchmarks/fixed_server.py."""
+    (`python -m batchgen.fakeserver --latency-ms N`, then `flags`), `fixed` the minimal one in
+    benchmarks/fixed_server.py."""
     if kind == "fake":
-        argv = [sys.executable, "-m", "batchgen.fakeserver", "--port", "0", "--latency-ms", str(latency_ms)]
+        argv = [sys.executable, "-m", "batchgen.fakeserver", "--port", "0", "--latency-ms", str(latency_ms), *flags]
     else:
         argv = [sys.executable, "-m", "benchmarks.fixed_server", "0", str(latency_ms)]
     # stderr goes to a file: an undrained pipe would fill up and stall the server mid-run.

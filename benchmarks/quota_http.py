@@ -22,13 +22,8 @@ headroom is 1 % of the window, 50-60 ms here instead of 0.6 s, against the same 
 from __future__ import annotations
 
 import asyncio
-import subprocess
-import sys
 import tempfile
 import time
-import urllib.request
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -38,6 +33,7 @@ import orjson
 from batchgen.execute import RunOptions, execute
 from batchgen.job import load_job
 from batchgen.secret import ApiKey
+from benchmarks import procs
 
 KEY = "bench-quota-key"
 
@@ -68,30 +64,6 @@ CASES = (
 )
 
 
-@contextmanager
-def local_server(*flags: str) -> Iterator[str]:
-    """The local Gemini server in its own process; yields its URL."""
-    with tempfile.TemporaryFile() as errors:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "batchgen.fakeserver", "--port", "0", "--api-key", KEY, *flags],
-            stdout=subprocess.PIPE,
-            stderr=errors,
-            text=True,
-        )
-        try:
-            assert process.stdout is not None
-            url = process.stdout.readline().strip()
-            if not url.startswith("http"):
-                errors.seek(0)
-                raise RuntimeError(f"local server did not start: {errors.read().decode()}")
-            yield url
-        finally:
-            process.terminate()
-            process.wait(timeout=10)
-            if process.stdout is not None:
-                process.stdout.close()
-
-
 def write_job(folder: Path, case: Case) -> Path:
     """A text-mode job over `case.rows` reviews of 1 to 8 sentences (prompts of about 15-75 tokens)."""
     lines = (
@@ -112,12 +84,6 @@ def write_job(folder: Path, case: Case) -> Path:
         '[output]\npath = "out"\n'
     )
     return job
-
-
-def server_stats(url: str) -> dict[str, Any]:
-    with urllib.request.urlopen(f"{url}/_fake/stats", timeout=10) as answer:
-        stats: dict[str, Any] = orjson.loads(answer.read())
-    return stats
 
 
 def share(requests: float, tokens: float, minutes: float, case: Case) -> float:
@@ -150,13 +116,13 @@ def run(case: Case) -> dict[str, float]:
     flags = ["--rpm", str(case.rpm), "--quota-window-s", str(case.window_s)]
     if case.tpm is not None:
         flags += ["--tpm", str(case.tpm)]
-    flags += ["--latency-ms", "20", "--latency-jitter-ms", "10"]
-    with tempfile.TemporaryDirectory() as folder, local_server(*flags) as url:
-        job = load_job(write_job(Path(folder), case)).with_overrides(base_url=url)
+    flags += ["--api-key", KEY, "--latency-jitter-ms", "10"]
+    with tempfile.TemporaryDirectory() as folder, procs.server(20, flags=flags) as server:
+        job = load_job(write_job(Path(folder), case)).with_overrides(base_url=server.url)
         started = time.perf_counter()
         outcome = asyncio.run(execute(job, ApiKey(KEY), RunOptions()))
         elapsed = time.perf_counter() - started
-        stats = server_stats(url)
+        stats = server.stats()
     return {
         "achieved": settled(stats, case) if case.settled_after_s else whole_run(stats, case),
         "whole_run": whole_run(stats, case),

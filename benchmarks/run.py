@@ -6,10 +6,9 @@
 
 Parts: `speed` (batchgen vs a bare aiohttp loop and the google-genai SDK loop, at 0 ms and 200 ms, on the
 local Gemini server and on a minimal fixed-answer server), `profile` (where batchgen's CPU goes, by area,
-sampled with py-spy), `pipeline` (batchgen's own CPU per row without
-HTTP), `validators`, `limits` (the rate limiter in virtual time), `quota_http` (real-HTTP quota runs, when
-that module is present) and, with --memory, `memory`. Results go to benchmarks/results/<UTC time>.json and
-benchmarks/results/latest.json.
+sampled with py-spy), `pipeline` (batchgen's own CPU per row without HTTP), `validators`, `limits` (the
+rate limiter in virtual time), `quota_http` (real-HTTP quota runs) and, with --memory, `memory`. Results go
+to benchmarks/results/<UTC time>.json and benchmarks/results/latest.json.
 """
 
 from __future__ import annotations
@@ -17,7 +16,6 @@ from __future__ import annotations
 import argparse
 import importlib
 import importlib.metadata
-import importlib.util
 import os
 import platform
 import subprocess
@@ -34,7 +32,7 @@ if str(ROOT) not in sys.path:
 
 import orjson  # noqa: E402
 
-from benchmarks import memory, pipeline, procs, profile, speed  # noqa: E402
+from benchmarks import memory, pipeline, procs, profile, quota_http, speed  # noqa: E402
 
 PARTS = ("speed", "profile", "pipeline", "validators", "limits", "quota_http", "memory")
 PACKAGES = ("aiohttp", "anyio", "google-genai", "orjson", "pyarrow", "tenacity", "uvloop", "jsonschema-rs")
@@ -73,16 +71,9 @@ def _runners(args: argparse.Namespace) -> dict[str, Callable[[], Any]]:
         "pipeline": lambda: pipeline.main(2_000 if args.quick else 20_000),
         "validators": lambda: importlib.import_module("benchmarks.validators").main(),
         "limits": lambda: importlib.import_module("benchmarks.limits").main(),
-        "quota_http": _quota_http,
+        "quota_http": quota_http.main,
         "memory": lambda: memory.main(quick=args.quick, data=args.data),
     }
-
-
-def _quota_http() -> Any:
-    # Written by another part of the project; run it when it is there.
-    if importlib.util.find_spec("benchmarks.quota_http") is None:
-        return {"skipped": "benchmarks/quota_http.py is not present"}
-    return importlib.import_module("benchmarks.quota_http").main()
 
 
 def _meta() -> dict[str, Any]:
