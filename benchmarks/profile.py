@@ -38,23 +38,15 @@ AREAS = (HTTP, LOOP, RESPONSE, INPUT, OUTPUT, LIMITER, RUNNER, STARTUP)
 _HTTP_LIBS = {"aiohttp", "aiohappyeyeballs", "multidict", "yarl", "propcache"}
 _LOOP_LIBS = {"asyncio", "uvloop", "anyio", "threading", "concurrent", "selectors", "socket"}
 _BY_MODULE = {
-    "gemini": RESPONSE,
-    "outcome": RESPONSE,
-    "schema": RESPONSE,
-    "thinking": RESPONSE,
-    "extras": RESPONSE,
-    "reader": INPUT,
-    "prompts": INPUT,
-    "writer": OUTPUT,
-    "ledger": OUTPUT,
-    "idhash": OUTPUT,
-    "limiter": LIMITER,
-    "window": LIMITER,
-    "clock": LIMITER,
+    **dict.fromkeys(("gemini", "outcome", "schema", "thinking", "extras"), RESPONSE),
+    **dict.fromkeys(("reader", "prompts"), INPUT),
+    **dict.fromkeys(("writer", "ledger", "idhash"), OUTPUT),
+    **dict.fromkeys(("limiter", "window", "clock"), LIMITER),
+    **dict.fromkeys(
+        ("runner", "retry", "execute", "budget", "stats", "progress", "logs", "records", "pricing"), RUNNER
+    ),
     "client": HTTP,
-    "cli": LOOP,
 }
-_RUNNER_MODULES = {"runner", "retry", "execute", "budget", "stats", "progress", "logs", "records", "pricing"}
 _FRAME = re.compile(r"^(?P<function>.*) \((?P<path>.*?)(?::\d+)?\)$")
 _IDLE = ("Condition.wait", "Queue.get", "Event.wait")
 
@@ -84,7 +76,7 @@ def area(frames: Sequence[str]) -> str | None:
     inner = modules[-1].removesuffix(".py").replace("/", ".") if modules else None
     if inner is None or inner == "cli":
         return LOOP if leaf in _LOOP_LIBS or inner is None else STARTUP
-    return _BY_MODULE.get(inner, RUNNER if inner in _RUNNER_MODULES else STARTUP)
+    return _BY_MODULE.get(inner, STARTUP)
 
 
 def summarise(lines: Iterable[str], rows: int) -> dict[str, Any]:
