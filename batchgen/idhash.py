@@ -59,7 +59,7 @@ def _repeated(hashes: array[int]) -> list[int]:
     count = len(hashes)
     if count < 2:
         return []
-    values = pa.Array.from_buffers(pa.int64(), count, [None, pa.py_buffer(hashes)])  # a zero-copy view
+    values = _view(hashes)
     ordered = values.take(pc.sort_indices(values))
     later = ordered.slice(1)
     same = pc.equal(later, ordered.slice(0, count - 1))
@@ -99,8 +99,10 @@ class IdSet:
             return False
         key = hash(value)
         position = bisect_left(first, key)
-        check = hash(_SALT + value)
+        if position == len(first) or first[position] != key:
+            return False
         # Equal first hashes sit side by side; among them, nearly always one, the second hash decides.
+        check = hash(_SALT + value)
         while position < len(first) and first[position] == key:
             if self._second[position] == check:
                 return True
@@ -114,9 +116,13 @@ def _sorted_by(keys: array[int], *columns: array[int]) -> Iterator[Sequence[int]
     if count == 0:
         yield from (array("q") for _ in columns)
         return
-    view = pa.Array.from_buffers(pa.int64(), count, [None, pa.py_buffer(keys)])  # a zero-copy view
-    order = pc.sort_indices(view)
+    order = pc.sort_indices(_view(keys))
     for column in columns:
-        taken = pa.Array.from_buffers(pa.int64(), count, [None, pa.py_buffer(column)]).take(order)
+        taken = _view(column).take(order)
         # The memoryview keeps Arrow's buffer alive; Arrow pads buffers, hence the slice.
         yield memoryview(taken.buffers()[1]).cast("q")[:count]
+
+
+def _view(hashes: array[int]) -> pa.Array:
+    """The packed hashes as an Arrow int64 array, without a copy."""
+    return pa.Array.from_buffers(pa.int64(), len(hashes), [None, pa.py_buffer(hashes)])
