@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -78,3 +78,20 @@ def job_copy(folder: Path, source: Path, **limits: Any) -> Path:
     copy = folder / source.name
     copy.write_text(text)
     return copy
+
+
+def demo_tree(folder: Path, edits: Mapping[str, str] | None = None, reviews: bytes | None = None) -> Path:
+    """The demo job with its schema and input under `folder` (jobs/, schemas/, data/: its relative paths
+    intact), each key of `edits` replaced by its value in the job file; `reviews` stands in for the input."""
+    for name in ("jobs", "data", "schemas"):
+        (folder / name).mkdir(exist_ok=True)
+    (folder / "schemas" / "sentiment.json").write_bytes((ROOT / "schemas" / "sentiment.json").read_bytes())
+    data = reviews if reviews is not None else (ROOT / "data" / "reviews.jsonl").read_bytes()
+    (folder / "data" / "reviews.jsonl").write_bytes(data)
+    text = (ROOT / "jobs" / "demo.toml").read_text()
+    for old, new in (edits or {}).items():
+        assert old in text, old
+        text = text.replace(old, new)
+    job = folder / "jobs" / "demo.toml"
+    job.write_text(text)
+    return job

@@ -16,7 +16,7 @@ import polars as pl
 import pyarrow as pa
 import pyarrow.dataset as ds
 import pytest
-from conftest import clean_environment
+from conftest import clean_environment, demo_tree
 from servers import server_process, server_stats
 
 from batchgen.cli import main
@@ -30,21 +30,6 @@ FAST = ("--rpm", "60000")
 
 # Runs wait on servers and retries in real time: `slow` starts the module first under pytest-xdist.
 pytestmark = pytest.mark.slow
-
-
-def job_copy(tmp_path: Path, **replace: str) -> Path:
-    """The demo job, its data and schema copied into `tmp_path` (relative paths intact), with edits."""
-    for folder in ("jobs", "data", "schemas"):
-        (tmp_path / folder).mkdir(exist_ok=True)
-    (tmp_path / "data" / "reviews.jsonl").write_bytes((ROOT / "data" / "reviews.jsonl").read_bytes())
-    (tmp_path / "schemas" / "sentiment.json").write_bytes((ROOT / "schemas" / "sentiment.json").read_bytes())
-    text = DEMO.read_text()
-    for old, new in replace.items():
-        assert old in text, old
-        text = text.replace(old, new)
-    job = tmp_path / "jobs" / "demo.toml"
-    job.write_text(text)
-    return job
 
 
 def results(folder: Path) -> pa.Table:
@@ -112,7 +97,7 @@ def test_check_runs_start_up_checks_without_sending(capsys: pytest.CaptureFixtur
 
 
 def test_bad_job_exits_2_naming_file_and_key(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    job = job_copy(tmp_path, **{"concurrency = 32": "concurrency = -1"})
+    job = demo_tree(tmp_path, {"concurrency = 32": "concurrency = -1"})
     assert main(["run", str(job), "--local-server"]) == 2
     err = capsys.readouterr().err
     assert str(job) in err and "limits.concurrency" in err
@@ -165,7 +150,7 @@ def faulty_run(tmp_path_factory: pytest.TempPathFactory) -> FaultyRun:
     # One run serves every test that reads it: it is the module's slowest scenario (retries back off). Under
     # pytest-xdist (--dist loadfile) the module's tests share a worker, so it still runs once.
     folder = tmp_path_factory.mktemp("faulty")
-    job = job_copy(folder, **{"max_attempts = 6": "max_attempts = 4", "timeout_s = 120": "timeout_s = 1"})
+    job = demo_tree(folder, {"max_attempts = 6": "max_attempts = 4", "timeout_s = 120": "timeout_s = 1"})
     out = folder / "o"
     faults = ("--fail-rate", "0.3", "--violate-rate", "0.1", "--seed", "11", "--slow-s", "2", "--retry-delay-s", "0.05")
     # 429s stay under the limiter's shared-capacity threshold (5 % of requests), so they are absorbed by
@@ -216,7 +201,7 @@ def test_fault_injection_every_row_final_and_counts_match_the_server_ledger(faul
 
 
 def test_duplicate_ids_stop_before_sending_unless_allowed(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    job = job_copy(tmp_path)
+    job = demo_tree(tmp_path)
     data = tmp_path / "data" / "reviews.jsonl"
     data.write_bytes(data.read_bytes() + data.read_bytes().splitlines(keepends=True)[0])
     out = tmp_path / "o"

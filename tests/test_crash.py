@@ -25,6 +25,7 @@ import pyarrow as pa
 import pyarrow.dataset as ds
 import pyarrow.parquet as pq
 import pytest
+from conftest import demo_tree
 from servers import server_process, server_stats
 
 from batchgen.cli import main
@@ -55,24 +56,14 @@ def write_job(
 
     `limits` holds extra `[limits]` lines.
     """
-    for name in ("jobs", "data", "schemas"):
-        (folder / name).mkdir(exist_ok=True)
-    (folder / "schemas" / "sentiment.json").write_bytes((ROOT / "schemas" / "sentiment.json").read_bytes())
     lines = (orjson.dumps({"id": f"r{i:05d}", "review": review(i), "stars": i % 5 + 1}) for i in range(rows))
-    (folder / "data" / "reviews.jsonl").write_bytes(b"\n".join(lines) + b"\n")
-    text = (ROOT / "jobs" / "demo.toml").read_text()
     edits = {
         "concurrency = 32": f"concurrency = {CONCURRENCY}",
         "max_attempts = 6": f"max_attempts = {max_attempts}",
         "requests_per_minute = 6000": f"requests_per_minute = {rpm}\n{limits}",
         'path = "../out/demo"': f'path = "../out/crash"\nflush_rows = {FLUSH_ROWS}\nflush_seconds = 0.5',
     }
-    for old, new in edits.items():
-        assert old in text, old
-        text = text.replace(old, new)
-    job = folder / "jobs" / "demo.toml"
-    job.write_text(text)
-    return job
+    return demo_tree(folder, edits, reviews=b"\n".join(lines) + b"\n")
 
 
 def out_of(job: Path) -> Path:
