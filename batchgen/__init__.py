@@ -8,8 +8,7 @@ The pieces a program needs to run a job itself (the CLI is `batchgen.cli`): load
 
 from __future__ import annotations
 
-from batchgen.budget import Budget, BudgetedSink
-from batchgen.client import Endpoint, GeminiClient
+from batchgen.api import LiveRun, RunOptions, RunOutcome, execute
 from batchgen.errors import (
     ApiError,
     AuthError,
@@ -29,18 +28,20 @@ from batchgen.errors import (
     ServerError,
     TransportError,
 )
-from batchgen.execute import LiveRun, RunOptions, RunOutcome, execute
-from batchgen.gemini import Reply, RequestTemplate
+from batchgen.gemini.request import RequestTemplate
+from batchgen.gemini.response import Reply
+from batchgen.input.prompts import PromptBuilder
+from batchgen.input.reader import InputSource
 from batchgen.job import Job, load_job
-from batchgen.limiter import Limits, RateLimiter
-from batchgen.prompts import PromptBuilder
-from batchgen.reader import InputSource
+from batchgen.online.client import Endpoint, GeminiClient
+from batchgen.online.limiter.rate import Limits, RateLimiter
+from batchgen.online.retry import Retrier, RetryPolicy
+from batchgen.online.runner import Runner, RunPolicy
 from batchgen.records import Generate, Limiter, Prompt, Result, Sink, Status, Usage
-from batchgen.retry import Retrier, RetryPolicy
-from batchgen.runner import Runner, RunPolicy
-from batchgen.schema import ResponseSchema
+from batchgen.report.budget import Budget, BudgetedSink
+from batchgen.results.sink import Layout, ParquetSink
+from batchgen.schema.response import ResponseSchema
 from batchgen.secret import ApiKey
-from batchgen.writer import Layout, ParquetSink
 
 __all__ = [
     "ApiError",

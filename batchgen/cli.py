@@ -26,20 +26,21 @@ from typing import Any, TextIO
 
 import anyio
 
-from batchgen import fakeserver, logs, progress
-from batchgen.budget import budget_for
+from batchgen import fakeserver
+from batchgen.api import LiveRun, RunOptions, RunOutcome, execute, prepare_source
+from batchgen.console import logs, progress
 from batchgen.errors import BatchgenError, BudgetExhausted, ConfigError, FatalApiError, InputError, OutputError
-from batchgen.estimate import Estimate, EstimateOptions, estimate
-from batchgen.estimate import render as render_estimate
-from batchgen.execute import LiveRun, RunOptions, RunOutcome, execute, prepare_source
 from batchgen.job import Job, load_job
-from batchgen.pricing import PriceTable
 from batchgen.records import Status
-from batchgen.report import build_report, load_results, load_runs
-from batchgen.report_format import FORMATS, render, usd
-from batchgen.report_html import write_html
+from batchgen.report.breakdown import build_report, load_results, load_runs
+from batchgen.report.budget import budget_for
+from batchgen.report.estimate import Estimate, EstimateOptions, estimate
+from batchgen.report.estimate import render as render_estimate
+from batchgen.report.html import write_html
+from batchgen.report.pricing import PriceTable
+from batchgen.report.text import FORMATS, render, usd
+from batchgen.results.sink import record_exit_code
 from batchgen.secret import ApiKey
-from batchgen.writer import record_exit_code
 
 EXIT_OK, EXIT_FAILED_ROWS, EXIT_CONFIG, EXIT_FATAL, EXIT_COST = 0, 1, 2, 3, 4
 EXIT_SIGNAL = {signal.SIGINT: 130, signal.SIGTERM: 143}

@@ -24,9 +24,9 @@ from pydantic import (
 )
 
 from batchgen.errors import ConfigError
+from batchgen.gemini.thinking import check_thinking
 from batchgen.records import RESULT_COLUMNS
-from batchgen.schema import ResponseSchema, load_response_schema
-from batchgen.thinking import check_thinking
+from batchgen.schema.response import ResponseSchema, load_response_schema
 
 # Top-level GenerateContentRequest fields a job may set in [request] (`contents` comes from each row).
 REQUEST_FIELDS = frozenset(

@@ -14,7 +14,7 @@ import asyncio
 import time
 from dataclasses import dataclass
 
-from batchgen.limiter import Limits, RateLimiter
+from batchgen.online.limiter.rate import Limits, RateLimiter
 from benchmarks.quota_sim import Outcome, SlidingWindowQuota, VirtualTimeLoop, Workload, simulate
 
 

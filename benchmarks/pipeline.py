@@ -20,14 +20,14 @@ from typing import Any
 import anyio
 import orjson
 
-from batchgen.execute import RunOptions, layout_for, prepare_source
-from batchgen.gemini import RequestTemplate
+from batchgen.api import RunOptions, layout_for, prepare_source
+from batchgen.gemini.request import RequestTemplate
 from batchgen.job import load_job
-from batchgen.limiter import Limits, RateLimiter
-from batchgen.outcome import judge
-from batchgen.retry import Retrier, RetryPolicy
-from batchgen.runner import Runner, RunPolicy
-from batchgen.writer import ParquetSink
+from batchgen.online.limiter.rate import Limits, RateLimiter
+from batchgen.online.retry import Retrier, RetryPolicy
+from batchgen.online.runner import Runner, RunPolicy
+from batchgen.results.sink import ParquetSink
+from batchgen.results.verdict import judge
 from benchmarks.fixed_server import BODY
 from benchmarks.workload import write_job, write_jsonl
 

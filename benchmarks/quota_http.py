@@ -2,7 +2,7 @@
 
 Run from the repository root: `python -m benchmarks.quota_http`. Each case starts the local Gemini server in
 its own process with a quota (RPM and input TPM, counted over a sliding window of `window_s` seconds holding
-rate x window / 60) and runs a job through `batchgen.execute.execute` against it, the job's
+rate x window / 60) and runs a job through `batchgen.api` against it, the job's
 `[limits] quota_window_s` set to the same window. The figures come from the server's ledger: requests and
 input tokens it admitted (first to last admission, or the last part of the run for the unconfigured case)
 as a share of the binding quota, and the 429s it sent for a quota. "achieved" is over the whole run when
@@ -30,7 +30,7 @@ from typing import Any
 
 import orjson
 
-from batchgen.execute import RunOptions, execute
+from batchgen.api import RunOptions, execute
 from batchgen.job import load_job
 from batchgen.secret import ApiKey
 from benchmarks import procs

@@ -26,7 +26,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from batchgen.limiter import RateLimiter
+from batchgen.online.limiter.rate import RateLimiter
 
 RPM_QUOTA_ID = "GenerateRequestsPerMinutePerProjectPerModel"
 TPM_QUOTA_ID = "GenerateContentInputTokensPerModelPerMinute"

@@ -21,7 +21,9 @@ import fastjsonschema
 import jsonschema
 import jsonschema_rs
 
-from batchgen.schema import Dialect, ResponseSchema, check_openapi_schema, openapi_to_json_schema
+from batchgen.schema.dialect import Dialect
+from batchgen.schema.openapi import check_openapi_schema, openapi_to_json_schema
+from batchgen.schema.response import ResponseSchema
 
 VALID_ROWS = 1000
 INVALID_ROWS = 120  # ten of each way to go wrong

@@ -11,13 +11,12 @@ import pytest
 from conftest import job_copy
 from servers import server_process, server_stats
 
-from batchgen.budget import Budget, BudgetedSink, budget_for
 from batchgen.cli import main
 from batchgen.errors import BatchgenError, BudgetExhausted, ConfigError
-from batchgen.pricing import PriceTable
-from batchgen.records import Result, Status, Usage
-from batchgen.report import build_report, load_results
-from batchgen.stats import RunStats
+from batchgen.records import Result, RunStats, Status, Usage
+from batchgen.report.breakdown import build_report, load_results
+from batchgen.report.budget import Budget, BudgetedSink, budget_for
+from batchgen.report.pricing import PriceTable
 
 ROOT = Path(__file__).resolve().parent.parent
 DEMO = ROOT / "jobs" / "demo.toml"

@@ -6,7 +6,6 @@ from collections.abc import AsyncIterator
 
 import pytest
 
-from batchgen.client import Endpoint, GeminiClient
 from batchgen.errors import (
     AuthError,
     MalformedResponse,
@@ -16,7 +15,9 @@ from batchgen.errors import (
     TransportError,
 )
 from batchgen.fakeserver import FakeServer, ServerConfig
-from batchgen.gemini import RequestTemplate, parse_response, user_contents
+from batchgen.gemini.request import RequestTemplate, user_contents
+from batchgen.gemini.response import parse_response
+from batchgen.online.client import Endpoint, GeminiClient
 from batchgen.secret import ApiKey
 
 KEY = "test-key-5f1c9a"

@@ -12,12 +12,12 @@ from conftest import job_copy
 
 from batchgen.cli import main
 from batchgen.errors import ConfigError
-from batchgen.estimate import Estimate, EstimateOptions, InputTokens, Sample, estimate
 from batchgen.fakeserver import FakeServer, ServerConfig
-from batchgen.gemini import user_contents
+from batchgen.gemini.request import user_contents
 from batchgen.job import Job, load_job
-from batchgen.pricing import PriceTable
 from batchgen.records import Status
+from batchgen.report.estimate import Estimate, EstimateOptions, InputTokens, Sample, estimate
+from batchgen.report.pricing import PriceTable
 from batchgen.secret import ApiKey
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -15,15 +15,10 @@ from batchgen.errors import (
     ServerError,
     TransportError,
 )
-from batchgen.gemini import (
-    RequestTemplate,
-    SseDecoder,
-    error_from_response,
-    merge_stream,
-    parse_response,
-    parse_retry_after,
-    user_contents,
-)
+from batchgen.gemini.errors import error_from_response, parse_retry_after
+from batchgen.gemini.request import RequestTemplate, user_contents
+from batchgen.gemini.response import parse_response
+from batchgen.gemini.stream import SseDecoder, merge_stream
 from batchgen.records import Usage
 
 

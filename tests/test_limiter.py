@@ -12,9 +12,9 @@ from collections.abc import Callable
 
 import pytest
 
-from batchgen.clock import Timer
 from batchgen.errors import ConfigError, QuotaExhausted
-from batchgen.limiter import Limits, RateLimiter
+from batchgen.online.limiter.clock import Timer
+from batchgen.online.limiter.rate import Limits, RateLimiter
 from benchmarks.quota_sim import (
     RPM_QUOTA_ID,
     TPM_QUOTA_ID,

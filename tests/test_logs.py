@@ -15,16 +15,16 @@ import pytest
 from conftest import job_copy, response
 from servers import server_process
 
-from batchgen import logs
 from batchgen.cli import main
+from batchgen.console import logs
 from batchgen.errors import ServerError
-from batchgen.gemini import RequestTemplate, user_contents
-from batchgen.outcome import judge
-from batchgen.pricing import PriceTable
+from batchgen.gemini.request import RequestTemplate, user_contents
+from batchgen.online.retry import Retrier, RetryPolicy
+from batchgen.online.runner import Runner, RunPolicy
 from batchgen.records import Prompt, Result, Status
-from batchgen.report import build_report, load_results
-from batchgen.retry import Retrier, RetryPolicy
-from batchgen.runner import Runner, RunPolicy
+from batchgen.report.breakdown import build_report, load_results
+from batchgen.report.pricing import PriceTable
+from batchgen.results.verdict import judge
 from batchgen.secret import ApiKey
 
 ROOT = Path(__file__).resolve().parent.parent

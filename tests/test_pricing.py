@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from batchgen.errors import ConfigError
-from batchgen.pricing import Cost, Price, PriceTable, Rates, charge, cost
+from batchgen.report.pricing import Cost, Price, PriceTable, Rates, charge, cost
 
 PRO = Price(
     "gemini-2.5-pro",

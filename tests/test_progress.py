@@ -12,10 +12,9 @@ import orjson
 import pytest
 from rich.console import Console
 
-from batchgen import logs, progress
-from batchgen.progress import Progress, Watch
-from batchgen.records import Result, Status, Usage
-from batchgen.stats import RunStats
+from batchgen.console import logs, progress
+from batchgen.console.progress import Progress, Watch
+from batchgen.records import Result, RunStats, Status, Usage
 
 
 @dataclass(frozen=True)

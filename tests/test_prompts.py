@@ -8,7 +8,7 @@ from pathlib import Path
 import orjson
 import pytest
 
-from batchgen.prompts import PromptBuilder
+from batchgen.input.prompts import PromptBuilder
 
 
 def text_of(contents: bytes) -> str:

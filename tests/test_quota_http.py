@@ -21,8 +21,8 @@ import pyarrow.dataset as ds
 import pytest
 from servers import server_process, server_stats
 
+from batchgen.api import LiveRun, RunOptions, RunOutcome, execute
 from batchgen.cli import main
-from batchgen.execute import LiveRun, RunOptions, RunOutcome, execute
 from batchgen.job import load_job
 from batchgen.secret import ApiKey
 

@@ -9,8 +9,8 @@ import pyarrow.parquet as pq
 import pytest
 
 from batchgen.errors import ConfigError, InputError
-from batchgen.prompts import PromptBuilder
-from batchgen.reader import InputSource
+from batchgen.input.prompts import PromptBuilder
+from batchgen.input.reader import InputSource
 from batchgen.records import Prompt
 
 BUILDER = PromptBuilder(id_field="id", prompt_field="p", keep_columns=("n",))

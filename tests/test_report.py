@@ -49,10 +49,8 @@ import pyarrow.parquet as pq
 import pytest
 
 from batchgen.errors import ConfigError, InputError, OutputError
-from batchgen.pricing import PriceTable
-from batchgen.report import RESULT_SCHEMA, Report, build_report, load_results, load_runs
-from batchgen.report_format import FORMATS, render
-from batchgen.report_html import (
+from batchgen.report.breakdown import RESULT_SCHEMA, Report, build_report, load_results, load_runs
+from batchgen.report.html import (
     ATTEMPTS_COLOUR,
     LATENCY_COLOUR,
     MODEL_COLOURS,
@@ -62,6 +60,8 @@ from batchgen.report_html import (
     render_html,
     write_html,
 )
+from batchgen.report.pricing import PriceTable
+from batchgen.report.text import FORMATS, render
 
 FLASH, PRO = "gemini-2.5-flash", "gemini-2.5-pro"
 RUN_A, RUN_B = "20260101T100000Z-aaaa", "20260102T090000Z-bbbb"

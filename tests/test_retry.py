@@ -7,7 +7,7 @@ import random
 import pytest
 
 from batchgen.errors import RateLimited, RequestRejected, ServerError, TransportError
-from batchgen.retry import Retrier, RetryPolicy
+from batchgen.online.retry import Retrier, RetryPolicy
 
 
 class Sleeps:

@@ -11,11 +11,11 @@ import pytest
 from conftest import response
 
 from batchgen.errors import AuthError, JobRejected, QuotaExhausted, RateLimited, RequestRejected, ServerError
-from batchgen.gemini import RequestTemplate, user_contents
-from batchgen.outcome import judge
+from batchgen.gemini.request import RequestTemplate, user_contents
+from batchgen.online.retry import Retrier, RetryPolicy
+from batchgen.online.runner import Runner, RunPolicy
 from batchgen.records import Prompt, Result, Status, Usage
-from batchgen.retry import Retrier, RetryPolicy
-from batchgen.runner import Runner, RunPolicy
+from batchgen.results.verdict import judge
 
 
 class OpenLimiter:

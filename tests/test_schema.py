@@ -13,14 +13,10 @@ import pyarrow.parquet as pq
 import pytest
 
 from batchgen.errors import ConfigError, SchemaError
-from batchgen.schema import (
-    Dialect,
-    ResponseSchema,
-    check_json_schema,
-    check_openapi_schema,
-    load_response_schema,
-    openapi_to_json_schema,
-)
+from batchgen.schema.dialect import Dialect
+from batchgen.schema.jsonschema import check_json_schema
+from batchgen.schema.openapi import check_openapi_schema, openapi_to_json_schema
+from batchgen.schema.response import ResponseSchema, load_response_schema
 
 SCHEMAS = Path(__file__).resolve().parent.parent / "schemas"
 JSON_MODE = {"responseMimeType": "application/json"}

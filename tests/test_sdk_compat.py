@@ -59,25 +59,19 @@ from google.genai import errors as genai_errors
 from google.genai import types
 from servers import Captured, CaptureServer
 
-from batchgen.client import Endpoint, GeminiClient
+from batchgen.api import prompt_builder
 from batchgen.errors import ApiError, AuthError, QuotaExhausted, RateLimited, ServerError
-from batchgen.execute import prompt_builder
-from batchgen.extras import EXTRA_FIELDS, extra_columns
 from batchgen.fakeserver import FakeServer, ServerConfig
-from batchgen.gemini import (
-    Reply,
-    RequestTemplate,
-    SseDecoder,
-    decode_json,
-    error_from_response,
-    merge_stream,
-    parse_response,
-    user_contents,
-)
+from batchgen.gemini.errors import error_from_response
+from batchgen.gemini.request import RequestTemplate, user_contents
+from batchgen.gemini.response import Reply, decode_json, parse_response
+from batchgen.gemini.stream import SseDecoder, merge_stream
+from batchgen.input.reader import InputSource
 from batchgen.job import load_job
-from batchgen.outcome import judge
-from batchgen.reader import InputSource
+from batchgen.online.client import Endpoint, GeminiClient
 from batchgen.records import Status
+from batchgen.results.metadata import EXTRA_FIELDS, extra_columns
+from batchgen.results.verdict import judge
 from batchgen.secret import ApiKey
 
 KEY = "sdk-compat-key-4b7e"

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from batchgen.thinking import check_thinking
+from batchgen.gemini.thinking import check_thinking
 
 
 @pytest.mark.parametrize(

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from batchgen.window import WINDOW, MinuteWindow
+from batchgen.online.limiter.window import WINDOW, MinuteWindow
 
 
 def test_entries_count_for_a_minute_then_leave() -> None:

@@ -1,0 +1,142 @@
+"""From an input row (a dict) to a `Prompt`: id, contents and kept columns, or the reason it cannot be sent."""
+
+from __future__ import annotations
+
+import base64
+import mimetypes
+import string
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from batchgen.gemini.request import user_contents
+from batchgen.records import Prompt
+
+
+@dataclass(frozen=True, slots=True)
+class PromptBuilder:
+    """Turns rows into prompts following a job's [input] section.
+
+    The prompt comes from, in order: the row's `contents_field` (Gemini contents JSON, sent as is), else
+    `prompt_template` rendered with the row, else the row's `prompt_field`.
+    """
+
+    id_field: str | None = None
+    prompt_template: str | None = None
+    prompt_field: str | None = None
+    contents_field: str = "contents"
+    keep_columns: Sequence[str] = ()
+    # Multimodal rows: a local file sent as inlineData (relative paths against `media_root`), or a URI sent as
+    # fileData; the MIME type comes from `mime_field` or the file name.
+    media_field: str | None = None
+    media_uri_field: str | None = None
+    mime_field: str | None = None
+    media_root: Path | None = None
+    _template_fields: tuple[str, ...] = field(init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        names: tuple[str, ...] = ()
+        if self.prompt_template is not None:
+            parsed = string.Formatter().parse(self.prompt_template)
+            names = tuple(dict.fromkeys(name for _, name, _, _ in parsed if name))
+        object.__setattr__(self, "_template_fields", names)
+
+    def build(self, row: Any, index: int, file: str, locator: str) -> Prompt:
+        """The prompt for row number `index` (0-based), found in `file` at `locator` ("line:12", "row:7")."""
+        if not isinstance(row, Mapping):
+            return unusable(file, locator, f"row is a JSON {type(row).__name__}, not an object")
+        row_id = self._row_id(row, index)
+        where = _where(file, locator)
+        if row_id is None:
+            return unusable(file, locator, f"id field {self.id_field!r} is missing or not a string/integer")
+        keep = {name: row.get(name) for name in self.keep_columns}
+        try:
+            contents = self._contents(row)
+        except ValueError as exc:
+            return Prompt(id=row_id, where=where, contents=b"", keep=keep, problem=str(exc))
+        return Prompt(id=row_id, where=where, contents=contents, keep=keep)
+
+    def _row_id(self, row: Mapping[str, Any], index: int) -> str | None:
+        if self.id_field is None:
+            return str(index)
+        value = row.get(self.id_field)
+        if isinstance(value, bool) or not isinstance(value, str | int) or value == "":
+            return None
+        return str(value)
+
+    def _contents(self, row: Mapping[str, Any]) -> bytes:
+        contents = row.get(self.contents_field)
+        if contents is not None:
+            return _contents_json(contents, self.contents_field)
+        if self.prompt_template is not None:
+            text = self._render(row)
+        elif self.prompt_field is not None:
+            value = row.get(self.prompt_field)
+            if not isinstance(value, str):
+                raise ValueError(f"prompt field {self.prompt_field!r} is missing or not a string")
+            text = value
+        else:
+            raise ValueError(f"row has no {self.contents_field!r} field and the job sets no prompt")
+        if not text.strip():
+            raise ValueError("prompt is empty")
+        return user_contents(text, self._media(row))
+
+    def _media(self, row: Mapping[str, Any]) -> list[dict[str, Any]]:
+        parts: list[dict[str, Any]] = []
+        if self.media_field is not None and row.get(self.media_field) is not None:
+            path = Path(str(row[self.media_field]))
+            if not path.is_absolute() and self.media_root is not None:
+                path = self.media_root / path
+            try:
+                data = path.read_bytes()
+            except OSError as exc:
+                raise ValueError(f"cannot read media file {path}: {exc.strerror or exc}") from exc
+            inline = {"mimeType": self._mime(row, path.name), "data": base64.b64encode(data).decode("ascii")}
+            parts.append({"inlineData": inline})
+        if self.media_uri_field is not None and row.get(self.media_uri_field) is not None:
+            uri = str(row[self.media_uri_field])
+            parts.append({"fileData": {"mimeType": self._mime(row, uri), "fileUri": uri}})
+        return parts
+
+    def _mime(self, row: Mapping[str, Any], name: str) -> str:
+        given = row.get(self.mime_field) if self.mime_field is not None else None
+        mime = given if isinstance(given, str) and given else mimetypes.guess_type(name)[0]
+        if mime is None:
+            raise ValueError(f"no MIME type for {name!r}: add a {self.mime_field or 'mime_field'} column")
+        return mime
+
+    def _render(self, row: Mapping[str, Any]) -> str:
+        missing = [name for name in self._template_fields if row.get(name) is None]
+        if missing:
+            raise ValueError(f"prompt_template needs field(s) {missing}, missing or null in this row")
+        try:
+            return self.prompt_template.format_map(row)  # type: ignore[union-attr]
+        except (KeyError, IndexError, ValueError, AttributeError) as exc:
+            raise ValueError(f"prompt_template cannot be rendered: {exc}") from exc
+
+
+def unusable(file: str, locator: str, problem: str) -> Prompt:
+    """A row whose id cannot be read: its locator is its id, so it is still reported exactly once."""
+    return Prompt(id=locator, where=_where(file, locator), contents=b"", problem=problem)
+
+
+def _where(file: str, locator: str) -> str:
+    kind, number = locator.rsplit(":", 2)[-2:]  # "line:12", or "name.jsonl:line:12" in a folder
+    return f"{file} {kind} {number}"
+
+
+def _contents_json(contents: Any, name: str) -> bytes:
+    # Parquet often stores nested JSON as a string column; accept both forms.
+    if isinstance(contents, str | bytes):
+        try:
+            contents = orjson.loads(contents)
+        except orjson.JSONDecodeError as exc:
+            raise ValueError(f"{name!r} is not valid JSON: {exc}") from exc
+    if isinstance(contents, Mapping):
+        contents = [contents]
+    if not isinstance(contents, list) or not contents or not all(isinstance(c, Mapping) for c in contents):
+        raise ValueError(f"{name!r} must be a non-empty list of Content objects")
+    return orjson.dumps(contents)

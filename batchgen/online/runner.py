@@ -1,0 +1,346 @@
+"""Orchestration: bounded fan-out of prompts and each row's lifecycle, from first attempt to final result.
+
+The runner does no I/O of its own. It takes an async iterable of prompts, a `Generate` carrier, a `Limiter`
+and a `Sink`, so the same loop serves an online call, a test's plain async function or a future batch file.
+
+A row's life: local checks -> (admission by the limiter -> HTTP attempt) x retries -> verdict -> re-asks while
+the output is unusable and re-asks are left -> one `Result`, handed to the sink exactly once.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass, field
+
+import anyio
+
+from batchgen.errors import (
+    ApiError,
+    BatchgenError,
+    FatalApiError,
+    JobRejected,
+    RateLimited,
+    RequestRejected,
+)
+from batchgen.gemini.request import RequestTemplate
+from batchgen.gemini.response import Reply, parse_response
+from batchgen.online.retry import Retrier
+from batchgen.records import Generate, Limiter, Prompt, Result, RunStats, Sink, Status, Usage
+from batchgen.results.verdict import REASKABLE, Verdict
+
+log = logging.getLogger(__name__)
+
+Judge = Callable[[Reply], Verdict]
+CountTokens = Callable[[bytes], Awaitable[int]]
+
+
+@dataclass(frozen=True, slots=True)
+class RunPolicy:
+    """How rows are fanned out and when a row or the whole job gives up."""
+
+    concurrency: int = 64
+    max_reasks: int = 1
+    reask_max_output_tokens: int | None = None
+    max_prompt_tokens: int | None = None
+    # The same 400 on this many leading rows means the job's request is wrong, not the rows.
+    probe_rows: int = 3
+    # After stop(), rows in flight get this long to finish before they are cancelled (and resent next run).
+    grace_s: float = 30.0
+
+
+@dataclass(slots=True)
+class _Tally:
+    """What one row has cost so far, across attempts and re-asks."""
+
+    attempts: int = 0
+    responses: int = 0
+    usage: Usage = field(default_factory=Usage)
+    first_sent: float | None = None
+
+
+class Runner:
+    """Runs prompts through a carrier into a sink, concurrently and within limits."""
+
+    def __init__(
+        self,
+        generate: Generate,
+        *,
+        template: RequestTemplate,
+        limiter: Limiter,
+        retrier: Retrier,
+        judge: Judge,
+        policy: RunPolicy,
+        count_tokens: CountTokens | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._generate = generate
+        self._template = template
+        self._limiter = limiter
+        self._retrier = retrier
+        self._judge = judge
+        self._policy = policy
+        self._count_tokens = count_tokens
+        self._clock = clock
+        self._reask_template = (
+            template.with_generation_config(maxOutputTokens=policy.reask_max_output_tokens)
+            if policy.reask_max_output_tokens
+            else template
+        )
+        self._stopping = anyio.Event()
+        self.stats = RunStats()
+        self.stopped_by: BatchgenError | None = None
+
+    def __repr__(self) -> str:
+        return f"Runner(done={self.stats.done}, in_flight={self.stats.in_flight}, stopping={self.stopping})"
+
+    @property
+    def stopping(self) -> bool:
+        return self._stopping.is_set()
+
+    def stop(self, reason: BatchgenError | None = None) -> None:
+        """Take no new rows; rows in flight get `grace_s` to finish. Safe to call more than once."""
+        if reason is not None and self.stopped_by is None:
+            self.stopped_by = reason
+        self._stopping.set()
+
+    async def run(self, prompts: AsyncIterable[Prompt], sink: Sink) -> RunStats:
+        """Process every prompt (until stopped); a fatal API error stops the run and is kept in `stopped_by`."""
+        rows = aiter(prompts)
+        try:
+            async with anyio.create_task_group() as group:
+                # Watches the probe too: a stop while the first request is out is bounded by the same grace.
+                group.start_soon(self._enforce_stop, group.cancel_scope)
+                if await self._probe(rows, sink):
+                    await self._fan_out(rows, sink)
+                group.cancel_scope.cancel()  # every row is done: dismiss the stop watcher
+        except FatalApiError as exc:
+            self.stop(exc)
+        except BaseExceptionGroup as group:
+            fatal, rest = group.split(BatchgenError)
+            if rest is not None:
+                raise
+            assert fatal is not None
+            self.stop(_first_leaf(fatal))
+        return self.stats
+
+    async def _probe(self, rows: AsyncIterator[Prompt], sink: Sink) -> bool:
+        # The first request goes out alone: an auth failure, an unknown model or a request shape the API
+        # rejects then costs a handful of requests instead of one failure per row.
+        rejections: list[str] = []
+        async for prompt in rows:
+            if self.stopping:
+                return False
+            result, error = await self._process(prompt)
+            await self._emit(result, sink)
+            if prompt.problem is not None:
+                continue
+            if not isinstance(error, RequestRejected):
+                return True
+            if error.http_status == 404:
+                raise JobRejected(f"{error} (is the model name right?)", http_status=404)
+            rejections.append(str(error))
+            if len(set(rejections)) > 1:
+                return True
+            if len(rejections) >= self._policy.probe_rows:
+                raise JobRejected(f"the first {len(rejections)} requests were all rejected: {error}")
+        return False
+
+    async def _fan_out(self, rows: AsyncIterator[Prompt], sink: Sink) -> None:
+        source = _Shared(rows)
+        async with anyio.create_task_group() as workers:
+            for _ in range(self._policy.concurrency):
+                workers.start_soon(self._work, source, sink)
+
+    async def _enforce_stop(self, everything: anyio.CancelScope) -> None:
+        await self._stopping.wait()
+        await anyio.sleep(self._policy.grace_s)
+        everything.cancel()  # rows still in flight are not written, so the next run sends them again
+
+    async def _work(self, source: _Shared, sink: Sink) -> None:
+        while not self.stopping:
+            prompt = await source.next()
+            if prompt is None or self.stopping:
+                return  # a row taken after stop() was never sent: the next run sends it
+            try:
+                result, _ = await self._process(prompt)
+            except FatalApiError as exc:
+                # Stop rather than cancel: the other rows in flight may already be answered and billed,
+                # so they get the grace period to finish and be written. This row is sent again next run.
+                self.stop(exc)
+                return
+            await self._emit(result, sink)
+
+    async def _emit(self, result: Result, sink: Sink) -> None:
+        await sink.write(result)
+        self.stats.record(result)
+        if result.status is not Status.OK:
+            _log_problem(result)
+
+    async def _process(self, prompt: Prompt) -> tuple[Result, ApiError | None]:
+        """One row from prompt to final result; the error is the API error that ended it, if any."""
+        if prompt.problem is not None:
+            return Result(prompt.id, Status.FAILED, error=f"{prompt.where}: {prompt.problem}", keep=prompt.keep), None
+        estimate = self._template.estimate_tokens(prompt.contents)
+        if self._policy.max_prompt_tokens and estimate > self._policy.max_prompt_tokens:
+            problem = f"prompt is about {estimate} tokens, over max_prompt_tokens={self._policy.max_prompt_tokens}"
+            return Result(prompt.id, Status.FAILED, error=f"{prompt.where}: {problem}", keep=prompt.keep), None
+        tally = _Tally()
+        template = self._template
+        reasks = 0
+        self.stats.in_flight += 1
+        try:
+            while True:
+                body = template.render(prompt.contents)
+                try:
+                    reply = await self._send(body, estimate, tally)
+                except (RequestRejected, _Exhausted) as exc:
+                    error = exc.error if isinstance(exc, _Exhausted) else exc
+                    return self._failed(prompt, tally, reasks, error), error
+                verdict = self._judge(reply)
+                if verdict.status in REASKABLE and reasks < self._policy.max_reasks:
+                    reasks += 1
+                    if verdict.status is Status.TRUNCATED:
+                        template = self._reask_template
+                    continue
+                return self._finished(prompt, tally, reasks, reply, verdict), None
+        finally:
+            self.stats.in_flight -= 1
+
+    async def _send(self, body: bytes, estimate: int, tally: _Tally) -> Reply:
+        if self._count_tokens is not None:
+            estimate = await self._exact_tokens(body, estimate)
+
+        async def attempt(number: int) -> Reply:
+            await self._limiter.acquire(estimate)
+            tally.attempts += 1
+            if tally.first_sent is None:
+                tally.first_sent = self._clock()
+            try:
+                data = await self._generate(body)
+            except RateLimited as exc:
+                # The tripped attempt keeps its token charge: the server may have counted it.
+                self.stats.rate_limited += 1
+                self._limiter.rate_limited(exc.quota_id, exc.retry_after)
+                raise
+            reply = parse_response(data)
+            self._limiter.settle(estimate, reply.usage.prompt)
+            tally.responses += 1
+            tally.usage = tally.usage + reply.usage
+            return reply
+
+        try:
+            return await self._retrier.call(attempt)
+        except (RequestRejected, FatalApiError):
+            raise
+        except ApiError as exc:  # a retryable error that ran out of attempts
+            raise _Exhausted(exc) from exc
+
+    async def _exact_tokens(self, body: bytes, fallback: int) -> int:
+        assert self._count_tokens is not None
+        try:
+            return await self._count_tokens(body)
+        except ApiError:
+            return fallback  # an estimate is good enough to pace by; the response corrects it
+
+    def _finished(self, prompt: Prompt, tally: _Tally, reasks: int, reply: Reply, verdict: Verdict) -> Result:
+        return Result(
+            id=prompt.id,
+            status=verdict.status,
+            text=reply.text,
+            output=verdict.output,
+            output_json=verdict.output_json,
+            thoughts=reply.thoughts,
+            finish_reason=reply.finish_reason,
+            block_reason=reply.block_reason,
+            usage=tally.usage,
+            model_version=reply.model_version,
+            response_id=reply.response_id,
+            attempts=tally.attempts,
+            responses=tally.responses,
+            reasks=reasks,
+            latency_ms=self._latency(tally),
+            error=verdict.error,
+            extras=_reply_extras(reply),
+            keep=prompt.keep,
+        )
+
+    def _failed(self, prompt: Prompt, tally: _Tally, reasks: int, error: ApiError) -> Result:
+        tries = f" after {tally.attempts} attempt(s)" if tally.attempts > 1 else ""
+        return Result(
+            id=prompt.id,
+            status=Status.FAILED,
+            usage=tally.usage,
+            attempts=tally.attempts,
+            responses=tally.responses,
+            reasks=reasks,
+            latency_ms=self._latency(tally),
+            error=f"{type(error).__name__}{tries}: {error}",
+            http_status=error.http_status,
+            keep=prompt.keep,
+        )
+
+    def _latency(self, tally: _Tally) -> float | None:
+        return None if tally.first_sent is None else (self._clock() - tally.first_sent) * 1000.0
+
+
+class _Shared:
+    """The prompt source the workers share: each takes the next row itself, one at a time, in input order.
+
+    Workers pull instead of being fed through a queue: a hand-off through a memory stream cost a feeder task
+    wake-up, an event and a checkpoint per row. The source (the reader) already buffers a bounded batch, so
+    nothing is lost; the lock only keeps two workers from advancing the async iterator at once.
+    """
+
+    def __init__(self, rows: AsyncIterator[Prompt]) -> None:
+        self._rows = rows
+        # fast_acquire: an uncontended lock is taken without yielding to the event loop.
+        self._lock = anyio.Lock(fast_acquire=True)
+
+    async def next(self) -> Prompt | None:
+        async with self._lock:
+            return await anext(self._rows, None)
+
+
+class _Exhausted(Exception):
+    """A retryable error that outlived its attempts; internal to the runner."""
+
+    def __init__(self, error: ApiError) -> None:
+        super().__init__(str(error))
+        self.error = error
+
+
+def _log_problem(result: Result) -> None:
+    http = f" (HTTP {result.http_status})" if result.http_status is not None else ""
+    log.warning(
+        "row %s %s%s: %s",
+        result.id,
+        result.status.value,
+        http,
+        result.error,
+        extra={
+            "event": "row_error",
+            "id": result.id,
+            "status": result.status.value,
+            "http_status": result.http_status,
+            "error": result.error,
+            "attempts": result.attempts,
+            "reasks": result.reasks,
+        },
+    )
+
+
+def _reply_extras(reply: Reply) -> dict[str, object]:
+    extras: dict[str, object] = dict(reply.extras)
+    if reply.function_calls:
+        extras["functionCalls"] = list(reply.function_calls)
+    return extras
+
+
+def _first_leaf(group: BaseExceptionGroup[BatchgenError]) -> BatchgenError:
+    error: BaseException = group
+    while isinstance(error, BaseExceptionGroup):
+        error = error.exceptions[0]
+    assert isinstance(error, BatchgenError)
+    return error

@@ -1,0 +1,174 @@
+"""Edge: a results folder read as a ledger, for resuming a job and keeping one row per id.
+
+A rerun asks the ledger which ids are already final and sends only the rest. Retried rows leave an older row
+behind; `compact` then rewrites only the parts holding superseded rows, each by write-new-then-delete-old, so
+a crash at any point leaves every row readable and the next compaction finishes the job.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+
+from batchgen.errors import ConfigError, OutputError
+from batchgen.input.ids import IdHashes, IdSet
+from batchgen.records import Status
+from batchgen.results.sink import read_manifest, write_part_atomically
+
+PART_GLOB = "part-*.parquet"
+
+
+@dataclass(frozen=True, slots=True)
+class Done:
+    """Ids already in the folder: those final (skipped by a rerun) and how many rows are stored in all."""
+
+    final: IdSet
+    rows: int
+
+
+def part_files(folder: Path) -> list[Path]:
+    return sorted(folder.glob(PART_GLOB)) if folder.is_dir() else []
+
+
+def check_job(folder: Path, fingerprint: str, *, force: bool) -> None:
+    """Refuse to mix a changed job's answers into a folder written by another job, unless forced."""
+    manifest = read_manifest(folder)
+    previous = (manifest or {}).get("job", {}).get("fingerprint")
+    if previous is None or previous == fingerprint or force:
+        return
+    raise ConfigError(
+        f"{folder} holds results of a different job (model, request, schema or prompt changed); "
+        "use another --output, or --force to add to it anyway"
+    )
+
+
+def done_ids(folder: Path, *, retry_failed: bool) -> Done:
+    """Ids whose latest row is final; with `retry_failed`, `failed` rows are not final and are sent again."""
+    latest = _latest_rows(folder)
+    if latest is None:
+        return Done(final=IdSet(), rows=0)
+    ids, statuses = latest
+    if retry_failed:
+        ids = ids.filter(pc.not_equal(statuses, Status.FAILED.value))
+    return Done(final=IdSet(_in_chunks(ids)), rows=len(statuses))
+
+
+def _in_chunks(ids: pa.Array, size: int = 65_536) -> Iterator[list[str]]:
+    # A million ids as one Python list would cost what IdSet saves.
+    for start in range(0, len(ids), size):
+        yield ids.slice(start, size).to_pylist()
+
+
+def failed_fraction(folder: Path) -> float:
+    """The fraction of rows that are `failed` in a folder holding one row per id (compacted, or written by
+    one run): how the job as a whole went. Counted part by part over the status column alone."""
+    rows = failed = 0
+    for part in part_files(folder):
+        statuses = _read(part, columns=["status"]).column("status")
+        rows += len(statuses)
+        failed += pc.sum(pc.equal(statuses, Status.FAILED.value)).as_py() or 0
+    return failed / rows if rows else 0.0
+
+
+def compact(folder: Path, run_id: str) -> int:
+    """Drop superseded rows (an id's older rows) so the folder holds one row per id; returns rows dropped."""
+    parts = part_files(folder)
+    superseded = _superseded(parts)
+    dropped = 0
+    for sequence, part in enumerate(parts):
+        positions = superseded.get(sequence)
+        if not positions:
+            continue
+        table = _read(part)
+        survivors = table.filter(_without(table.num_rows, positions))
+        dropped += len(positions)
+        if survivors.num_rows:
+            write_part_atomically(folder, f"part-{run_id}-c{sequence:05d}.parquet", survivors)
+        part.unlink()
+    return dropped
+
+
+def _latest_rows(folder: Path) -> tuple[pa.Array, pa.Array] | None:
+    parts = part_files(folder)
+    if not parts:
+        return None
+    superseded = _superseded(parts)
+    ids: list[pa.ChunkedArray] = []
+    statuses: list[pa.ChunkedArray] = []
+    for sequence, part in enumerate(parts):
+        table = _read(part, columns=["id", "status"])
+        positions = superseded.get(sequence)
+        if positions:
+            table = table.filter(_without(table.num_rows, positions))
+        ids.extend(table.column("id").chunks)
+        statuses.extend(table.column("status").chunks)
+    return pa.chunked_array(ids, pa.string()).combine_chunks(), pa.chunked_array(statuses, pa.string()).combine_chunks()
+
+
+def _superseded(parts: list[Path]) -> dict[int, list[int]]:
+    """Rows that are not their id's newest, as {part sequence number: row positions}.
+
+    Memory stays near 24 bytes per stored row, not a table of every id (`IdHashes`): when no id hash repeats
+    (a run into a fresh folder) no id does and that is all. Otherwise a second pass reads the ids behind
+    repeated hashes, and only those rows are ranked.
+    """
+    hashes = IdHashes()
+    for part in parts:
+        hashes.add(_read(part, columns=["id"]).column("id").to_pylist())
+    repeated = hashes.repeated()
+    if not repeated:
+        return {}
+    index = pa.concat_tables(_candidates(part, sequence, repeated) for sequence, part in enumerate(parts))
+    lost = index.filter(pc.invert(_newest_per_id(index)))
+    superseded: dict[int, list[int]] = {}
+    for sequence, position in zip(lost.column("part").to_pylist(), lost.column("position").to_pylist(), strict=True):
+        superseded.setdefault(sequence, []).append(position)
+    return superseded
+
+
+def _candidates(part: Path, sequence: int, repeated: frozenset[int]) -> pa.Table:
+    """id, finished_at, part and position of the rows of `part` whose id hash is in `repeated`."""
+    table = _read(part, columns=["id", "finished_at"])
+    positions = [p for p, value in enumerate(table.column("id").to_pylist()) if hash(value) in repeated]
+    rows = len(positions)
+    return (
+        table.take(pa.array(positions, pa.int64()))
+        .append_column("part", pa.array([sequence] * rows, pa.int32()))
+        .append_column("position", pa.array(positions, pa.int64()))
+    )
+
+
+def _without(rows: int, positions: list[int]) -> pa.Array:
+    keep = [True] * rows
+    for position in positions:
+        keep[position] = False
+    return pa.array(keep, pa.bool_())
+
+
+def _newest_per_id(index: pa.Table) -> pa.Array:
+    """A boolean mask over `index`: true for each id's newest row (latest finished_at, then latest part)."""
+    # `part` is the part's sequence number in name order, so descending means the later part.
+    order = pc.sort_indices(
+        index, sort_keys=[("id", "ascending"), ("finished_at", "descending"), ("part", "descending")]
+    )
+    ids = pc.take(index.column("id"), order).combine_chunks()
+    first = pc.not_equal(ids.slice(1), ids.slice(0, len(ids) - 1)) if len(ids) > 1 else pa.array([], pa.bool_())
+    first_in_order = pa.concat_arrays([pa.array([True]), first]) if len(ids) else first
+    mask = [False] * index.num_rows
+    for position, keep in zip(order.to_pylist(), first_in_order.to_pylist(), strict=True):
+        mask[position] = keep
+    return pa.array(mask, pa.bool_())
+
+
+def _read(part: Path, columns: list[str] | None = None) -> pa.Table:
+    try:
+        # One file in this thread, without pre-buffering: `pq.read_table` over hundreds of parts left about
+        # 65 MB more resident per million rows (Arrow's thread pool and dataset machinery), for no speed here.
+        return pq.ParquetFile(part, pre_buffer=False).read(columns=columns, use_threads=False)
+    except (OSError, pa.ArrowException) as exc:
+        raise OutputError(f"unreadable results part (remove it to resend its rows): {exc}", path=str(part)) from exc
