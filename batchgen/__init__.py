@@ -1,22 +1,28 @@
 """batchgen: run large batches of Gemini generateContent calls reliably, fast and cheaply.
 
-The pieces a program needs to run a job itself (the CLI is `batchgen.cli`): load a `Job`, read prompts with an
-`InputSource`, carry them with a `GeminiClient` under a `RateLimiter`, drive them with a `Runner` into a
-`ParquetSink`, wrapped in a `BudgetedSink` to price each row and enforce a cost cap. Every error is a
-`BatchgenError`; see `batchgen.errors` for the tree.
+The Python API (the `batchgen` command is a shell over it):
+
+    summary = batchgen.run_job("jobs/demo.toml", local_server=True)   # a RunSummary; .exit_code as the CLI's
+    table = batchgen.read_results("out/demo")                          # a pyarrow Table of the results
+
+`check_job` and `estimate_job` do what `batchgen check` and `batchgen estimate` do. A job is a job file, a
+`Job` (`load_job`, `job_from_dict`) or a mapping of the job file's shape. Every error is a `BatchgenError`;
+see `batchgen.errors` for the tree. The pieces of a run live in the sub-packages (see the architecture doc).
 """
 
 from __future__ import annotations
 
-from batchgen.api import LiveRun, RunOptions, RunOutcome, execute
+from batchgen.api import Checked, check_job, estimate_job, read_results, run_job, run_job_async
 from batchgen.errors import (
     ApiError,
     AuthError,
     BatchgenError,
     BudgetExhausted,
     ConfigError,
+    ExitCode,
     FatalApiError,
     InputError,
+    Interrupted,
     JobRejected,
     MalformedResponse,
     OutputError,
@@ -28,68 +34,43 @@ from batchgen.errors import (
     ServerError,
     TransportError,
 )
-from batchgen.gemini.request import RequestTemplate
-from batchgen.gemini.response import Reply
-from batchgen.input.prompts import PromptBuilder
-from batchgen.input.reader import InputSource
-from batchgen.job import Job, load_job
-from batchgen.online.client import Endpoint, GeminiClient
-from batchgen.online.limiter.rate import Limits, RateLimiter
-from batchgen.online.retry import Retrier, RetryPolicy
-from batchgen.online.runner import Runner, RunPolicy
-from batchgen.records import Generate, Limiter, Prompt, Result, Sink, Status, Usage
-from batchgen.report.budget import Budget, BudgetedSink
-from batchgen.results.sink import Layout, ParquetSink
-from batchgen.schema.response import ResponseSchema
-from batchgen.secret import ApiKey
+from batchgen.job import Job, job_from_dict, load_job
+from batchgen.pipeline import LiveRun, RunSummary
+from batchgen.records import Status, Usage
+from batchgen.report.estimate import Estimate
 
 __all__ = [
     "ApiError",
-    "ApiKey",
     "AuthError",
     "BatchgenError",
-    "Budget",
     "BudgetExhausted",
-    "BudgetedSink",
+    "Checked",
     "ConfigError",
-    "Endpoint",
+    "Estimate",
+    "ExitCode",
     "FatalApiError",
-    "GeminiClient",
-    "Generate",
     "InputError",
-    "InputSource",
+    "Interrupted",
     "Job",
     "JobRejected",
-    "Layout",
-    "Limiter",
-    "Limits",
     "LiveRun",
     "MalformedResponse",
     "OutputError",
-    "ParquetSink",
-    "Prompt",
-    "PromptBuilder",
     "QuotaExhausted",
     "RateLimited",
-    "RateLimiter",
-    "Reply",
     "RequestRejected",
-    "RequestTemplate",
-    "ResponseSchema",
-    "Result",
-    "Retrier",
-    "RetryPolicy",
     "RetryableError",
-    "RunOptions",
-    "RunOutcome",
-    "RunPolicy",
-    "Runner",
+    "RunSummary",
     "SchemaError",
     "ServerError",
-    "Sink",
     "Status",
     "TransportError",
     "Usage",
-    "execute",
+    "check_job",
+    "estimate_job",
+    "job_from_dict",
     "load_job",
+    "read_results",
+    "run_job",
+    "run_job_async",
 ]

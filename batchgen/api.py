@@ -1,285 +1,315 @@
-"""One `batchgen run`: build the edges (reader, client, limiter, writer) for a job and drive the runner.
+"""The Python API: run, check and estimate a job, read its results back. The CLI is a thin shell over it.
 
-This is where the pieces meet; the CLI only turns argv and the environment into a Job, a key and `RunOptions`,
-and turns the `RunOutcome` into a printed summary and an exit code.
+    summary = batchgen.run_job("jobs/demo.toml", local_server=True, limits={"concurrency": 8})
+    table = batchgen.read_results("out/demo")          # a pyarrow Table; .to_pandas() for a DataFrame
+
+A job is a job file's path, a `Job` (`load_job`, `job_from_dict`) or a mapping of the job file's shape.
+Keyword overrides replace top-level keys (`model`, `base_url`) or entries of `input`, `output` and `limits`.
+The API key comes from `api_key`, else from the environment variable the job names (`api_key_env`);
+`local_server=True` runs against batchgen's own local Gemini server instead, with no key.
 """
 
 from __future__ import annotations
 
-import secrets
-import time
-from collections.abc import AsyncIterator, Callable, Sequence
-from dataclasses import dataclass, field
-from datetime import UTC, datetime
+import functools
+import os
+import random
+import tempfile
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import anyio
 import pyarrow as pa
+import pyarrow.compute as pc
 
-from batchgen.errors import BatchgenError, ConfigError, InputError
+from batchgen import fakeserver
+from batchgen.errors import ApiError, ConfigError
 from batchgen.gemini.request import RequestTemplate
-from batchgen.input.prompts import PromptBuilder
-from batchgen.input.reader import BATCH_ROWS, InputSource
-from batchgen.job import Job
-from batchgen.online.client import Endpoint, GeminiClient
-from batchgen.online.limiter.rate import LimiterSnapshot, Limits, RateLimiter
-from batchgen.online.retry import Retrier, RetryPolicy
-from batchgen.online.runner import Runner, RunPolicy
-from batchgen.records import Prompt, Result, RunStats, Sink, Status
-from batchgen.report.budget import Budget, BudgetedSink, budget_for
+from batchgen.job import Job, job_from_dict, load_job
+from batchgen.online.client import GeminiClient
+from batchgen.pipeline import LiveRun, RunOptions, RunSummary, endpoint, execute, open_input, run_blocking
+from batchgen.records import Prompt
+from batchgen.report.breakdown import build_report, load_results
+from batchgen.report.budget import Budget, budget_for
+from batchgen.report.estimate import Estimate, InputTokens, Sample
 from batchgen.report.pricing import PriceTable
 from batchgen.results import resume
-from batchgen.results.sink import Layout, ParquetSink, claim_folder, utc_iso, write_manifest
-from batchgen.results.verdict import judge
+from batchgen.results.read import read_results as _read_results
 from batchgen.secret import ApiKey
+
+JobLike = Job | str | os.PathLike[str] | Mapping[str, Any]
+T = TypeVar("T")
+
+# `:countTokens` calls in flight at once: they have their own quota, and a sample is small.
+_COUNT_CONCURRENCY = 8
+
+
+def as_job(job: JobLike, **overrides: Any) -> Job:
+    """`job` as a validated `Job`, with `overrides` applied (paths in overrides relative to the working folder)."""
+    if isinstance(job, Job):
+        loaded = job
+    elif isinstance(job, Mapping):
+        loaded = job_from_dict(job)
+    else:
+        loaded = load_job(Path(job))
+    return loaded.with_overrides(**_absolute_paths(overrides)) if overrides else loaded
+
+
+def api_key(job: Job, environ: Mapping[str, str] = os.environ) -> ApiKey:
+    """The key from the environment variable the job names; a ConfigError naming it when it is not set."""
+    value = environ.get(job.api_key_env, "").strip()
+    if not value:
+        raise ConfigError(
+            f"environment variable {job.api_key_env} is not set (or use --local-server)",
+            file=str(job.file),
+            key="api_key_env",
+        )
+    return ApiKey(value)
+
+
+def run_job(
+    job: JobLike,
+    *,
+    local_server: bool = False,
+    api_key: str | None = None,
+    limit: int | None = None,
+    allow_duplicate_ids: bool = False,
+    retry_failed: bool = True,
+    force: bool = False,
+    prices: str | os.PathLike[str] | None = None,
+    on_start: Callable[[LiveRun], None] | None = None,
+    **overrides: Any,
+) -> RunSummary:
+    """Run a job to the end (a rerun resumes) and return its summary; `summary.exit_code` is the CLI's.
+
+    Raises ConfigError / InputError (nothing sent) for a bad job, input, key or results folder.
+    """
+    return run_blocking(
+        run_job_async,
+        job,
+        local_server=local_server,
+        api_key=api_key,
+        limit=limit,
+        allow_duplicate_ids=allow_duplicate_ids,
+        retry_failed=retry_failed,
+        force=force,
+        prices=prices,
+        on_start=on_start,
+        **overrides,
+    )
+
+
+async def run_job_async(
+    job: JobLike,
+    *,
+    local_server: bool = False,
+    api_key: str | None = None,
+    limit: int | None = None,
+    allow_duplicate_ids: bool = False,
+    retry_failed: bool = True,
+    force: bool = False,
+    prices: str | os.PathLike[str] | None = None,
+    on_start: Callable[[LiveRun], None] | None = None,
+    **overrides: Any,
+) -> RunSummary:
+    """`run_job` inside a running event loop (anyio on asyncio)."""
+    options = RunOptions(
+        limit=limit,
+        allow_duplicate_ids=allow_duplicate_ids,
+        retry_failed=retry_failed,
+        force=force,
+        prices=None if prices is None else Path(prices),
+    )
+    resolved = as_job(job, **overrides)
+    async with _target(resolved, local_server, api_key) as (target, key):
+        return await execute(target, key, options, on_start=on_start or (lambda run: None))
 
 
 @dataclass(frozen=True, slots=True)
-class LiveRun:
-    """A run that has started: what the CLI shows (counters, limiter, spend) and stops while it goes."""
+class Checked:
+    """What `check_job` found: the job, its input rows, and its budget (None when the model has no price)."""
 
-    run_id: str
-    runner: Runner
-    limiter: RateLimiter
+    job: Job
+    rows: int
     budget: Budget | None
 
 
-@dataclass(frozen=True, slots=True)
-class RunOutcome:
-    """What a run did: its id, live stats at the end, what it cost (None when the model has no price), and
-    the error that stopped it early, if any."""
+def check_job(job: JobLike, *, prices: str | os.PathLike[str] | None = None, **overrides: Any) -> Checked:
+    """Every start-up check of a run (job, schema, input, ids, prices), with nothing sent; raises on the first
+    problem (ConfigError / InputError naming the file and key, line or row)."""
+    resolved = as_job(job, **overrides)
+    budget = budget_for(resolved.model, _prices(prices), resolved.limits.max_cost_usd, job_file=str(resolved.file))
 
-    run_id: str
-    stats: RunStats
-    stopped_by: BatchgenError | None
-    output: Path
-    budget: Budget | None = None
-    # Failed rows over the whole results folder after this run (earlier runs included): what exit 1 judges.
-    failed_fraction: float = 0.0
-    # The rate limiter as the run left it (nothing waiting, no permit held, once the run is over).
-    limiter: LimiterSnapshot | None = None
+    async def rows() -> int:
+        return (await open_input(resolved))[2]
+
+    return Checked(resolved, anyio.run(rows), budget)
 
 
-def new_run_id(now: float | None = None) -> str:
-    stamp = datetime.fromtimestamp(time.time() if now is None else now, UTC).strftime("%Y%m%dT%H%M%SZ")
-    return f"{stamp}-{secrets.token_hex(2)}"
-
-
-@dataclass(frozen=True, slots=True)
-class RunOptions:
-    """Per-invocation choices that are not part of the job's identity.
-
-    `run_id` names the run in the manifest and in every row it writes; the CLI picks it up front so it can
-    record the run's exit code once the run is over.
-    """
-
-    limit: int | None = None
-    allow_duplicate_ids: bool = False
-    retry_failed: bool = True
-    force: bool = False
-    # A price file merged over the shipped table (`--prices`), for the running cost and the cost cap.
-    prices: Path | None = None
-    run_id: str = field(default_factory=new_run_id)
-
-
-def prompt_builder(job: Job) -> PromptBuilder:
-    return PromptBuilder(
-        id_field=job.input.id_field,
-        prompt_template=job.input.prompt_template,
-        prompt_field=job.input.prompt_field,
-        contents_field=job.input.contents_field,
-        keep_columns=job.output.keep_columns,
-        media_field=job.input.media_field,
-        media_uri_field=job.input.media_uri_field,
-        mime_field=job.input.mime_field,
-        media_root=job.input.path if job.input.path.is_dir() else job.input.path.parent,
-    )
-
-
-async def prepare_source(job: Job, options: RunOptions) -> tuple[InputSource, frozenset[str], int]:
-    """Open the input and check its ids before anything is sent; returns (source, allowed duplicates, rows)."""
-    # Rows carrying media hold whole files in memory: read them in small batches.
-    batch_rows = 16 if job.input.media_field else BATCH_ROWS
-    source = InputSource(job.input.path, prompt_builder(job), batch_rows=batch_rows)
-    scan = await source.scan_ids()
-    if scan.duplicates and not options.allow_duplicate_ids:
-        shown = ", ".join(f"{k!r} x{v}" for k, v in list(scan.duplicates.items())[:5])
-        more = f" and {len(scan.duplicates) - 5} more" if len(scan.duplicates) > 5 else ""
-        raise InputError(
-            f"duplicate ids: {shown}{more} (use --allow-duplicate-ids to suffix them)",
-            file=str(job.input.path),
-        )
-    return source, frozenset(scan.duplicates), scan.rows
-
-
-def layout_for(job: Job, keep: pa.Schema) -> Layout:
-    schema = job.schema_
-    if schema is None or not job.flatten:
-        return Layout(keep=keep, typed=pa.schema([]))
-    prefix = job.output.column_prefix
-
-    def typed_columns(results: Sequence[Result]) -> list[pa.Array]:
-        return schema.arrow_columns([r.output if r.status is Status.OK else None for r in results])
-
-    return Layout(keep=keep, typed=schema.arrow_schema(prefix), typed_columns=typed_columns)
-
-
-async def execute(
-    job: Job,
-    key: ApiKey,
-    options: RunOptions,
+def estimate_job(
+    job: JobLike,
     *,
-    on_start: Callable[[LiveRun], None] = lambda run: None,
-) -> RunOutcome:
-    """Run `job` to completion (or until stopped) and record it in the results folder's manifest.
-
-    Every finished row is priced as it is written when the model has a price; with `max_cost_usd` the run
-    stops before it would pass the cap (`budget`). Raises ConfigError for a cap on a model without a price.
-    """
-    prices = PriceTable.load(options.prices)
-    budget = budget_for(job.model, prices, job.limits.max_cost_usd, job_file=str(job.file))
-    source, duplicates, rows = await prepare_source(job, options)
-    keep = await source.keep_schema()
-    folder = job.output.path
-    # Held until the run is recorded: a second run into the folder meanwhile would resend every row not yet
-    # written, and store them twice.
-    with claim_folder(folder):
-        resume.check_job(folder, job.fingerprint(), force=options.force)
-        done = await anyio.to_thread.run_sync(lambda: resume.done_ids(folder, retry_failed=options.retry_failed))
-        endpoint = Endpoint(
-            base_url=job.base_url,
-            model=job.model,
-            auth=job.auth,
-            stream=job.stream,
-            timeout_s=job.limits.timeout_s,
+    sample: int = 0,
+    count_tokens: int = 0,
+    local_server: bool = False,
+    api_key: str | None = None,
+    prices: str | os.PathLike[str] | None = None,
+    seed: int = 0,
+    **overrides: Any,
+) -> Estimate:
+    """Rows, tokens, cost and duration of a job before it runs: nothing is sent unless `sample` rows are run
+    for real (into a temporary folder) or `count_tokens` rows are sent to `:countTokens`."""
+    return anyio.run(
+        functools.partial(
+            estimate_job_async,
+            job,
+            sample=sample,
+            count_tokens=count_tokens,
+            local_server=local_server,
+            api_key=api_key,
+            prices=prices,
+            seed=seed,
+            **overrides,
         )
-        limiter = _limiter(job)
-        async with GeminiClient(endpoint, key, connections=job.limits.concurrency) as client:
-            runner = _runner(job, client, limiter)
-            remaining = max(0, rows - len(done.final))
-            runner.stats.total_rows = remaining if options.limit is None else min(remaining, options.limit)
-            runner.stats.skipped_rows = len(done.final)
-            on_start(LiveRun(options.run_id, runner, limiter, budget))
-            prompts = _limited(source.prompts(skip=done.final, duplicates=duplicates), options.limit)
-            layout = layout_for(job, keep)
-            failed = await _drive(job, options.run_id, runner, prompts, layout, budget, compact=done.rows > 0)
-    return RunOutcome(
-        run_id=options.run_id,
-        stats=runner.stats,
-        stopped_by=runner.stopped_by,
-        output=folder,
-        budget=budget,
-        failed_fraction=failed,
-        limiter=limiter.snapshot(),
     )
 
 
-async def _drive(
-    job: Job,
-    run_id: str,
-    runner: Runner,
-    prompts: AsyncIterator[Prompt],
-    layout: Layout,
-    budget: Budget | None,
+async def estimate_job_async(
+    job: JobLike,
     *,
-    compact: bool,
-) -> float:
-    """Run the prompts into the results folder, compact it and record the run; the folder's failed fraction.
-
-    A run writes each id once, so only a folder that held rows before it (`compact`) can hold superseded
-    rows: a first run skips the pass over every id, which would hold a hash per row.
-    """
-    folder = job.output.path
-    started = time.time()
-    sink = ParquetSink(
-        folder,
-        layout,
-        run_id=run_id,
-        model=job.model,
-        flush_rows=job.output.flush_rows,
-        flush_seconds=job.output.flush_seconds,
-    )
-    try:
-        async with sink:
-            # Recorded before the first request, so a run killed outright still leaves its job identity.
-            write_manifest(folder, _job_record(job), _run_record(run_id, started, job, runner, ended=False))
-            budgeted: Sink = sink if budget is None else BudgetedSink(sink, budget, runner)
-            await runner.run(prompts, budgeted)
-        with anyio.CancelScope(shield=True):
-            if compact:
-                await anyio.to_thread.run_sync(resume.compact, folder, run_id)
-            failed = await anyio.to_thread.run_sync(resume.failed_fraction, folder)
-    finally:
-        write_manifest(folder, _job_record(job), _run_record(run_id, started, job, runner, ended=True))
-    return failed
+    sample: int = 0,
+    count_tokens: int = 0,
+    local_server: bool = False,
+    api_key: str | None = None,
+    prices: str | os.PathLike[str] | None = None,
+    seed: int = 0,
+    **overrides: Any,
+) -> Estimate:
+    """`estimate_job` inside a running event loop (anyio on asyncio)."""
+    if sample < 0 or count_tokens < 0:
+        raise ConfigError("--sample and --count-tokens take a number of rows >= 0")
+    resolved = as_job(job, **overrides)
+    price_file = None if prices is None else Path(prices)
+    return await _estimate(resolved, sample, count_tokens, local_server, api_key, price_file, seed)
 
 
-def _limiter(job: Job) -> RateLimiter:
-    """The limiter for a job: its quotas, and the window its server counts them over."""
-    limits = job.limits
-    return RateLimiter(
-        Limits(
-            requests_per_minute=limits.requests_per_minute,
-            tokens_per_minute=limits.tokens_per_minute,
-            requests_per_day=limits.requests_per_day,
-            window_s=limits.quota_window_s,
-        )
-    )
+def read_results(
+    folders: str | os.PathLike[str] | Sequence[str | os.PathLike[str]], columns: Sequence[str] | None = None
+) -> pa.Table:
+    """The rows of one or more results folders as a pyarrow Table (`.to_pandas()`, `polars.from_arrow`)."""
+    paths = [Path(folders)] if isinstance(folders, str | os.PathLike) else [Path(f) for f in folders]
+    return _read_results(paths, columns)
 
 
-def _runner(job: Job, client: GeminiClient, limiter: RateLimiter) -> Runner:
-    limits = job.limits
-    schema = job.schema_
-    json_mode = job.json_mode
-    return Runner(
-        client,
-        template=RequestTemplate(job.request),
-        limiter=limiter,
-        retrier=Retrier(RetryPolicy(max_attempts=limits.max_attempts)),
-        judge=lambda reply: judge(reply, json_mode=json_mode, validator=schema),
-        policy=RunPolicy(
-            concurrency=limits.concurrency,
-            max_reasks=limits.max_reasks if json_mode else 0,
-            reask_max_output_tokens=limits.reask_max_output_tokens,
-            max_prompt_tokens=limits.max_prompt_tokens,
-            grace_s=limits.grace_s,
-        ),
-        count_tokens=client.count_tokens if limits.token_estimate == "count" else None,
-    )
+async def _estimate(
+    job: Job, sample: int, count: int, local_server: bool, key: str | None, prices: Path | None, seed: int
+) -> Estimate:
+    price = PriceTable.load(prices).find(job.model)
+    source, duplicates, rows = await open_input(job)
+    done = await anyio.to_thread.run_sync(lambda: resume.done_ids(job.output.path, retry_failed=True))
+    template = RequestTemplate(job.request)
+    pending = source.prompts(skip=done.final, duplicates=duplicates)
+    local, picked = await _local_pass(pending, template, count, seed)
+    tokens = InputTokens(local, "local estimate (4 characters per token, as the limiter paces)")
+    measured: Sample | None = None
+    if picked or sample:
+        async with _target(job, local_server, key) as (target, api):
+            if picked:
+                tokens = await _counted(target, api, template, picked, local)
+            if sample:
+                measured = await _sample_run(target, api, sample, prices)
+    return Estimate(job=job, rows=rows, done=len(done.final), input=tokens, sample=measured, price=price)
 
 
-async def _limited(prompts: AsyncIterator[Prompt], limit: int | None) -> AsyncIterator[Prompt]:
-    if limit is None:
-        async for prompt in prompts:
-            yield prompt
-        return
-    if limit <= 0:
-        raise ConfigError("--limit must be positive")
-    count = 0
+async def _local_pass(
+    prompts: AsyncIterator[Prompt], template: RequestTemplate, keep: int, seed: int
+) -> tuple[int, list[Prompt]]:
+    """The local token estimate summed over every sendable prompt, and a uniform sample of `keep` of them."""
+    rng = random.Random(seed)
+    total = 0
+    seen = 0
+    picked: list[Prompt] = []
     async for prompt in prompts:
-        yield prompt
-        count += 1
-        if count >= limit:
-            return
+        if prompt.problem is not None:
+            continue
+        total += template.estimate_tokens(prompt.contents)
+        seen += 1
+        # Reservoir sampling: each prompt ends in the sample with probability keep / seen, memory stays `keep`.
+        if len(picked) < keep:
+            picked.append(prompt)
+        elif keep and (slot := rng.randrange(seen)) < keep:
+            picked[slot] = prompt
+    return total, picked
 
 
-def _job_record(job: Job) -> dict[str, Any]:
-    return {"file": str(job.file), "model": job.model, "fingerprint": job.fingerprint()}
+async def _counted(job: Job, key: ApiKey, template: RequestTemplate, picked: list[Prompt], local: int) -> InputTokens:
+    counted = [0] * len(picked)
+    gate = anyio.CapacityLimiter(_COUNT_CONCURRENCY)
+    async with GeminiClient(endpoint(job), key, connections=_COUNT_CONCURRENCY) as client:
+
+        async def count(index: int, prompt: Prompt) -> None:
+            async with gate:
+                counted[index] = await client.count_tokens(template.render(prompt.contents))
+
+        async with anyio.create_task_group() as group:
+            for index, prompt in enumerate(picked):
+                group.start_soon(count, index, prompt)
+    estimated = sum(template.estimate_tokens(prompt.contents) for prompt in picked)
+    ratio = sum(counted) / estimated if estimated else 1.0
+    return InputTokens(
+        round(local * ratio),
+        f"local estimate x {ratio:.3f}, the ratio :countTokens found on {len(picked)} sampled rows",
+    )
 
 
-def _run_record(run_id: str, started: float, job: Job, runner: Runner, *, ended: bool) -> dict[str, Any]:
-    stats = runner.stats
+async def _sample_run(job: Job, key: ApiKey, rows: int, prices: Path | None) -> Sample:
+    """The first `rows` rows run exactly as `batchgen run` would, into a temporary folder, and measured."""
+    with tempfile.TemporaryDirectory(prefix="batchgen-sample-") as folder:
+        sample_job = job.with_overrides(output={"path": Path(folder)})
+        summary = await execute(sample_job, key, RunOptions(limit=rows, prices=prices))
+        if isinstance(summary.stopped_by, ApiError):  # a bad key or model: no estimate is worth showing
+            raise summary.stopped_by
+        if not summary.stats.done:
+            return Sample(0, {}, 0, 0, 0, 0, None, None)
+        table = await anyio.to_thread.run_sync(load_results, [Path(folder)])
+    price_table = PriceTable.load(prices)
+    priced = build_report(table, price_table).totals.cost.total if price_table.find(job.model) else None
+    stats = summary.stats
     usage = stats.usage
-    return {
-        "run_id": run_id,
-        "started_at": utc_iso(started),
-        "ended_at": utc_iso(time.time()) if ended else None,
-        "model": job.model,
-        "exit_code": None,  # set by the CLI once the run has ended; stays null for a run killed outright
-        "rows": stats.done,
-        "skipped_rows": stats.skipped_rows,
-        "counts": {status.value: count for status, count in stats.counts.items()},
-        "tokens": usage.totals(),
-        "stopped_by": None if runner.stopped_by is None else f"{type(runner.stopped_by).__name__}: {runner.stopped_by}",
-    }
+    latency = pc.mean(table["latency_ms"]).as_py()
+    return Sample(
+        rows=stats.done,
+        counts=dict(stats.counts),
+        prompt_tokens=usage.prompt or 0,
+        output_tokens=(usage.candidates or 0) + (usage.thoughts or 0),
+        responses=stats.responses,
+        attempts=stats.attempts,
+        latency_s=None if latency is None else latency / 1000,
+        cost_usd=priced,
+    )
+
+
+@asynccontextmanager
+async def _target(job: Job, local_server: bool, key: str | None) -> AsyncIterator[tuple[Job, ApiKey]]:
+    """The job and key to send with: as given, or pointed at a local Gemini server started for the call."""
+    if not local_server:
+        yield job, ApiKey(key) if key else api_key(job)
+        return
+    async with fakeserver.FakeServer(fakeserver.ServerConfig()) as server:
+        yield job.with_overrides(base_url=server.url), ApiKey(server.api_key)
+
+
+def _prices(file: str | os.PathLike[str] | None) -> PriceTable:
+    return PriceTable.load(None if file is None else Path(file))
+
+
+def _absolute_paths(overrides: Mapping[str, Any]) -> dict[str, Any]:
+    """Override paths are relative to the working folder (a job file's own paths, to its folder)."""
+    changed = dict(overrides)
+    for section in ("input", "output"):
+        if isinstance(changed.get(section), Mapping) and "path" in changed[section]:
+            changed[section] = {**changed[section], "path": Path(changed[section]["path"]).resolve()}
+    return changed

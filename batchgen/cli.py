@@ -1,49 +1,41 @@
-"""Edge: argv and the environment in; a job run, a printed summary and an exit code out.
+"""Edge: argv in; a job run (through `batchgen.api`), a printed summary and an exit code out.
 
-Exit codes (for schedulers):
-  0    completed
-  1    completed, but more of the job's rows (the whole results folder) ended `failed` than
-       [limits] max_failed_fraction allows
-  2    usage or configuration error (bad job file, flags, schema or input; another run writing the same
-       results folder); nothing was sent
-  3    stopped by an auth error, a rejected job, a spent daily quota or a write error
-  4    stopped by the cost cap
-  130  interrupted (SIGINT), 143 terminated (SIGTERM)
+Exit codes for schedulers are `errors.ExitCode`; `batchgen --help` lists them.
 """
 
 from __future__ import annotations
 
 import argparse
-import gc
-import os
 import signal
 import sys
-from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TextIO
 
 import anyio
 
-from batchgen import fakeserver
-from batchgen.api import LiveRun, RunOptions, RunOutcome, execute, prepare_source
+from batchgen import api, fakeserver
 from batchgen.console import logs, progress
-from batchgen.errors import BatchgenError, BudgetExhausted, ConfigError, FatalApiError, InputError, OutputError
-from batchgen.job import Job, load_job
+from batchgen.console.format import usd
+from batchgen.errors import (
+    BatchgenError,
+    ConfigError,
+    ExitCode,
+    FatalApiError,
+    InputError,
+    Interrupted,
+    OutputError,
+)
+from batchgen.job import Job
+from batchgen.pipeline import LiveRun, RunSummary, run_blocking
 from batchgen.records import Status
 from batchgen.report.breakdown import build_report, load_results, load_runs
-from batchgen.report.budget import budget_for
-from batchgen.report.estimate import Estimate, EstimateOptions, estimate
 from batchgen.report.estimate import render as render_estimate
 from batchgen.report.html import write_html
 from batchgen.report.pricing import PriceTable
-from batchgen.report.text import FORMATS, render, usd
-from batchgen.results.sink import record_exit_code
+from batchgen.report.text import FORMATS, render
 from batchgen.secret import ApiKey
-
-EXIT_OK, EXIT_FAILED_ROWS, EXIT_CONFIG, EXIT_FATAL, EXIT_COST = 0, 1, 2, 3, 4
-EXIT_SIGNAL = {signal.SIGINT: 130, signal.SIGTERM: 143}
 
 _EXIT_HELP = """exit codes:
   0    completed
@@ -65,10 +57,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         return handler(args)
     except (ConfigError, InputError) as exc:
         print(f"batchgen: error: {exc}", file=sys.stderr)
-        return EXIT_CONFIG
+        return ExitCode.CONFIG
     except OutputError as exc:
         print(f"batchgen: error: {exc}", file=sys.stderr)
-        return EXIT_FATAL
+        return ExitCode.FATAL
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -180,12 +172,9 @@ def _local_server_argument(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def load_with_flags(args: argparse.Namespace) -> Job:
-    """The job file with command-line flags applied; flag paths are relative to the working folder."""
-    job = load_job(args.job)
+def flag_overrides(args: argparse.Namespace) -> dict[str, Any]:
+    """The job keys the command line's flags replace (paths relative to the working folder, as given)."""
     top = {k: v for k, v in (("base_url", args.base_url), ("model", args.model)) if v is not None}
-    inputs = {"path": args.input.resolve()} if args.input else {}
-    outputs = {"path": args.output.resolve()} if args.output else {}
     limits = {
         key: value
         for key, value in (
@@ -197,38 +186,24 @@ def load_with_flags(args: argparse.Namespace) -> Job:
         )
         if value is not None
     }
-    if not (top or inputs or outputs or limits):
-        return job
-    return job.with_overrides(**top, input=inputs, output=outputs, limits=limits)
-
-
-def api_key(job: Job, environ: dict[str, str] | os._Environ[str] = os.environ) -> ApiKey:
-    value = environ.get(job.api_key_env, "").strip()
-    if not value:
-        raise ConfigError(
-            f"environment variable {job.api_key_env} is not set (or use --local-server)",
-            file=str(job.file),
-            key="api_key_env",
-        )
-    return ApiKey(value)
+    sections = {
+        "input": {"path": args.input} if args.input else {},
+        "output": {"path": args.output} if args.output else {},
+        "limits": limits,
+    }
+    return top | {name: entries for name, entries in sections.items() if entries}
 
 
 def _check(args: argparse.Namespace) -> int:
-    job = load_with_flags(args)
-    budget = budget_for(job.model, PriceTable.load(args.prices), job.limits.max_cost_usd, job_file=str(job.file))
-
-    async def check_input() -> int:
-        _, _, rows = await prepare_source(job, RunOptions())
-        return rows
-
-    rows = anyio.run(check_input)
+    checked = api.check_job(args.job, prices=args.prices, **flag_overrides(args))
+    job, budget = checked.job, checked.budget
     schema = job.schema_
-    print(f"{job.file}: ok: model {job.model}, {rows} input rows, output {job.output.path}")
+    print(f"{job.file}: ok: model {job.model}, {checked.rows} input rows, output {job.output.path}")
     if schema is not None:
         print(f"  {schema.dialect.value} from {schema.source or 'the job file'}: ok")
     if budget is not None and budget.cap_usd is not None:
         print(f"  cost cap {usd(budget.cap_usd)} per run, priced as {budget.price.model}: ok")
-    return EXIT_OK
+    return ExitCode.OK
 
 
 def _report(args: argparse.Namespace) -> int:
@@ -238,71 +213,58 @@ def _report(args: argparse.Namespace) -> int:
     if args.html:
         write_html(args.html, report, table)
         print(f"wrote {args.html}", file=sys.stderr)
-    return EXIT_OK
+    return ExitCode.OK
 
 
 def _estimate(args: argparse.Namespace) -> int:
-    job = load_with_flags(args)
-    if args.sample < 0 or args.count_tokens < 0:
-        raise ConfigError("--sample and --count-tokens take a number of rows >= 0")
-    options = EstimateOptions(sample_rows=args.sample, count_tokens_rows=args.count_tokens, prices=args.prices)
     logs.configure("text", args.log_level)
     try:
-        if options.needs_api and args.local_server:
-            result = anyio.run(_estimate_locally, job, options)
-        else:
-            result = anyio.run(estimate, job, api_key(job) if options.needs_api else None, options)
+        result = api.estimate_job(
+            args.job,
+            sample=args.sample,
+            count_tokens=args.count_tokens,
+            local_server=args.local_server,
+            prices=args.prices,
+            **flag_overrides(args),
+        )
     except FatalApiError as exc:
         print(f"batchgen: stopped: {exc}", file=sys.stderr)
-        return EXIT_FATAL
+        return ExitCode.FATAL
     print(render_estimate(result), end="")
-    return EXIT_OK
-
-
-async def _estimate_locally(job: Job, options: EstimateOptions) -> Estimate:
-    async with fakeserver.FakeServer(fakeserver.ServerConfig()) as server:
-        return await estimate(job.with_overrides(base_url=server.url), ApiKey(server.api_key), options)
+    return ExitCode.OK
 
 
 def _run(args: argparse.Namespace) -> int:
-    job = load_with_flags(args)
-    options = RunOptions(
-        limit=args.limit,
-        allow_duplicate_ids=args.allow_duplicate_ids,
-        retry_failed=args.retry_failed,
-        force=args.force,
-        prices=args.prices,
-    )
-    key = None if args.local_server else api_key(job)
+    job = api.as_job(args.job, **flag_overrides(args))
+    key = None if args.local_server else api.api_key(job)
     logs.configure(args.log_format, args.log_level, secrets=[key] if key else [])
     view = _View(
         mode=None if args.quiet else "live" if sys.stdout.isatty() else "log", interval_s=args.progress_interval
     )
     if view.interval_s <= 0:
         raise ConfigError("--progress-interval must be positive")
+    options = {
+        "limit": args.limit,
+        "allow_duplicate_ids": args.allow_duplicate_ids,
+        "retry_failed": args.retry_failed,
+        "force": args.force,
+        "prices": args.prices,
+    }
     interrupted: list[int] = []
-    try:
-        with _fewer_collections():
-            outcome = anyio.run(_run_async, job, key, options, view, interrupted, **_backend())
-    except OutputError:
-        _record_exit_code(job, options, EXIT_FATAL)
-        raise
-    code = _exit_code(job, outcome, interrupted)
-    _record_exit_code(job, options, code)
-    if outcome is None:  # a second signal cancelled the run outright: nothing more to report
-        return code
+    summary = run_blocking(_run_async, job, key, args.local_server, options, view, interrupted)
+    if summary is None:  # a second signal cancelled the run outright: nothing more to report
+        return ExitCode.SIGTERM if interrupted and interrupted[0] == signal.SIGTERM else ExitCode.SIGINT
     logs.run_finished(
-        outcome.run_id, outcome.stats, cost_usd=_spent(outcome), stopped_by=outcome.stopped_by, exit_code=code
+        summary.run_id,
+        summary.stats,
+        cost_usd=summary.cost_usd,
+        stopped_by=summary.stopped_by,
+        exit_code=summary.exit_code,
     )
-    _print_summary(outcome, sys.stdout)
-    return code
-
-
-def _record_exit_code(job: Job, options: RunOptions, code: int) -> None:
-    try:
-        record_exit_code(job.output.path, options.run_id, code)
-    except OutputError as exc:  # the results are safe; only the manifest's note of how the run ended is missing
-        print(f"batchgen: warning: {exc}", file=sys.stderr)
+    if summary.stopped_by is not None:
+        print(f"batchgen: stopped: {summary.stopped_by}", file=sys.stderr)
+    _print_summary(summary, sys.stdout)
+    return summary.exit_code
 
 
 @dataclass(frozen=True, slots=True)
@@ -314,25 +276,31 @@ class _View:
 
 
 async def _run_async(
-    job: Job, key: ApiKey | None, options: RunOptions, view: _View, interrupted: list[int]
-) -> RunOutcome | None:
+    job: Job, key: ApiKey | None, local_server: bool, options: dict[str, Any], view: _View, interrupted: list[int]
+) -> RunSummary | None:
     """The run, with the signal watcher and the progress display beside it; None when a second signal
     cancelled it outright."""
     runs: list[LiveRun] = []
     showing = anyio.CancelScope()
-    outcome: RunOutcome | None = None
+    summary: RunSummary | None = None
     failure: BatchgenError | None = None
     async with anyio.create_task_group() as group:
         group.start_soon(_watch_signals, runs, interrupted, group.cancel_scope)
 
         def started(run: LiveRun) -> None:
             runs.append(run)
-            logs.run_started(run.run_id, job, run.runner.stats)
+            logs.run_started(run.run_id, job, run.stats)
             if view.mode is not None:
                 group.start_soon(_show, run, view, showing)
 
         try:
-            outcome = await _execute(job, key, options, started)
+            summary = await api.run_job_async(
+                job,
+                local_server=local_server,
+                api_key=None if key is None else key.reveal(),
+                on_start=started,
+                **options,
+            )
         except BatchgenError as exc:
             # Raised below, outside the task group, so that the caller gets it as is, not in an exception group.
             failure = exc
@@ -340,28 +308,15 @@ async def _run_async(
         group.cancel_scope.cancel()
     if failure is not None:
         raise failure
-    return outcome
-
-
-async def _execute(job: Job, key: ApiKey | None, options: RunOptions, started: Callable[[LiveRun], None]) -> RunOutcome:
-    if key is not None:
-        return await execute(job, key, options, on_start=started)
-    async with fakeserver.FakeServer(fakeserver.ServerConfig()) as server:
-        return await execute(job.with_overrides(base_url=server.url), ApiKey(server.api_key), options, on_start=started)
+    return summary
 
 
 async def _show(run: LiveRun, view: _View, scope: anyio.CancelScope) -> None:
     assert view.mode is not None
     budget = run.budget
-    watch = progress.Watch(
-        run.runner.stats, run.limiter.snapshot, None if budget is None else (lambda: budget.spent.total)
-    )
+    watch = progress.Watch(run.stats, run.limiter.snapshot, None if budget is None else (lambda: budget.spent.total))
     with scope:
         await progress.show(progress.Progress(watch), view.mode, interval_s=view.interval_s)
-
-
-def _spent(outcome: RunOutcome) -> float | None:
-    return None if outcome.budget is None else outcome.budget.spent.total
 
 
 async def _watch_signals(runs: list[LiveRun], interrupted: list[int], everything: anyio.CancelScope) -> None:
@@ -377,56 +332,15 @@ async def _watch_signals(runs: list[LiveRun], interrupted: list[int], everything
                 "\nbatchgen: stopping: finishing rows in flight (interrupt again to quit now)",
                 file=sys.stderr,
             )
-            runs[0].runner.stop()
+            runs[0].stop(Interrupted(signum))
 
 
-@contextmanager
-def _fewer_collections() -> Iterator[None]:
-    """Collect cycles less often during a run, which allocates many short-lived objects per row, few cyclic.
-
-    With CPython's default thresholds (700, 10, 10) the collector ran every few rows and promoted every object
-    that outlived a handful of rows (requests in flight, buffered results), so the full collections that
-    followed rescanned them all: a third of a run's CPU time, measured with gc.callbacks on 40k rows at
-    concurrency 512 (12.5 s of 34 s). Objects made at start-up (modules, the job) are frozen out of every
-    scan; a young generation of 50,000 lets a row's objects die before they are ever scanned. Both are undone
-    afterwards, for callers that go on in the same process.
-    """
-    thresholds = gc.get_threshold()
-    gc.collect()
-    gc.freeze()
-    gc.set_threshold(50_000, 20, 100)
-    try:
-        yield
-    finally:
-        gc.set_threshold(*thresholds)
-        gc.unfreeze()
-
-
-def _backend() -> dict[str, Any]:
-    try:
-        import uvloop  # noqa: F401
-    except ImportError:
-        return {}
-    return {"backend_options": {"use_uvloop": True}}
-
-
-def _exit_code(job: Job, outcome: RunOutcome | None, interrupted: list[int]) -> int:
-    if interrupted or outcome is None:
-        return EXIT_SIGNAL.get(signal.Signals(interrupted[0]), 130) if interrupted else 130
-    if outcome.stopped_by is not None:
-        print(f"batchgen: stopped: {outcome.stopped_by}", file=sys.stderr)
-        return EXIT_COST if isinstance(outcome.stopped_by, BudgetExhausted) else EXIT_FATAL
-    if outcome.failed_fraction > job.limits.max_failed_fraction:
-        return EXIT_FAILED_ROWS
-    return EXIT_OK
-
-
-def _print_summary(outcome: RunOutcome, out: TextIO) -> None:
-    stats = outcome.stats
+def _print_summary(summary: RunSummary, out: TextIO) -> None:
+    stats = summary.stats
     usage = stats.usage
     counts = ", ".join(f"{s.value} {stats.counts[s]}" for s in Status if stats.counts[s])
     resumed = f"; {stats.skipped_rows} already done in earlier runs" if stats.skipped_rows else ""
-    print(f"run {outcome.run_id}: {stats.done} rows ({counts or 'none'}){resumed}", file=out)
+    print(f"run {summary.run_id}: {stats.done} rows ({counts or 'none'}){resumed}", file=out)
     print(
         f"tokens: prompt {usage.prompt or 0}, cached {usage.cached or 0}, candidates {usage.candidates or 0}, "
         f"thoughts {usage.thoughts or 0}, tool-use {usage.tool_use or 0}, total {usage.total or 0}",
@@ -437,8 +351,8 @@ def _print_summary(outcome: RunOutcome, out: TextIO) -> None:
         f"{stats.rate_limited} rate-limited",
         file=out,
     )
-    if outcome.budget is not None:
-        budget = outcome.budget
+    if summary.budget is not None:
+        budget = summary.budget
         cap = "" if budget.cap_usd is None else f" of a {usd(budget.cap_usd)} cap"
         print(f"cost: {usd(budget.spent.total)}{cap} ({budget.price.model}, as `batchgen report` prices it)", file=out)
-    print(f"results: {outcome.output.resolve()}", file=out)
+    print(f"results: {summary.output.resolve()}", file=out)

@@ -6,6 +6,7 @@
     ├── InputError               the input cannot be read at all (file, line/row)
     ├── OutputError              the results folder cannot be written (disk full, permissions): stop, keep parts
     ├── BudgetExhausted          the run's cost would pass max_cost_usd: stop taking rows (exit 4), rerun to resume
+    ├── Interrupted              SIGINT / SIGTERM: stop taking rows (exit 130 / 143), rerun to resume
     └── ApiError                 the API answered with an error, or not at all (HTTP status when there was one)
         ├── RetryableError       worth another attempt after a wait
         │   ├── RateLimited      429 RESOURCE_EXHAUSTED, per-minute (or unnamed) quota
@@ -18,12 +19,31 @@
             ├── JobRejected      the API refuses the job's request itself (unknown model, same 400 on the first rows)
             └── QuotaExhausted   a per-day quota is spent: resume after it resets
 
-Errors carry their context as attributes so callers never parse messages.
+Errors carry their context as attributes so callers never parse messages. `ExitCode` is what a run that
+ended on each of them exits with.
 """
 
 from __future__ import annotations
 
+import signal
+from enum import IntEnum
 from typing import Any
+
+
+class ExitCode(IntEnum):
+    """A run's exit code, for schedulers (also recorded in the results folder's manifest)."""
+
+    OK = 0
+    FAILED_ROWS = 1
+    """Completed, but more of the job's rows ended `failed` than `[limits] max_failed_fraction` allows."""
+    CONFIG = 2
+    """Usage or configuration error (job file, flags, schema, input, a folder another run holds): nothing sent."""
+    FATAL = 3
+    """Stopped by an auth error, a rejected job, a spent daily quota or a write error (resumable)."""
+    COST = 4
+    """Stopped by the cost cap (resumable)."""
+    SIGINT = 130
+    SIGTERM = 143
 
 
 class BatchgenError(Exception):
@@ -65,6 +85,7 @@ class OutputError(BatchgenError):
     def __init__(self, message: str, *, path: str) -> None:
         super().__init__(f"{path}: {message}")
         self.path = path
+        self.detail = message
 
 
 class BudgetExhausted(BatchgenError):
@@ -82,6 +103,19 @@ class BudgetExhausted(BatchgenError):
         self.cap_usd = cap_usd
         self.spent_usd = spent_usd
         self.projected_usd = projected_usd
+
+
+class Interrupted(BatchgenError):
+    """The run was told to stop by a signal; rows in flight got the grace period, the rest resume next run."""
+
+    def __init__(self, signal_number: int) -> None:
+        name = signal.Signals(signal_number).name
+        super().__init__(f"{name} received; rerun the same command to resume")
+        self.signal_number = signal_number
+
+    @property
+    def exit_code(self) -> ExitCode:
+        return ExitCode.SIGTERM if self.signal_number == signal.SIGTERM else ExitCode.SIGINT
 
 
 class ApiError(BatchgenError):
@@ -152,3 +186,14 @@ class QuotaExhausted(FatalApiError):
     def __init__(self, message: str, *, quota_id: str | None = None, **context: Any) -> None:
         super().__init__(message, **context)
         self.quota_id = quota_id
+
+
+def exit_code_for(error: BatchgenError) -> ExitCode:
+    """The exit code of a run that `error` stopped."""
+    if isinstance(error, Interrupted):
+        return error.exit_code
+    if isinstance(error, BudgetExhausted):
+        return ExitCode.COST
+    if isinstance(error, ConfigError | InputError):
+        return ExitCode.CONFIG
+    return ExitCode.FATAL

@@ -25,7 +25,7 @@ from pydantic import (
 
 from batchgen.errors import ConfigError
 from batchgen.gemini.thinking import check_thinking
-from batchgen.records import RESULT_COLUMNS
+from batchgen.results.columns import CONTRACT
 from batchgen.schema.response import ResponseSchema, load_response_schema
 
 # Top-level GenerateContentRequest fields a job may set in [request] (`contents` comes from each row).
@@ -166,7 +166,33 @@ def load_job(path: Path) -> Job:
         raise ConfigError(f"cannot read job file: {exc.strerror or exc}", file=file) from exc
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
         raise ConfigError(f"not valid TOML: {exc}", file=file) from exc
-    base = path.resolve().parent
+    return _resolved(raw, path, path.resolve().parent)
+
+
+def job_from_dict(data: Mapping[str, Any], *, base_dir: Path | str = ".") -> Job:
+    """A job from a mapping of the job file's shape (for notebooks and pipelines), validated as a file would be.
+
+    Relative paths resolve against `base_dir`. A schema may be given inline as a dict, as a path, or as a
+    pydantic model class (its JSON Schema becomes `responseJsonSchema`).
+    """
+    base = Path(base_dir).resolve()
+    raw = dict(data)
+    request = dict(raw.get("request") or {})
+    config = dict(request.get("generationConfig") or {})
+    for key in ("responseSchema", "responseJsonSchema"):
+        schema = config.get(key)
+        if isinstance(schema, type) and hasattr(schema, "model_json_schema"):
+            config.pop(key)
+            config["responseJsonSchema"] = schema.model_json_schema()
+    if config:
+        request["generationConfig"] = config
+    raw["request"] = request
+    return _resolved(raw, base / "<dict>", base)
+
+
+def _resolved(raw: Mapping[str, Any], path: Path, base: Path) -> Job:
+    """A raw job (as read from TOML) with its paths resolved against `base` and its schema loaded, validated."""
+    file = str(path)
     request = dict(raw.get("request") or {})
     stream = request.pop("stream", False)
     schema = load_response_schema(request.get("generationConfig") or {}, base, job_file=file)
@@ -201,7 +227,7 @@ def _check_request(job: Job, file: str) -> None:
 
 def _check_columns(job: Job, file: str) -> None:
     for name in job.output.keep_columns:
-        if name in RESULT_COLUMNS or (job.flatten and name.startswith(job.output.column_prefix)):
+        if name in CONTRACT.names or (job.flatten and name.startswith(job.output.column_prefix)):
             raise ConfigError(
                 f"keep column {name!r} collides with a result column", file=file, key="output.keep_columns"
             )

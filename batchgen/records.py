@@ -14,6 +14,8 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any, Protocol
 
+from batchgen.errors import BatchgenError
+
 
 class Status(StrEnum):
     """A row's final status, most severe first (the order of precedence)."""
@@ -81,6 +83,14 @@ def _plus(a: int | None, b: int | None) -> int | None:
     return b if a is None else a if b is None else a + b
 
 
+@dataclass(frozen=True, slots=True)
+class FunctionCall:
+    """A `functionCall` part of a reply: the function the model asks for and its arguments (an object)."""
+
+    name: str | None
+    args: Mapping[str, Any]
+
+
 @dataclass(slots=True)
 class Result:
     """What one input row became: the results contract, one `Result` per `Prompt`."""
@@ -102,45 +112,9 @@ class Result:
     latency_ms: float | None = None
     error: str | None = None
     http_status: int | None = None
-    extras: Mapping[str, Any] = field(default_factory=dict)
+    function_calls: tuple[FunctionCall, ...] = ()
+    metadata: Mapping[str, Any] = field(default_factory=dict)
     keep: Mapping[str, Any] = field(default_factory=dict)
-
-
-# The fixed columns of every results file, in order (writer.py gives their Arrow types). A keep column may not
-# reuse one of these names.
-RESULT_COLUMNS = (
-    "id",
-    "status",
-    "text",
-    "output_json",
-    "thoughts",
-    "finish_reason",
-    "block_reason",
-    "prompt_token_count",
-    "candidates_token_count",
-    "thoughts_token_count",
-    "cached_content_token_count",
-    "tool_use_prompt_token_count",
-    "total_token_count",
-    "model",
-    "model_version",
-    "response_id",
-    "attempts",
-    "responses",
-    "reasks",
-    "latency_ms",
-    "error",
-    "http_status",
-    "run_id",
-    "finished_at",
-    "function_calls",
-    "grounding_queries",
-    "grounding_chunks",
-    "grounding_supports",
-    "citations",
-    "safety_ratings",
-    "avg_logprobs",
-)
 
 
 @dataclass(slots=True)
@@ -190,6 +164,16 @@ class Limiter(Protocol):
 
     def rate_limited(self, quota_id: str | None, retry_after: float | None) -> None:
         """Tell the limiter that the server answered 429 for the named quota (or an unnamed one)."""
+
+
+class Admission(Protocol):
+    """Whether the run may take another row, decided before each one is taken (a cost cap, say)."""
+
+    def refusal(self, in_flight: int) -> BatchgenError | None:
+        """The reason to stop taking rows, with `in_flight` rows under way; None to go on."""
+
+    def charge(self, result: Result) -> None:
+        """Account for a finished row (every response it received)."""
 
 
 class Sink(Protocol):

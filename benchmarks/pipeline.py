@@ -20,13 +20,14 @@ from typing import Any
 import anyio
 import orjson
 
-from batchgen.api import RunOptions, layout_for, prepare_source
 from batchgen.gemini.request import RequestTemplate
 from batchgen.job import load_job
 from batchgen.online.limiter.rate import Limits, RateLimiter
 from batchgen.online.retry import Retrier, RetryPolicy
 from batchgen.online.runner import Runner, RunPolicy
+from batchgen.pipeline import open_input
 from batchgen.results.sink import ParquetSink
+from batchgen.results.table import Layout
 from batchgen.results.verdict import judge
 from benchmarks.fixed_server import BODY
 from benchmarks.workload import write_job, write_jsonl
@@ -44,7 +45,7 @@ async def _generate(body: bytes, /) -> Mapping[str, Any]:
 async def one_pass(job_path: Path, output: Path) -> tuple[float, int]:
     """CPU seconds and rows of one run of the whole pipeline into a fresh results folder."""
     job = load_job(job_path).with_overrides(output={"path": output})
-    source, duplicates, _ = await prepare_source(job, RunOptions())
+    source, duplicates, _ = await open_input(job)
     schema = job.schema_
     runner = Runner(
         _generate,
@@ -54,7 +55,8 @@ async def one_pass(job_path: Path, output: Path) -> tuple[float, int]:
         judge=lambda reply: judge(reply, json_mode=job.json_mode, validator=schema),
         policy=RunPolicy(concurrency=job.limits.concurrency, max_reasks=job.limits.max_reasks),
     )
-    sink = ParquetSink(output, layout_for(job, await source.keep_schema()), run_id="bench", model=job.model)
+    layout = Layout(await source.keep_schema(), typed=schema if job.flatten else None, prefix=job.output.column_prefix)
+    sink = ParquetSink(output, layout, run_id="bench", model=job.model)
     started = time.process_time()
     async with sink:
         await runner.run(source.prompts(duplicates=duplicates), sink)

@@ -30,8 +30,8 @@ from typing import Any
 
 import orjson
 
-from batchgen.api import RunOptions, execute
 from batchgen.job import load_job
+from batchgen.pipeline import RunOptions, execute
 from batchgen.secret import ApiKey
 from benchmarks import procs
 

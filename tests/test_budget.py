@@ -3,19 +3,22 @@ a rerun that resumes; a cap on a model without a price is refused at start."""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 import orjson
 import pyarrow.dataset as ds
 import pytest
-from conftest import job_copy
+from conftest import job_copy, response
 from servers import server_process, server_stats
+from test_runner import ListSink, make_runner, prompts
 
 from batchgen.cli import main
-from batchgen.errors import BatchgenError, BudgetExhausted, ConfigError
-from batchgen.records import Result, RunStats, Status, Usage
+from batchgen.errors import BudgetExhausted, ConfigError
+from batchgen.records import Result, Status, Usage
 from batchgen.report.breakdown import build_report, load_results
-from batchgen.report.budget import Budget, BudgetedSink, budget_for
+from batchgen.report.budget import Budget, budget_for
 from batchgen.report.pricing import PriceTable
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -30,33 +33,12 @@ def row(prompt: int = 1000, cached: int = 200, candidates: int = 300, thoughts: 
     return Result(id="r", status=Status.OK, usage=usage, attempts=1, responses=1)
 
 
-class FakeRun:
-    def __init__(self, in_flight: int = 0) -> None:
-        self.stats = RunStats(in_flight=in_flight)
-        self.reasons: list[BatchgenError | None] = []
-
-    @property
-    def stopping(self) -> bool:
-        return bool(self.reasons)
-
-    def stop(self, reason: BatchgenError | None = None) -> None:
-        self.reasons.append(reason)
-
-
-class ListSink:
-    def __init__(self) -> None:
-        self.results: list[Result] = []
-
-    async def write(self, result: Result) -> None:
-        self.results.append(result)
-
-
 def test_a_row_costs_what_the_report_charges() -> None:
     """800 fresh input at $0.30, 200 cached at $0.03, 300 + 100 output at $2.50 per 1M tokens."""
     budget = Budget(FLASH)
-    cost = budget.charge(row())
-    assert cost.total == pytest.approx((800 * 0.30 + 200 * 0.03 + 400 * 2.50) / 1e6)
-    assert budget.spent.total == pytest.approx(0.001246) and budget.rows == 1
+    budget.charge(row())
+    assert budget.spent.total == pytest.approx((800 * 0.30 + 200 * 0.03 + 400 * 2.50) / 1e6)
+    assert budget.rows == 1
 
 
 def test_the_cap_counts_rows_in_flight_and_the_next_row_at_the_average_cost() -> None:
@@ -64,8 +46,8 @@ def test_the_cap_counts_rows_in_flight_and_the_next_row_at_the_average_cost() ->
     for _ in range(4):
         budget.charge(row())  # 4 x $0.001246
     assert budget.projected_usd(3) == pytest.approx(7 * 0.001246)
-    assert budget.exceeded(3) is None  # 8 rows' worth: $0.009968 <= $0.01
-    error = budget.exceeded(4)  # 9 rows' worth would pass it
+    assert budget.refusal(3) is None  # 8 rows' worth: $0.009968 <= $0.01
+    error = budget.refusal(4)  # 9 rows' worth would pass it
     assert isinstance(error, BudgetExhausted)
     assert error.cap_usd == 0.01 and error.spent_usd == pytest.approx(4 * 0.001246)
     assert error.projected_usd == pytest.approx(8 * 0.001246)
@@ -75,20 +57,26 @@ def test_the_cap_counts_rows_in_flight_and_the_next_row_at_the_average_cost() ->
 def test_without_a_cap_nothing_is_ever_exceeded() -> None:
     budget = Budget(FLASH)
     budget.charge(row(prompt=10**9))
-    assert budget.exceeded(1000) is None
+    assert budget.refusal(1000) is None
 
 
 @pytest.mark.anyio
-async def test_the_sink_writes_first_then_stops_the_run_once() -> None:
-    """Every row reaches the real sink, even past the cap; the run is told to stop once, with the reason."""
-    run = FakeRun(in_flight=2)
-    inner = ListSink()
-    sink = BudgetedSink(inner, Budget(FLASH, cap_usd=0.004), run)
-    await sink.write(row())  # 1 spent + 2 in flight + 1 next = 4 x 0.001246 > 0.004
-    await sink.write(row())
-    assert len(inner.results) == 2
-    assert len(run.reasons) == 1 and isinstance(run.reasons[0], BudgetExhausted)
-    assert sink.budget.rows == 2
+async def test_the_runner_takes_no_row_once_the_budget_refuses_and_writes_every_row_it_paid_for() -> None:
+    """The cap is an admission decision: rows are taken while one more fits, each finished row is written and
+    charged, and the run stops with BudgetExhausted (without cancelling rows already sent)."""
+    sent: list[bytes] = []
+
+    async def generate(body: bytes) -> Mapping[str, Any]:
+        sent.append(body)
+        return response('{"label": "x"}', usage={"promptTokenCount": 1000, "candidatesTokenCount": 400})
+
+    budget = Budget(FLASH, cap_usd=0.0035)  # about three rows of $0.0013
+    runner = make_runner(generate, concurrency=1, admission=budget)
+    sink = ListSink()
+    await runner.run(prompts(*(f"row {i}" for i in range(10))), sink)
+    assert isinstance(runner.stopped_by, BudgetExhausted)
+    assert len(sink.results) == len(sent) == budget.rows
+    assert 1 <= budget.rows < 10 and budget.spent.total <= 0.0035 + 0.0014
 
 
 def test_a_cap_on_a_model_without_a_price_is_a_config_error() -> None:

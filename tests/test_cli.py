@@ -20,7 +20,7 @@ from conftest import clean_environment, demo_tree
 from servers import server_process, server_stats
 
 from batchgen.cli import main
-from batchgen.records import RESULT_COLUMNS
+from batchgen.results.columns import CONTRACT
 
 ROOT = Path(__file__).resolve().parent.parent
 DEMO = ROOT / "jobs" / "demo.toml"
@@ -43,7 +43,7 @@ def test_demo_job_writes_one_typed_row_per_input_row(tmp_path: Path, capsys: pyt
     assert "240 rows" in printed
     table = results(out)
     assert table.num_rows == 240
-    assert set(RESULT_COLUMNS) <= set(table.column_names)
+    assert set(CONTRACT.names) <= set(table.column_names)
     assert {"review", "stars", "out_sentiment", "out_confidence"} <= set(table.column_names)
     assert sorted(table.column("id").to_pylist()) == [f"r{i:04d}" for i in range(240)]
     assert table.column("status").unique().to_pylist() == ["ok"]

@@ -5,20 +5,19 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import anyio
 import orjson
 import pytest
 from conftest import job_copy
 
+from batchgen.api import estimate_job, estimate_job_async
 from batchgen.cli import main
 from batchgen.errors import ConfigError
 from batchgen.fakeserver import FakeServer, ServerConfig
 from batchgen.gemini.request import user_contents
 from batchgen.job import Job, load_job
 from batchgen.records import Status
-from batchgen.report.estimate import Estimate, EstimateOptions, InputTokens, Sample, estimate
+from batchgen.report.estimate import Estimate, InputTokens, Sample
 from batchgen.report.pricing import PriceTable
-from batchgen.secret import ApiKey
 
 ROOT = Path(__file__).resolve().parent.parent
 DEMO = ROOT / "jobs" / "demo.toml"
@@ -42,7 +41,7 @@ def tiny_job(folder: Path, **limits: object) -> Job:
 @pytest.mark.anyio
 async def test_without_a_key_the_estimate_is_local_and_sends_nothing(tmp_path: Path) -> None:
     """Input tokens are the local rule (4 characters per token of the contents) summed over the rows."""
-    result = await estimate(tiny_job(tmp_path), None, EstimateOptions())
+    result = await estimate_job_async(tiny_job(tmp_path))
     assert result.rows == 3 and result.done == 0 and result.to_send == 3
     assert result.input.total == sum(max(1, len(user_contents(t)) // 4) for t in TEXTS)
     assert result.sample is None and result.output_tokens is None
@@ -52,15 +51,15 @@ async def test_without_a_key_the_estimate_is_local_and_sends_nothing(tmp_path: P
 
 @pytest.mark.anyio
 async def test_a_sample_or_count_needs_a_key(tmp_path: Path) -> None:
-    with pytest.raises(ConfigError, match="needs an API key"):
-        await estimate(tiny_job(tmp_path), None, EstimateOptions(sample_rows=2))
+    with pytest.raises(ConfigError, match="GEMINI_API_KEY is not set"):
+        await estimate_job_async(tiny_job(tmp_path), sample=2)
 
 
 def test_rows_already_in_the_results_are_not_counted(tmp_path: Path) -> None:
     job = job_copy(tmp_path, DEMO)
     out = tmp_path / "out"
     assert main(["run", str(job), "--local-server", "--output", str(out), "--limit", "30", "--quiet"]) == 0
-    result = anyio.run(estimate, load_job(job).with_overrides(output={"path": out}), None, EstimateOptions())
+    result = estimate_job(job, output={"path": out})
     assert (result.rows, result.done, result.to_send) == (240, 30, 210)
 
 
@@ -72,8 +71,7 @@ async def test_counting_and_sampling_every_row_gives_the_exact_input_and_output(
     job = tiny_job(tmp_path)
     async with FakeServer(ServerConfig()) as server:
         local = job.with_overrides(base_url=server.url)
-        options = EstimateOptions(sample_rows=3, count_tokens_rows=10)
-        result = await estimate(local, ApiKey(server.api_key), options)
+        result = await estimate_job_async(local, sample=3, count_tokens=10, api_key=server.api_key)
         billed = server.stats.billed
     sample = result.sample
     assert sample is not None and sample.rows == 3 and sample.counts == {Status.OK: 3}

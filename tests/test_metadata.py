@@ -5,7 +5,9 @@ from __future__ import annotations
 import duckdb
 import pyarrow as pa
 
-from batchgen.results.metadata import EXTRA_FIELDS, extra_columns
+from batchgen.records import FunctionCall, Result, Status
+from batchgen.results.columns import METADATA
+from batchgen.results.metadata import metadata_columns
 
 GROUNDED = {
     "groundingMetadata": {
@@ -24,13 +26,23 @@ GROUNDED = {
     },
     "safetyRatings": [{"category": "HARM_CATEGORY_HARASSMENT", "probability": "NEGLIGIBLE"}],
     "avgLogprobs": -0.25,
-    "functionCalls": [{"name": "get_weather", "args": {"city": "Paris"}}],
+    "urlContextMetadata": {
+        "urlMetadata": [{"retrievedUrl": "https://x.org/a", "urlRetrievalStatus": "URL_RETRIEVAL_STATUS_SUCCESS"}]
+    },
 }
+CALLS = (FunctionCall("get_weather", {"city": "Paris"}),)
+
+
+def table(*rows: Result) -> pa.Table:
+    return pa.Table.from_arrays(metadata_columns(rows), schema=METADATA)
+
+
+def row(metadata: dict[str, object], calls: tuple[FunctionCall, ...] = ()) -> Result:
+    return Result("r", Status.OK, metadata=metadata, function_calls=calls)
 
 
 def test_columns_hold_the_structured_fields_and_nulls_for_plain_rows() -> None:
-    table = pa.Table.from_arrays(extra_columns([GROUNDED, {}]), schema=EXTRA_FIELDS)
-    first, plain = table.to_pylist()
+    first, plain = table(row(GROUNDED, CALLS), row({})).to_pylist()
     assert first["grounding_queries"] == ["who won euro 2024"]
     assert first["grounding_chunks"] == [{"uri": "https://example.org/a", "title": "example.org"}]
     assert first["grounding_supports"][0]["chunk_indices"] == [0]
@@ -38,11 +50,12 @@ def test_columns_hold_the_structured_fields_and_nulls_for_plain_rows() -> None:
     assert first["function_calls"] == [{"name": "get_weather", "args_json": '{"city":"Paris"}'}]
     assert first["safety_ratings"][0]["blocked"] is None
     assert first["avg_logprobs"] == -0.25
+    assert first["url_context"] == [{"url": "https://x.org/a", "status": "URL_RETRIEVAL_STATUS_SUCCESS"}]
     assert all(value is None for value in plain.values())
 
 
 def test_grounding_sources_are_queryable_in_duckdb() -> None:
-    results = pa.Table.from_arrays(extra_columns([GROUNDED, {}]), schema=EXTRA_FIELDS)
+    results = table(row(GROUNDED), row({}))
     connection = duckdb.connect()
     connection.register("results", results)
     uris = connection.sql("select unnest(grounding_chunks).uri as uri from results").fetchall()
@@ -56,7 +69,7 @@ def test_a_start_index_left_out_on_the_wire_is_zero() -> None:
         "groundingMetadata": {"groundingSupports": [{"segment": {"endIndex": 12, "text": "Spain won it"}}]},
         "citationMetadata": {"citationSources": [{"endIndex": 40, "uri": "https://x.org"}]},
     }
-    row = pa.Table.from_arrays(extra_columns([from_start]), schema=EXTRA_FIELDS).to_pylist()[0]
-    assert row["grounding_supports"][0]["start_index"] == 0
-    assert row["citations"][0]["start_index"] == 0
-    assert row["grounding_supports"][0]["end_index"] == 12
+    first = table(row(from_start)).to_pylist()[0]
+    assert first["grounding_supports"][0]["start_index"] == 0
+    assert first["citations"][0]["start_index"] == 0
+    assert first["grounding_supports"][0]["end_index"] == 12

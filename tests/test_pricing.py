@@ -8,7 +8,8 @@ from pathlib import Path
 import pytest
 
 from batchgen.errors import ConfigError
-from batchgen.report.pricing import Cost, Price, PriceTable, Rates, charge, cost
+from batchgen.records import Usage
+from batchgen.report.pricing import Cost, Price, PriceTable, Rates
 
 PRO = Price(
     "gemini-2.5-pro",
@@ -64,7 +65,7 @@ def test_shipped_pro_models_have_a_long_context_tier(shipped: PriceTable) -> Non
 
 def test_cost_bills_fresh_input_cache_reads_and_thinking_as_output() -> None:
     """Fresh input is prompt - cached (prompt includes the cache); tool use is input; thoughts are output."""
-    got = cost(FLASH, prompt=10_000, cached=4_000, candidates=500, thoughts=1_500, tool_use=200, responses=1)
+    got = FLASH.cost(Usage(prompt=10_000, cached=4_000, candidates=500, thoughts=1_500, tool_use=200), 1)
     # input:  (10_000 - 4_000 + 200) * 0.30 / 1e6 = 6_200 * 0.30 / 1e6 = 0.00186
     # cached:  4_000 * 0.03 / 1e6                                      = 0.00012
     # output: (500 + 1_500) * 2.50 / 1e6 = 2_000 * 2.5 / 1e6           = 0.005
@@ -76,8 +77,8 @@ def test_cost_bills_fresh_input_cache_reads_and_thinking_as_output() -> None:
 
 def test_missing_counts_are_zero_tokens() -> None:
     """Counts the API never reported (None) bill nothing, and a row without usage costs 0."""
-    assert cost(FLASH, None, None, None, None, None, None) == Cost()
-    assert cost(FLASH, 1_000_000, None, None, None, None, 1).input == pytest.approx(0.30)
+    assert FLASH.cost(Usage(), 0) == Cost()
+    assert FLASH.cost(Usage(prompt=1_000_000), 1).input == pytest.approx(0.30)
 
 
 @pytest.mark.parametrize(
@@ -94,7 +95,7 @@ def test_missing_counts_are_zero_tokens() -> None:
 def test_long_tier_is_decided_per_response(prompt: int, responses: int, long: bool) -> None:
     """A row's tier follows its mean prompt per response, since each response is billed on its own prompt."""
     assert PRO.is_long(prompt, responses) is long
-    got = cost(PRO, prompt, 0, 1_000, 0, 0, responses)
+    got = PRO.cost(Usage(prompt=prompt, candidates=1_000), responses)
     rates = PRO.long if long else PRO.standard
     assert rates is not None
     assert got.input == pytest.approx(prompt * rates.input / 1e6)
@@ -103,7 +104,7 @@ def test_long_tier_is_decided_per_response(prompt: int, responses: int, long: bo
 
 def test_long_tier_raises_input_cache_and_output_rates() -> None:
     """Above the threshold every part of the request is billed at the long rates."""
-    got = cost(PRO, prompt=250_000, cached=50_000, candidates=1_000, thoughts=3_000, tool_use=0, responses=1)
+    got = PRO.cost(Usage(prompt=250_000, cached=50_000, candidates=1_000, thoughts=3_000), 1)
     # input:  (250_000 - 50_000) * 2.50 / 1e6 = 0.5
     # cached:  50_000 * 0.25 / 1e6            = 0.0125
     # output: (1_000 + 3_000) * 15.0 / 1e6    = 0.06
@@ -116,18 +117,11 @@ def test_a_model_without_long_tier_never_switches() -> None:
     assert FLASH.rates(True) == FLASH.standard
 
 
-def test_factor_scales_every_part() -> None:
-    """The Batch API's discount is one factor over the whole cost."""
-    full = cost(PRO, 250_000, 50_000, 1_000, 3_000, 10, 1)
-    half = cost(PRO, 250_000, 50_000, 1_000, 3_000, 10, 1, factor=0.5)
-    assert (half.input, half.cached, half.output) == pytest.approx((full.input / 2, full.cached / 2, full.output / 2))
-
-
 def test_charge_bills_sums_at_the_given_rates() -> None:
-    """`charge` prices aggregated sums at one tier, matching the sum of the rows' costs."""
-    rows = [(1_000, 100, 10, 20, 0), (3_000, 0, 30, 0, 5)]
-    by_row = sum((charge(FLASH.standard, *row) for row in rows), Cost())
-    summed = charge(FLASH.standard, *(sum(column) for column in zip(*rows, strict=True)))
+    """`Rates.charge` prices aggregated sums at one tier, matching the sum of the rows' costs."""
+    rows = [Usage(1_000, 10, 20, 100, 0), Usage(3_000, 30, 0, 0, 5)]
+    by_row = sum((FLASH.standard.charge(row) for row in rows), Cost())
+    summed = FLASH.standard.charge(rows[0] + rows[1])
     assert (summed.input, summed.cached, summed.output) == pytest.approx((by_row.input, by_row.cached, by_row.output))
 
 
@@ -171,7 +165,7 @@ def test_user_file_overrides_one_price_and_keeps_the_rest(tmp_path: Path) -> Non
     assert flash.standard == Rates(input=0.5, output=2.5, cached_input=0.03)
     assert table.price_for("gemini-2.5-pro").standard.input == 1.25
     assert table.files == ("batchgen/data/prices.toml", str(user))
-    assert cost(flash, 1_000_000, 0, 0, 0, 0, 1).input == pytest.approx(0.5)
+    assert flash.cost(Usage(prompt=1_000_000), 1).input == pytest.approx(0.5)
 
 
 def test_user_file_adds_a_model(tmp_path: Path) -> None:

@@ -21,9 +21,9 @@ import pyarrow.dataset as ds
 import pytest
 from servers import server_process, server_stats
 
-from batchgen.api import LiveRun, RunOptions, RunOutcome, execute
 from batchgen.cli import main
 from batchgen.job import load_job
+from batchgen.pipeline import LiveRun, RunOptions, RunSummary, execute
 from batchgen.secret import ApiKey
 
 KEY_ENV = "QUOTA_HTTP_TEST_KEY"
@@ -76,7 +76,7 @@ def run(job: Path, url: str, *flags: str) -> int:
     return main(["run", str(job), "--base-url", url, *flags])
 
 
-async def run_in_process(job: Path, url: str, on_start: Any = lambda runner: None) -> RunOutcome:
+async def run_in_process(job: Path, url: str, on_start: Any = lambda runner: None) -> RunSummary:
     loaded = load_job(job).with_overrides(base_url=url)
     return await execute(loaded, ApiKey(KEY), RunOptions(), on_start=on_start)
 
@@ -241,7 +241,7 @@ async def test_stop_drains_the_rows_in_flight_and_writes_them(tmp_path: Path) ->
 
     async def interrupt() -> None:
         await anyio.sleep(1.0)
-        runs[0].runner.stop()
+        runs[0].stop()
 
     with server(
         "--rpm", "3000", "--quota-window-s", str(WINDOW_S), "--latency-ms", "300", "--latency-jitter-ms", "100"

@@ -49,7 +49,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from batchgen.errors import ConfigError, InputError, OutputError
-from batchgen.report.breakdown import RESULT_SCHEMA, Report, build_report, load_results, load_runs
+from batchgen.report.breakdown import REPORT_COLUMNS, Report, build_report, load_results, load_runs
 from batchgen.report.html import (
     ATTEMPTS_COLOUR,
     LATENCY_COLOUR,
@@ -62,6 +62,7 @@ from batchgen.report.html import (
 )
 from batchgen.report.pricing import PriceTable
 from batchgen.report.text import FORMATS, render
+from batchgen.results.columns import select
 
 FLASH, PRO = "gemini-2.5-flash", "gemini-2.5-pro"
 RUN_A, RUN_B = "20260101T100000Z-aaaa", "20260102T090000Z-bbbb"
@@ -278,7 +279,7 @@ def test_load_results_reads_every_part_and_nothing_else(folder: Path) -> None:
     """All part files are read, files starting with `_` or `.` are not, and only the report's columns."""
     table = load_results([folder])
     assert sorted(table["id"].to_pylist()) == [row[0] for row in ROWS]
-    assert table.schema == RESULT_SCHEMA
+    assert table.schema == select(REPORT_COLUMNS)
 
 
 def test_load_results_concatenates_folders(tmp_path: Path) -> None:
@@ -295,7 +296,9 @@ def test_load_results_concatenates_folders(tmp_path: Path) -> None:
     [
         pytest.param(lambda p: None, "no such results folder", id="missing"),
         pytest.param(lambda p: p.mkdir(), "no part-", id="empty"),
-        pytest.param(lambda p: (p.mkdir(), (p / "part-0.parquet").write_bytes(b"nope")), "cannot read", id="corrupt"),
+        pytest.param(
+            lambda p: (p.mkdir(), (p / "part-0.parquet").write_bytes(b"nope")), "unreadable results part", id="corrupt"
+        ),
         pytest.param(
             lambda p: (p.mkdir(), pq.write_table(pa.table({"id": ["x"]}), p / "part-0.parquet")),
             "no column status",
@@ -323,7 +326,7 @@ def test_load_runs_reads_manifests(folder: Path, tmp_path: Path) -> None:
     """Runs come from `_manifest.json`; a folder without one has none."""
     bare = write_folder(tmp_path / "bare", [ROWS])
     runs = load_runs([folder, bare])
-    assert [(run.run_id, run.started_at, run.ended_at, run.exit_code) for run in runs] == [
+    assert [(e.run.run_id, e.run.started_at, e.run.ended_at, e.run.exit_code) for e in runs] == [
         (RUN_A, "2026-01-01T10:00:00Z", "2026-01-02T00:10:05Z", 0),
         (RUN_B, "2026-01-02T09:00:00Z", "2026-01-02T09:07:01Z", 0),
     ]
@@ -388,13 +391,6 @@ def test_by_day_and_model_adds_up_to_each_day(report: Report) -> None:
 def test_fresh_input_is_prompt_minus_cached(report: Report) -> None:
     """Fresh input excludes the cached part of the prompt."""
     assert report.totals.fresh_input == 565_400 - 51_500
-
-
-def test_factor_scales_the_whole_report(folder: Path, prices: PriceTable) -> None:
-    """A Batch API factor of 0.5 halves every cost and no token count."""
-    half = build_report(load_results([folder]), prices, factor=0.5)
-    assert half.totals.cost.total == pytest.approx(1.08151 / 2)
-    assert half.totals.total == 591_992
 
 
 def test_unknown_model_fails_the_report_never_zero(tmp_path: Path, prices: PriceTable) -> None:

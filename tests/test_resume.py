@@ -10,7 +10,7 @@ import pytest
 
 from batchgen.errors import ConfigError
 from batchgen.results import resume
-from batchgen.results.sink import write_manifest, write_part_atomically
+from batchgen.results.folder import RunRecord, record_run, write_part
 
 
 def part(folder: Path, name: str, rows: list[tuple[str, str, int]]) -> None:
@@ -22,7 +22,7 @@ def part(folder: Path, name: str, rows: list[tuple[str, str, int]]) -> None:
             "finished_at": pa.array(times, pa.timestamp("ms", tz="UTC")),
         }
     )
-    write_part_atomically(folder, name, table)
+    write_part(folder, name, table)
 
 
 def members(done: resume.Done, candidates: str = "12345") -> set[str]:
@@ -66,7 +66,7 @@ def test_compaction_resolves_exact_copies_left_by_a_crash(tmp_path: Path) -> Non
 
 
 def test_a_changed_job_is_refused_unless_forced(tmp_path: Path) -> None:
-    write_manifest(tmp_path, {"fingerprint": "old"}, {"run_id": "r"})
+    record_run(tmp_path, {"fingerprint": "old"}, RunRecord("r"))
     resume.check_job(tmp_path, "old", force=False)
     with pytest.raises(ConfigError, match="different job"):
         resume.check_job(tmp_path, "new", force=False)

@@ -14,7 +14,7 @@ from batchgen.errors import AuthError, JobRejected, QuotaExhausted, RateLimited,
 from batchgen.gemini.request import RequestTemplate, user_contents
 from batchgen.online.retry import Retrier, RetryPolicy
 from batchgen.online.runner import Runner, RunPolicy
-from batchgen.records import Prompt, Result, Status, Usage
+from batchgen.records import Admission, Prompt, Result, Status, Usage
 from batchgen.results.verdict import judge
 
 
@@ -62,6 +62,7 @@ def make_runner(
     json_mode: bool = True,
     limiter: OpenLimiter | None = None,
     request: Mapping[str, Any] | None = None,
+    admission: Admission | None = None,
     **policy: Any,
 ) -> Runner:
     return Runner(
@@ -71,6 +72,7 @@ def make_runner(
         retrier=Retrier(RetryPolicy(max_attempts=3), sleep=no_sleep),
         judge=lambda reply: judge(reply, json_mode=json_mode, validator=Validator()),
         policy=RunPolicy(**{"concurrency": 4, **policy}),
+        admission=admission,
     )
 
 

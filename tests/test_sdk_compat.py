@@ -59,7 +59,6 @@ from google.genai import errors as genai_errors
 from google.genai import types
 from servers import Captured, CaptureServer
 
-from batchgen.api import prompt_builder
 from batchgen.errors import ApiError, AuthError, QuotaExhausted, RateLimited, ServerError
 from batchgen.fakeserver import FakeServer, ServerConfig
 from batchgen.gemini.errors import error_from_response
@@ -69,8 +68,10 @@ from batchgen.gemini.stream import SseDecoder, merge_stream
 from batchgen.input.reader import InputSource
 from batchgen.job import load_job
 from batchgen.online.client import Endpoint, GeminiClient
-from batchgen.records import Status
-from batchgen.results.metadata import EXTRA_FIELDS, extra_columns
+from batchgen.pipeline import prompt_builder
+from batchgen.records import Result, Status
+from batchgen.results.columns import METADATA
+from batchgen.results.metadata import metadata_columns
 from batchgen.results.verdict import judge
 from batchgen.secret import ApiKey
 
@@ -643,23 +644,23 @@ def assert_agree(sdk: types.GenerateContentResponse, reply: Reply) -> None:
         usage.tool_use_prompt_token_count or 0,
         usage.total_token_count or 0,
     )
-    calls = [{"name": c.name, "args": c.args} for c in sdk.function_calls or []]
-    assert [dict(c) for c in reply.function_calls] == calls
-    assert extras_row(reply) == sdk_extras(candidate)
+    calls = [(c.name, c.args) for c in sdk.function_calls or []]
+    assert [(c.name, c.args) for c in reply.function_calls] == calls
+    assert metadata_row(reply) == sdk_metadata(candidate)
 
 
-def extras_row(reply: Reply) -> dict[str, Any]:
+def metadata_row(reply: Reply) -> dict[str, Any]:
     """The result columns batchgen writes for a reply's grounding, citations, safety ratings and logprobs."""
-    columns = extra_columns([reply.extras])
-    row = {f.name: column[0].as_py() for f, column in zip(EXTRA_FIELDS, columns, strict=True)}
+    columns = metadata_columns([Result("r", Status.OK, metadata=reply.metadata)])
+    row = {f.name: column[0].as_py() for f, column in zip(METADATA, columns, strict=True)}
     del row["function_calls"]  # compared above, from the reply itself
     return row
 
 
-def sdk_extras(candidate: types.Candidate | None) -> dict[str, Any]:
+def sdk_metadata(candidate: types.Candidate | None) -> dict[str, Any]:
     """The same columns read from the SDK's types. A start index the wire leaves out is 0 (proto3 default)."""
     if candidate is None:
-        return {name: None for name in EXTRA_FIELDS.names if name != "function_calls"}
+        return {name: None for name in METADATA.names if name != "function_calls"}
     grounding = candidate.grounding_metadata
     citations = candidate.citation_metadata
     return {
@@ -702,6 +703,12 @@ def sdk_extras(candidate: types.Candidate | None) -> dict[str, Any]:
         if candidate.safety_ratings is not None
         else None,
         "avg_logprobs": candidate.avg_logprobs,
+        "url_context": [
+            {"url": u.retrieved_url, "status": u.url_retrieval_status.value if u.url_retrieval_status else None}
+            for u in candidate.url_context_metadata.url_metadata or []
+        ]
+        if candidate.url_context_metadata and candidate.url_context_metadata.url_metadata is not None
+        else None,
     }
 
 
@@ -741,7 +748,7 @@ async def test_citations_parse_alike(fake: FakeServer) -> None:
                 pytest.fail("the local server produced no citation in 64 answers")
     reply = parse_response(orjson.loads(exchange.response))
     assert_agree(sdk, reply)
-    assert extras_row(reply)["citations"][0]["uri"].startswith("https://")
+    assert metadata_row(reply)["citations"][0]["uri"].startswith("https://")
 
 
 @pytest.mark.anyio
@@ -792,8 +799,8 @@ async def test_stream_agrees_with_the_sdk_and_with_the_unary_call(fake: FakeServ
     parts = [p for c in chunks if c.candidates and c.candidates[0].content for p in c.candidates[0].content.parts or []]
     assert merged.text == ("".join(c.text or "" for c in chunks) or None)
     assert merged.thoughts == ("".join(p.text for p in parts if p.thought and p.text) or None)
-    assert [dict(c) for c in merged.function_calls] == [
-        {"name": f.name, "args": f.args} for c in chunks for f in c.function_calls or []
+    assert [(c.name, c.args) for c in merged.function_calls] == [
+        (f.name, f.args) for c in chunks for f in c.function_calls or []
     ]
     final = chunks[-1].usage_metadata
     assert final is not None
@@ -806,8 +813,8 @@ async def test_stream_agrees_with_the_sdk_and_with_the_unary_call(fake: FakeServ
     streamed = parse_response(await batchgen_generate(fake.url, kind.model, exchange.raw, stream=True))
     unary = parse_response(await batchgen_generate(fake.url, kind.model, exchange.raw))
     assert replace(streamed, response_id=None) == replace(merged, response_id=None)
-    assert replace(unary, response_id=None, extras={}) == replace(merged, response_id=None, extras={})
-    assert {k: v for k, v in unary.extras.items() if k != "avgLogprobs"} == merged.extras
+    assert replace(unary, response_id=None, metadata={}) == replace(merged, response_id=None, metadata={})
+    assert {k: v for k, v in unary.metadata.items() if k != "avgLogprobs"} == merged.metadata
 
 
 @pytest.mark.anyio

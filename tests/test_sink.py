@@ -12,8 +12,11 @@ import pyarrow.dataset as ds
 import pytest
 
 from batchgen.errors import ConfigError, OutputError
-from batchgen.records import RESULT_COLUMNS, Result, Status, Usage
-from batchgen.results.sink import Layout, ParquetSink, claim_folder, read_manifest, record_exit_code, write_manifest
+from batchgen.records import Result, Status, Usage
+from batchgen.results.columns import CONTRACT
+from batchgen.results.folder import RunRecord, claim, read_manifest, record_exit_code, record_run
+from batchgen.results.sink import ParquetSink
+from batchgen.results.table import Layout
 
 KEEP = pa.schema([pa.field("stars", pa.int64()), pa.field("review", pa.string())])
 
@@ -32,7 +35,7 @@ def result(i: int, **changes: Any) -> Result:
 
 
 def sink(folder: Path, **kwargs: Any) -> ParquetSink:
-    return ParquetSink(folder, Layout(keep=KEEP, typed=pa.schema([])), run_id="run1", model="m", **kwargs)
+    return ParquetSink(folder, Layout(keep=KEEP), run_id="run1", model="m", **kwargs)
 
 
 @pytest.mark.anyio
@@ -45,7 +48,7 @@ async def test_parts_hold_every_row_with_the_contract_columns(tmp_path: Path) ->
     assert parts == ["part-run1-00000.parquet", "part-run1-00001.parquet", "part-run1-00002.parquet"]
     table = ds.dataset(tmp_path).to_table()
     assert table.num_rows == 8
-    assert tuple(table.column_names) == (*RESULT_COLUMNS, "stars", "review")
+    assert tuple(table.column_names) == (*CONTRACT.names, "stars", "review")
     assert table.schema.field("prompt_token_count").type == pa.int64()
     assert table.schema.field("attempts").type == pa.int32()
     failed = table.filter(ds.field("status") == "failed").to_pylist()[0]
@@ -66,7 +69,7 @@ async def test_rows_are_flushed_after_flush_seconds_without_more_writes(tmp_path
 @pytest.mark.anyio
 async def test_keep_value_of_another_type_is_kept_as_text(tmp_path: Path) -> None:
     """A JSONL keep column inferred as string still accepts a later number, as its JSON text."""
-    layout = Layout(keep=pa.schema([pa.field("tag", pa.string())]), typed=pa.schema([]))
+    layout = Layout(keep=pa.schema([pa.field("tag", pa.string())]))
     async with ParquetSink(tmp_path, layout, run_id="r", model="m") as out:
         await out.write(result(1, keep={"tag": "a"}))
         await out.write(result(2, keep={"tag": 42}))
@@ -77,7 +80,7 @@ async def test_keep_value_of_another_type_is_kept_as_text(tmp_path: Path) -> Non
 async def test_write_error_is_an_output_error_and_leaves_no_partial_part(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import batchgen.results.sink as writer
+    import batchgen.results.folder as writer
 
     def full_disk(table: pa.Table, where: Path, **kwargs: Any) -> None:
         Path(where).write_bytes(b"PAR1 half")
@@ -93,35 +96,35 @@ async def test_write_error_is_an_output_error_and_leaves_no_partial_part(
 
 def test_manifest_records_each_run_once(tmp_path: Path) -> None:
     job = {"file": "j.toml", "model": "m", "fingerprint": "abc"}
-    write_manifest(tmp_path, job, {"run_id": "a", "rows": 1})
-    write_manifest(tmp_path, job, {"run_id": "b", "rows": 2})
-    write_manifest(tmp_path, job, {"run_id": "b", "rows": 3})
+    record_run(tmp_path, job, RunRecord("a", rows=1))
+    record_run(tmp_path, job, RunRecord("b", rows=2))
+    record_run(tmp_path, job, RunRecord("b", rows=3))
     manifest = read_manifest(tmp_path)
     assert manifest is not None
-    assert [r["rows"] for r in manifest["runs"]] == [1, 3]
+    assert [r.rows for r in manifest.runs] == [1, 3]
     assert orjson.loads((tmp_path / "_manifest.json").read_bytes())["job"] == job
 
 
 def test_exit_code_is_recorded_on_its_run_only(tmp_path: Path) -> None:
     job = {"file": "j.toml", "model": "m", "fingerprint": "abc"}
-    write_manifest(tmp_path, job, {"run_id": "a", "exit_code": None})
-    write_manifest(tmp_path, job, {"run_id": "b", "exit_code": None})
+    record_run(tmp_path, job, RunRecord("a"))
+    record_run(tmp_path, job, RunRecord("b"))
     record_exit_code(tmp_path, "b", 143)
     record_exit_code(tmp_path, "unknown", 1)
     record_exit_code(tmp_path / "absent", "b", 1)
     manifest = read_manifest(tmp_path)
     assert manifest is not None
-    assert [(r["run_id"], r["exit_code"]) for r in manifest["runs"]] == [("a", None), ("b", 143)]
+    assert [(r.run_id, r.exit_code) for r in manifest.runs] == [("a", None), ("b", 143)]
 
 
 def test_a_claimed_folder_refuses_a_second_run_and_is_free_again_after(tmp_path: Path) -> None:
     """The claim is an flock (released even when its holder is SIGKILLed); a second claim fails at once."""
     folder = tmp_path / "new" / "out"
-    with claim_folder(folder):
+    with claim(folder):
         assert folder.is_dir()
-        with pytest.raises(ConfigError, match=r"another batchgen run \(pid \d+\)"), claim_folder(folder):
+        with pytest.raises(ConfigError, match=r"another batchgen run \(pid \d+\)"), claim(folder):
             pass
-    with claim_folder(folder):
+    with claim(folder):
         pass
 
 
@@ -129,7 +132,7 @@ def test_claiming_a_folder_clears_temporaries_a_killed_run_left(tmp_path: Path) 
     (tmp_path / ".part-r-00003.parquet.tmp").write_bytes(b"PAR1 half")
     (tmp_path / "._manifest.json.tmp").write_bytes(b'{"format"')
     (tmp_path / "part-r-00002.parquet").write_bytes(b"whole")
-    with claim_folder(tmp_path):
+    with claim(tmp_path):
         assert sorted(p.name for p in tmp_path.iterdir()) == [".batchgen.lock", "part-r-00002.parquet"]
 
 
@@ -140,7 +143,7 @@ async def test_a_failed_timed_flush_is_raised_by_the_next_write(
     """A disk-full error in the background flush reaches the run as a plain OutputError on its next write."""
     import anyio
 
-    import batchgen.results.sink as writer
+    import batchgen.results.folder as writer
 
     def full_disk(table: pa.Table, where: Path, **kwargs: Any) -> None:
         raise OSError(errno.ENOSPC, "No space left on device")

@@ -12,12 +12,13 @@ from __future__ import annotations
 import logging
 import sys
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from typing import Any, Literal, TextIO
 
 import orjson
 
+from batchgen.console.format import counts_text
 from batchgen.errors import ApiError, BatchgenError
 from batchgen.job import Job
 from batchgen.records import RunStats, Status
@@ -122,12 +123,6 @@ class _CurrentStderr:
 
     def flush(self) -> None:
         sys.stderr.flush()
-
-
-def counts_text(counts: Mapping[Status, int]) -> str:
-    """`ok 97, failed 3`: the non-zero counts by status, usable rows first, for messages."""
-    shown = [f"{status.value} {counts[status]:,}" for status in reversed(Status) if counts.get(status)]
-    return ", ".join(shown) or "no rows"
 
 
 def run_started(run_id: str, job: Job, stats: RunStats) -> None:

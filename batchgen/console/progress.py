@@ -23,7 +23,7 @@ from rich.progress_bar import ProgressBar
 from rich.table import Table
 from rich.text import Text
 
-from batchgen.console.logs import counts_text
+from batchgen.console.format import counts_text, duration
 from batchgen.records import RunStats, Status
 
 log = logging.getLogger(__name__)
@@ -164,16 +164,6 @@ class Progress:
         usage = stats.usage
         # Output tokens are what is billed as output: the candidates and the thinking.
         return _Sample(at, stats.done, usage.prompt or 0, (usage.candidates or 0) + (usage.thoughts or 0))
-
-
-def duration(seconds: float) -> str:
-    """`45s`, `4m05s`, `2h03m`: a duration for reading."""
-    whole = round(seconds)
-    if whole < 60:
-        return f"{whole}s"
-    if whole < 3600:
-        return f"{whole // 60}m{whole % 60:02d}s"
-    return f"{whole // 3600}h{whole % 3600 // 60:02d}m"
 
 
 def _rows_text(reading: Reading) -> str:

@@ -11,7 +11,7 @@ import orjson
 from batchgen.errors import (
     MalformedResponse,
 )
-from batchgen.records import Usage
+from batchgen.records import FunctionCall, Usage
 
 
 @dataclass(frozen=True, slots=True)
@@ -25,8 +25,9 @@ class Reply:
     usage: Usage
     model_version: str | None
     response_id: str | None
-    function_calls: tuple[Mapping[str, Any], ...] = ()
-    extras: Mapping[str, Any] = field(default_factory=dict)
+    function_calls: tuple[FunctionCall, ...] = ()
+    metadata: Mapping[str, Any] = field(default_factory=dict)
+    """The candidate's fields beyond its content (`CANDIDATE_METADATA`), as the API sent them."""
 
 
 def parse_usage(meta: Mapping[str, Any] | None) -> Usage:
@@ -44,8 +45,10 @@ def parse_usage(meta: Mapping[str, Any] | None) -> Usage:
     )
 
 
-# Candidate fields kept for the results beyond text and finish reason.
-_CANDIDATE_EXTRAS = (
+# Candidate fields kept for the results beyond content and finish reason; `results.metadata` turns each into
+# columns. The rest of a candidate (index, tokenCount, logprobsResult) is dropped: nothing a row is judged or
+# billed by, and logprobsResult is per-token detail far larger than the answer.
+CANDIDATE_METADATA = (
     "groundingMetadata",
     "citationMetadata",
     "safetyRatings",
@@ -76,30 +79,31 @@ def parse_response(data: Any) -> Reply:
         raise MalformedResponse("response candidates are not a list of objects")
     candidate = candidates[0]
     text, thoughts, calls = _split_parts((candidate.get("content") or {}).get("parts") or ())
-    extras = {key: candidate[key] for key in _CANDIDATE_EXTRAS if key in candidate}
+    metadata = {key: candidate[key] for key in CANDIDATE_METADATA if key in candidate}
     return Reply(
         text=text,
         thoughts=thoughts,
         finish_reason=candidate.get("finishReason"),
         function_calls=calls,
-        extras=extras,
+        metadata=metadata,
         **common,
     )
 
 
-def _split_parts(parts: Sequence[Any]) -> tuple[str | None, str | None, tuple[Mapping[str, Any], ...]]:
+def _split_parts(parts: Sequence[Any]) -> tuple[str | None, str | None, tuple[FunctionCall, ...]]:
     # Thought summaries come as parts with thought=true; like the SDK's `.text`, they never enter the answer.
     # Gemini 3 may send parts holding only a thoughtSignature, hence the "text" membership test.
     texts: list[str] = []
     thoughts: list[str] = []
-    calls: list[Mapping[str, Any]] = []
+    calls: list[FunctionCall] = []
     for part in parts:
         if not isinstance(part, Mapping):
             raise MalformedResponse("a content part is not an object")
         if "text" in part:
             (thoughts if part.get("thought") else texts).append(part["text"])
-        elif "functionCall" in part:
-            calls.append(part["functionCall"])
+        elif isinstance(call := part.get("functionCall"), Mapping):
+            args = call.get("args")
+            calls.append(FunctionCall(call.get("name"), args if isinstance(args, Mapping) else {}))
     return ("".join(texts) if texts else None, "".join(thoughts) if thoughts else None, tuple(calls))
 
 

@@ -27,7 +27,7 @@ from batchgen.errors import (
 from batchgen.gemini.request import RequestTemplate
 from batchgen.gemini.response import Reply, parse_response
 from batchgen.online.retry import Retrier
-from batchgen.records import Generate, Limiter, Prompt, Result, RunStats, Sink, Status, Usage
+from batchgen.records import Admission, Generate, Limiter, Prompt, Result, RunStats, Sink, Status, Usage
 from batchgen.results.verdict import REASKABLE, Verdict
 
 log = logging.getLogger(__name__)
@@ -73,6 +73,8 @@ class Runner:
         judge: Judge,
         policy: RunPolicy,
         count_tokens: CountTokens | None = None,
+        admission: Admission | None = None,
+        stats: RunStats | None = None,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self._generate = generate
@@ -82,6 +84,7 @@ class Runner:
         self._judge = judge
         self._policy = policy
         self._count_tokens = count_tokens
+        self._admission = admission
         self._clock = clock
         self._reask_template = (
             template.with_generation_config(maxOutputTokens=policy.reask_max_output_tokens)
@@ -89,7 +92,7 @@ class Runner:
             else template
         )
         self._stopping = anyio.Event()
-        self.stats = RunStats()
+        self.stats = RunStats() if stats is None else stats
         self.stopped_by: BatchgenError | None = None
 
     def __repr__(self) -> str:
@@ -129,8 +132,9 @@ class Runner:
         # The first request goes out alone: an auth failure, an unknown model or a request shape the API
         # rejects then costs a handful of requests instead of one failure per row.
         rejections: list[str] = []
-        async for prompt in rows:
-            if self.stopping:
+        while not self._refused():
+            prompt = await anext(rows, None)
+            if prompt is None or self.stopping:
                 return False
             result, error = await self._process(prompt)
             await self._emit(result, sink)
@@ -159,7 +163,7 @@ class Runner:
         everything.cancel()  # rows still in flight are not written, so the next run sends them again
 
     async def _work(self, source: _Shared, sink: Sink) -> None:
-        while not self.stopping:
+        while not self._refused():
             prompt = await source.next()
             if prompt is None or self.stopping:
                 return  # a row taken after stop() was never sent: the next run sends it
@@ -172,9 +176,21 @@ class Runner:
                 return
             await self._emit(result, sink)
 
+    def _refused(self) -> bool:
+        """Whether no more rows may be taken: the run is stopping, or admission says so (and stops it)."""
+        if self.stopping:
+            return True
+        refusal = None if self._admission is None else self._admission.refusal(self.stats.in_flight)
+        if refusal is not None:
+            self.stop(refusal)
+        return refusal is not None
+
     async def _emit(self, result: Result, sink: Sink) -> None:
+        # Written first: a paid-for row is kept whatever admission decides next.
         await sink.write(result)
         self.stats.record(result)
+        if self._admission is not None:
+            self._admission.charge(result)
         if result.status is not Status.OK:
             _log_problem(result)
 
@@ -262,7 +278,8 @@ class Runner:
             reasks=reasks,
             latency_ms=self._latency(tally),
             error=verdict.error,
-            extras=_reply_extras(reply),
+            function_calls=reply.function_calls,
+            metadata=reply.metadata,
             keep=prompt.keep,
         )
 
@@ -329,13 +346,6 @@ def _log_problem(result: Result) -> None:
             "reasks": result.reasks,
         },
     )
-
-
-def _reply_extras(reply: Reply) -> dict[str, object]:
-    extras: dict[str, object] = dict(reply.extras)
-    if reply.function_calls:
-        extras["functionCalls"] = list(reply.function_calls)
-    return extras
 
 
 def _first_leaf(group: BaseExceptionGroup[BatchgenError]) -> BatchgenError:

@@ -1,6 +1,6 @@
 """Token and cost accounting over results folders: read the parts, price every row, add up by dimension.
 
-Each row is priced with its own model's price and its own long-context tier (see `pricing.Price.is_long`);
+Each row is priced with its own model's price and its own long-context tier (see `Price.is_long`);
 the rows are then summed in small groups (model, tier, status, run, day), since a cost at a fixed tier is
 linear in the tokens. Every row counts: a row re-run by a later run was billed twice and appears under both
 runs.
@@ -13,44 +13,30 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import orjson
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from batchgen.errors import ConfigError, InputError
-from batchgen.records import Status
-from batchgen.report.pricing import Cost, Price, PriceTable, charge
+from batchgen.errors import InputError, OutputError
+from batchgen.records import Status, Usage
+from batchgen.report.pricing import Cost, Price, PriceTable
+from batchgen.results.columns import USAGE_COLUMNS
+from batchgen.results.folder import RunRecord, read_manifest
+from batchgen.results.read import read_results
 
-# The contract columns the report reads, with their contract types; other columns (kept input columns, typed
-# outputs) are never read, so folders of different jobs can be reported together.
-RESULT_SCHEMA = pa.schema(
-    [
-        ("id", pa.string()),
-        ("status", pa.string()),
-        ("prompt_token_count", pa.int64()),
-        ("candidates_token_count", pa.int64()),
-        ("thoughts_token_count", pa.int64()),
-        ("cached_content_token_count", pa.int64()),
-        ("tool_use_prompt_token_count", pa.int64()),
-        ("total_token_count", pa.int64()),
-        ("model", pa.string()),
-        ("attempts", pa.int32()),
-        ("responses", pa.int32()),
-        ("latency_ms", pa.float64()),
-        ("run_id", pa.string()),
-        ("finished_at", pa.timestamp("ms", tz="UTC")),
-    ]
+# The contract columns the report reads; others (kept input columns, typed outputs) are never read, so folders
+# of different jobs can be reported together.
+REPORT_COLUMNS = (
+    "id",
+    "status",
+    *(column for column, _ in USAGE_COLUMNS),
+    "model",
+    "attempts",
+    "responses",
+    "latency_ms",
+    "run_id",
+    "finished_at",
 )
-
-# Token columns, in the order `pricing.charge` takes them after the total.
-_TOKENS = {
-    "prompt": "prompt_token_count",
-    "cached": "cached_content_token_count",
-    "candidates": "candidates_token_count",
-    "thoughts": "thoughts_token_count",
-    "tool_use": "tool_use_prompt_token_count",
-    "total": "total_token_count",
-}
+_TOKENS = {field: column for column, field in USAGE_COLUMNS}
 _GROUP = ("model", "long", "status", "run_id", "day")
 UNKNOWN_DAY = "unknown"
 
@@ -89,15 +75,11 @@ class Line:
 
 
 @dataclass(frozen=True, slots=True)
-class RunInfo:
-    """A run as `_manifest.json` records it; fields the manifest lacks are None."""
+class FolderRun:
+    """A run recorded in a results folder's manifest."""
 
-    run_id: str
     folder: str
-    started_at: str | None = None
-    ended_at: str | None = None
-    model: str | None = None
-    exit_code: int | None = None
+    run: RunRecord
 
 
 @dataclass(frozen=True, slots=True)
@@ -113,91 +95,37 @@ class Report:
     by_day: tuple[Line, ...]
     by_day_model: tuple[Line, ...]
     prices: Mapping[str, Price]
-    runs: tuple[RunInfo, ...] = ()
-    factor: float = 1.0
+    runs: tuple[FolderRun, ...] = ()
 
 
 def load_results(paths: Sequence[Path]) -> pa.Table:
-    """The report's columns (RESULT_SCHEMA) of every part file in the given results folders, concatenated.
-
-    Files whose names start with `_` or `.` are not data. Raises InputError naming a folder that is missing,
-    holds no part files, or whose parts cannot be read; ConfigError when `paths` is empty.
-    """
-    if not paths:
-        raise ConfigError("no results folder given")
-    return pa.concat_tables(_load_folder(Path(path)) for path in paths)
+    """The report's columns (`REPORT_COLUMNS`) of every part in the given results folders, concatenated."""
+    return read_results(paths, REPORT_COLUMNS)
 
 
-def _load_folder(folder: Path) -> pa.Table:
-    # Imported here, not at the top: pyarrow.dataset pulls in pandas when it is installed, which would add
-    # about 0.4 s to the start-up of every `batchgen run` (the CLI imports this module) for nothing.
-    import pyarrow.dataset as ds
-
-    if not folder.is_dir():
-        raise InputError("no such results folder", file=str(folder))
-    parts = sorted(path for path in folder.glob("*.parquet") if not path.name.startswith(("_", ".")) and path.is_file())
-    if not parts:
-        raise InputError("no part-*.parquet files here: not a batchgen results folder", file=str(folder))
-    try:
-        dataset = ds.dataset(parts, format="parquet")
-        missing = [name for name in RESULT_SCHEMA.names if name not in dataset.schema.names]
-        if missing:
-            raise InputError(f"not a batchgen results folder: no column {', '.join(missing)}", file=str(folder))
-        return dataset.to_table(columns=RESULT_SCHEMA.names).cast(RESULT_SCHEMA)
-    except (pa.ArrowException, OSError) as exc:
-        raise InputError(f"cannot read the part files: {exc}", file=str(folder)) from exc
-
-
-def load_runs(paths: Sequence[Path]) -> tuple[RunInfo, ...]:
-    """The runs recorded in each folder's `_manifest.json` (a folder without one contributes none).
-
-    Raises InputError naming a manifest that is not JSON of the contract's shape.
-    """
-    runs: list[RunInfo] = []
+def load_runs(paths: Sequence[Path]) -> tuple[FolderRun, ...]:
+    """The runs recorded in each folder's manifest (a folder without one contributes none)."""
+    runs: list[FolderRun] = []
     for folder in map(Path, paths):
-        manifest = folder / "_manifest.json"
-        if manifest.is_file():
-            runs.extend(_read_manifest(manifest, str(folder)))
+        try:
+            manifest = read_manifest(folder)
+        except OutputError as exc:
+            raise InputError(exc.detail, file=exc.path) from exc
+        if manifest is not None:
+            runs.extend(FolderRun(str(folder), run) for run in manifest.runs)
     return tuple(runs)
 
 
-def _read_manifest(manifest: Path, folder: str) -> list[RunInfo]:
-    try:
-        data = orjson.loads(manifest.read_bytes())
-    except (OSError, orjson.JSONDecodeError) as exc:
-        raise InputError(f"cannot read the manifest: {exc}", file=str(manifest)) from exc
-    runs = data.get("runs", []) if isinstance(data, dict) else None
-    if not isinstance(runs, list) or not all(isinstance(run, dict) and "run_id" in run for run in runs):
-        raise InputError("not a batchgen manifest: `runs` must be a list of objects with a run_id", file=str(manifest))
-    return [_run_info(run, folder) for run in runs]
-
-
-def _run_info(run: Mapping[str, Any], folder: str) -> RunInfo:
-    def text(key: str) -> str | None:
-        value = run.get(key)
-        return None if value is None else str(value)
-
-    exit_code = run.get("exit_code")
-    return RunInfo(
-        run_id=str(run["run_id"]),
-        folder=folder,
-        started_at=text("started_at"),
-        ended_at=text("ended_at"),
-        model=text("model"),
-        exit_code=exit_code if isinstance(exit_code, int) else None,
-    )
-
-
-def build_report(table: pa.Table, prices: PriceTable, *, runs: Sequence[RunInfo] = (), factor: float = 1.0) -> Report:
+def build_report(table: pa.Table, prices: PriceTable, *, runs: Sequence[FolderRun] = ()) -> Report:
     """Price every row of `table` (from `load_results`) and add it up by model, status, run and day.
 
-    `factor` scales every cost (0.5 for results of the Batch API). Raises ConfigError when a model in the
-    results has no price: the whole report fails rather than show a cost of 0.
+    Raises ConfigError when a model in the results has no price: the whole report fails rather than show a
+    cost of 0.
     """
     table = _normalise(table)
     used = {model: prices.price_for(model) for model in table["model"].unique().to_pylist()}
     groups = _grouped(table.append_column("long", _long_tier(table, used)))
-    lines = [(key, _priced(key, sums, used, factor)) for key, sums in groups]
+    lines = [(key, _priced(key, sums, used)) for key, sums in groups]
     return Report(
         totals=_sum_by(lines, ())[0] if lines else Line(("total",)),
         by_model=_sum_by(lines, ("model",)),
@@ -207,7 +135,6 @@ def build_report(table: pa.Table, prices: PriceTable, *, runs: Sequence[RunInfo]
         by_day_model=_sum_by(lines, ("day", "model")),
         prices={model: used[model] for model in sorted(used)},
         runs=tuple(runs),
-        factor=factor,
     )
 
 
@@ -243,9 +170,8 @@ def _grouped(table: pa.Table) -> Iterable[tuple[dict[str, Any], dict[str, int]]]
         yield key, {**sums, "rows": row["count_all"]}
 
 
-def _priced(key: Mapping[str, Any], sums: Mapping[str, int], used: Mapping[str, Price], factor: float) -> Line:
-    rates = used[key["model"]].rates(key["long"])
-    tokens = [sums[name] for name in ("prompt", "cached", "candidates", "thoughts", "tool_use")]
+def _priced(key: Mapping[str, Any], sums: Mapping[str, int], used: Mapping[str, Price]) -> Line:
+    usage = Usage(**{name: sums[name] for name in _TOKENS})
     return Line(
         key=(),
         rows=sums["rows"],
@@ -255,7 +181,7 @@ def _priced(key: Mapping[str, Any], sums: Mapping[str, int], used: Mapping[str, 
         thoughts=sums["thoughts"],
         tool_use=sums["tool_use"],
         total=sums["total"],
-        cost=charge(rates, *tokens, factor=factor),
+        cost=used[key["model"]].rates(key["long"]).charge(usage),
     )
 
 

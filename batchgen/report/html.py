@@ -13,10 +13,11 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from batchgen.console.format import usd
 from batchgen.errors import OutputError
 from batchgen.report.breakdown import Line, Report
 from batchgen.report.svg import Series, bars, horizontal_bars, nice_step, stacked_bars
-from batchgen.report.text import COLUMNS, display, line_fields, notes, price_summary, sections, usd
+from batchgen.report.text import COLUMNS, display, line_fields, notes, price_summary, sections
 
 # Colour-blind-friendly categorical palette (Tableau 10), cycled when there are more models.
 MODEL_COLOURS = (
@@ -249,8 +250,9 @@ def _runs(report: Report) -> list[str]:
         return []
     head = "".join(f"<th>{h}</th>" for h in ("run", "folder", "model", "started", "ended", "exit code"))
     rows = []
-    for run in report.runs:
-        cells = (run.run_id, run.folder, run.model, run.started_at, run.ended_at, run.exit_code)
+    for entry in report.runs:
+        run = entry.run
+        cells = (run.run_id, entry.folder, run.model, run.started_at, run.ended_at, run.exit_code)
         rows.append("<tr>" + "".join(f"<td>{escape('' if c is None else str(c))}</td>" for c in cells) + "</tr>")
     return [
         "<h2>Runs (from _manifest.json)</h2>",

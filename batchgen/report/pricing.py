@@ -20,6 +20,7 @@ from types import MappingProxyType
 from typing import Any
 
 from batchgen.errors import ConfigError
+from batchgen.records import Usage
 
 PER_MILLION = 1_000_000
 
@@ -39,6 +40,15 @@ class Rates:
     input: float
     output: float
     cached_input: float
+
+    def charge(self, usage: Usage) -> Cost:
+        """The cost of `usage` billed at these rates; a count never reported counts as 0."""
+        fresh = (usage.prompt or 0) - (usage.cached or 0)
+        return Cost(
+            input=(fresh + (usage.tool_use or 0)) * self.input / PER_MILLION,
+            cached=(usage.cached or 0) * self.cached_input / PER_MILLION,
+            output=((usage.candidates or 0) + (usage.thoughts or 0)) * self.output / PER_MILLION,
+        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -86,41 +96,9 @@ class Price:
         """The rates of the long tier when `long` (and the model has one), else the standard ones."""
         return self.long if long and self.long is not None else self.standard
 
-
-def charge(
-    rates: Rates,
-    prompt: int | None,
-    cached: int | None,
-    candidates: int | None,
-    thoughts: int | None,
-    tool_use: int | None,
-    *,
-    factor: float = 1.0,
-) -> Cost:
-    """Cost of token sums all billed at `rates`, times `factor` (0.5 for the Batch API); None counts as 0."""
-    fresh = (prompt or 0) - (cached or 0)
-    scale = factor / PER_MILLION
-    return Cost(
-        input=(fresh + (tool_use or 0)) * rates.input * scale,
-        cached=(cached or 0) * rates.cached_input * scale,
-        output=((candidates or 0) + (thoughts or 0)) * rates.output * scale,
-    )
-
-
-def cost(
-    price: Price,
-    prompt: int | None,
-    cached: int | None,
-    candidates: int | None,
-    thoughts: int | None,
-    tool_use: int | None,
-    responses: int | None,
-    *,
-    factor: float = 1.0,
-) -> Cost:
-    """Cost of one results row, whose token columns are sums over its `responses` billed responses."""
-    rates = price.rates(price.is_long(prompt or 0, responses or 0))
-    return charge(rates, prompt, cached, candidates, thoughts, tool_use, factor=factor)
+    def cost(self, usage: Usage, responses: int) -> Cost:
+        """The cost of one results row, whose token counts are sums over its `responses` billed responses."""
+        return self.rates(self.is_long(usage.prompt or 0, responses)).charge(usage)
 
 
 @dataclass(frozen=True, slots=True)
@@ -152,6 +130,13 @@ class PriceTable:
             files.append(user_origin)
         prices = {model: _price(model, fields, where) for model, (fields, where) in entries.items()}
         return cls(MappingProxyType(prices), tuple(files))
+
+    def find(self, model: str) -> Price | None:
+        """The price of `model` (see `price_for`), or None when the table has none."""
+        try:
+            return self.price_for(model)
+        except ConfigError:
+            return None
 
     def price_for(self, model: str) -> Price:
         """The price of `model`: exact name first (without any "models/" prefix), then the longest table name

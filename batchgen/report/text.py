@@ -16,7 +16,8 @@ import orjson
 from rich.console import Console
 from rich.table import Table
 
-from batchgen.report.breakdown import Line, Report, RunInfo
+from batchgen.console.format import usd
+from batchgen.report.breakdown import FolderRun, Line, Report
 from batchgen.report.pricing import Price, Rates
 
 Format = Literal["table", "csv", "json", "markdown"]
@@ -68,11 +69,6 @@ def render(report: Report, fmt: Format) -> str:
     return renderers[fmt](report)
 
 
-def usd(value: float) -> str:
-    """Dollars for reading, to the micro-dollar so that small test runs do not show as $0.00."""
-    return f"${value:,.6f}"
-
-
 def display(name: str, value: int | float) -> str:
     """A figure for reading: dollars via `usd`, counts with thousands separators."""
     return usd(value) if name.endswith("_usd") else f"{value:,}"
@@ -119,8 +115,6 @@ def notes(report: Report) -> list[str]:
         "billed as input, thinking tokens as output.",
         "Prices are USD per 1M tokens (input / cached input / output); the long tier applies per response.",
     ]
-    if report.factor != 1.0:
-        lines.append(f"All costs are multiplied by {report.factor:g} (e.g. the Batch API discount).")
     return lines
 
 
@@ -147,12 +141,13 @@ def _table(report: Report) -> str:
     return "".join(line.rstrip() + "\n" for line in output.getvalue().splitlines())
 
 
-def _runs_table(runs: tuple[RunInfo, ...]) -> Table:
+def _runs_table(runs: tuple[FolderRun, ...]) -> Table:
     table = Table(title="Runs (from _manifest.json)", title_justify="left")
     for heading in ("run", "folder", "model", "started", "ended", "exit code"):
         table.add_column(heading)
-    for run in runs:
-        cells = (run.run_id, run.folder, run.model, run.started_at, run.ended_at, run.exit_code)
+    for entry in runs:
+        run = entry.run
+        cells = (run.run_id, entry.folder, run.model, run.started_at, run.ended_at, run.exit_code)
         table.add_row(*("" if cell is None else str(cell) for cell in cells))
     return table
 
@@ -187,7 +182,6 @@ def _json(report: Report) -> str:
         return [dict(zip(dimensions, line.key, strict=True)) | line_fields(line) for line in lines]
 
     document = {
-        "factor": report.factor,
         "totals": line_fields(report.totals),
         "by_model": keyed(("model",), report.by_model),
         "by_status": keyed(("status",), report.by_status),
@@ -200,10 +194,11 @@ def _json(report: Report) -> str:
     return orjson.dumps(document, option=orjson.OPT_INDENT_2).decode() + "\n"
 
 
-def _run_fields(run: RunInfo) -> dict[str, Any]:
+def _run_fields(entry: FolderRun) -> dict[str, Any]:
+    run = entry.run
     return {
         "run_id": run.run_id,
-        "folder": run.folder,
+        "folder": entry.folder,
         "model": run.model,
         "started_at": run.started_at,
         "ended_at": run.ended_at,
@@ -224,7 +219,7 @@ def _markdown(report: Report) -> str:
     if report.runs:
         rows = [
             ["" if cell is None else str(cell) for cell in (r.run_id, r.model, r.started_at, r.ended_at, r.exit_code)]
-            for r in report.runs
+            for r in (entry.run for entry in report.runs)
         ]
         blocks.append("## Runs\n\n" + _md_table(["run", "model", "started", "ended", "exit code"], rows, 5))
     rows = [[model, price.model, price_summary(price)] for model, price in report.prices.items()]

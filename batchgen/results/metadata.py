@@ -1,85 +1,55 @@
-"""Response features beyond the text, as typed result columns: function calls, grounding, citations, safety.
+"""A reply's metadata as the values of the `columns.METADATA` columns: function calls, grounding, citations,
+safety ratings, log-probability and URL-context retrieval.
 
-Kept as structured Arrow columns (not JSON strings) so grounding sources or function arguments can be queried
-directly in duckdb or polars. The raw candidate fields are converted in batches when a part is written.
+Each converter reads the wire field leniently (a missing or malformed entry becomes null, never an error): the
+row's answer is already judged by then, and metadata must not fail a paid-for row.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import orjson
 import pyarrow as pa
 
-_CHUNK = pa.struct([("uri", pa.string()), ("title", pa.string())])
-_SUPPORT = pa.struct(
-    [
-        ("start_index", pa.int64()),
-        ("end_index", pa.int64()),
-        ("text", pa.string()),
-        ("chunk_indices", pa.list_(pa.int64())),
-        ("confidence", pa.list_(pa.float64())),
-    ]
-)
-_CITATION = pa.struct(
-    [
-        ("start_index", pa.int64()),
-        ("end_index", pa.int64()),
-        ("uri", pa.string()),
-        ("title", pa.string()),
-        ("license", pa.string()),
-    ]
-)
-_RATING = pa.struct([("category", pa.string()), ("probability", pa.string()), ("blocked", pa.bool_())])
-_CALL = pa.struct([("name", pa.string()), ("args_json", pa.string())])
-
-EXTRA_FIELDS = pa.schema(
-    [
-        ("function_calls", pa.list_(_CALL)),
-        ("grounding_queries", pa.list_(pa.string())),
-        ("grounding_chunks", pa.list_(_CHUNK)),
-        ("grounding_supports", pa.list_(_SUPPORT)),
-        ("citations", pa.list_(_CITATION)),
-        ("safety_ratings", pa.list_(_RATING)),
-        ("avg_logprobs", pa.float64()),
-    ]
-)
+from batchgen.records import FunctionCall, Result
+from batchgen.results.columns import METADATA
 
 
-def extra_columns(extras: Sequence[Mapping[str, Any]]) -> list[pa.Array]:
-    """One array per EXTRA_FIELDS column from each result's raw candidate extras ({} for none)."""
-    if not any(extras):
+def metadata_columns(results: Sequence[Result]) -> list[pa.Array]:
+    """One array per `METADATA` column, one value per result."""
+    if not any(r.metadata or r.function_calls for r in results):
         # The usual part: no grounding, calls, citations or ratings anywhere, so no row needs converting.
-        return [pa.nulls(len(extras), f.type) for f in EXTRA_FIELDS]
-    rows = [_row(e) for e in extras]
-    return [pa.array([row[f.name] for row in rows], type=f.type) for f in EXTRA_FIELDS]
+        return [pa.nulls(len(results), f.type) for f in METADATA]
+    rows = [_row(r.metadata, r.function_calls) for r in results]
+    return [pa.array([row[f.name] for row in rows], type=f.type) for f in METADATA]
 
 
-def _row(extras: Mapping[str, Any]) -> dict[str, Any]:
-    grounding = extras.get("groundingMetadata") or {}
-    citations = (extras.get("citationMetadata") or {}).get("citationSources")
+def _row(metadata: Mapping[str, Any], calls: Sequence[FunctionCall]) -> dict[str, Any]:
+    grounding = metadata.get("groundingMetadata") or {}
+    citations = (metadata.get("citationMetadata") or {}).get("citationSources")
+    urls = (metadata.get("urlContextMetadata") or {}).get("urlMetadata")
     return {
-        "function_calls": _calls(extras.get("functionCalls")),
+        "function_calls": [_call(call) for call in calls] or None,
         "grounding_queries": grounding.get("webSearchQueries"),
         "grounding_chunks": _each(grounding.get("groundingChunks"), _chunk),
         "grounding_supports": _each(grounding.get("groundingSupports"), _support),
         "citations": _each(citations, _citation),
-        "safety_ratings": _each(extras.get("safetyRatings"), _rating),
-        "avg_logprobs": extras.get("avgLogprobs"),
+        "safety_ratings": _each(metadata.get("safetyRatings"), _rating),
+        "avg_logprobs": metadata.get("avgLogprobs"),
+        "url_context": _each(urls, _url),
     }
 
 
-def _each(items: Any, convert: Any) -> list[Any] | None:
+def _each(items: Any, convert: Callable[[Mapping[str, Any]], dict[str, Any]]) -> list[dict[str, Any]] | None:
     if not isinstance(items, list):
         return None
     return [convert(item) for item in items if isinstance(item, Mapping)]
 
 
-def _calls(calls: Any) -> list[dict[str, Any]] | None:
-    if not calls:
-        return None
-    return [{"name": c.get("name"), "args_json": orjson.dumps(c.get("args") or {}).decode()} for c in calls]
+def _call(call: FunctionCall) -> dict[str, Any]:
+    return {"name": call.name, "args_json": orjson.dumps(dict(call.args)).decode()}
 
 
 def _chunk(chunk: Mapping[str, Any]) -> dict[str, Any]:
@@ -115,3 +85,7 @@ def _rating(rating: Mapping[str, Any]) -> dict[str, Any]:
         "probability": rating.get("probability"),
         "blocked": rating.get("blocked"),
     }
+
+
+def _url(entry: Mapping[str, Any]) -> dict[str, Any]:
+    return {"url": entry.get("retrievedUrl"), "status": entry.get("urlRetrievalStatus")}

@@ -1,4 +1,4 @@
-"""Edge: a results folder read as a ledger, for resuming a job and keeping one row per id.
+"""A results folder read back for a rerun: which ids are done, and compaction to one row per id.
 
 A rerun asks the ledger which ids are already final and sends only the rest. Retried rows leave an older row
 behind; `compact` then rewrites only the parts holding superseded rows, each by write-new-then-delete-old, so
@@ -13,14 +13,11 @@ from pathlib import Path
 
 import pyarrow as pa
 import pyarrow.compute as pc
-import pyarrow.parquet as pq
 
-from batchgen.errors import ConfigError, OutputError
+from batchgen.errors import ConfigError
 from batchgen.input.ids import IdHashes, IdSet
 from batchgen.records import Status
-from batchgen.results.sink import read_manifest, write_part_atomically
-
-PART_GLOB = "part-*.parquet"
+from batchgen.results.folder import part_files, part_name, read_manifest, read_part, write_part
 
 
 @dataclass(frozen=True, slots=True)
@@ -31,14 +28,10 @@ class Done:
     rows: int
 
 
-def part_files(folder: Path) -> list[Path]:
-    return sorted(folder.glob(PART_GLOB)) if folder.is_dir() else []
-
-
 def check_job(folder: Path, fingerprint: str, *, force: bool) -> None:
     """Refuse to mix a changed job's answers into a folder written by another job, unless forced."""
     manifest = read_manifest(folder)
-    previous = (manifest or {}).get("job", {}).get("fingerprint")
+    previous = None if manifest is None else manifest.fingerprint
     if previous is None or previous == fingerprint or force:
         return
     raise ConfigError(
@@ -69,7 +62,7 @@ def failed_fraction(folder: Path) -> float:
     one run): how the job as a whole went. Counted part by part over the status column alone."""
     rows = failed = 0
     for part in part_files(folder):
-        statuses = _read(part, columns=["status"]).column("status")
+        statuses = read_part(part, columns=["status"]).column("status")
         rows += len(statuses)
         failed += pc.sum(pc.equal(statuses, Status.FAILED.value)).as_py() or 0
     return failed / rows if rows else 0.0
@@ -84,11 +77,11 @@ def compact(folder: Path, run_id: str) -> int:
         positions = superseded.get(sequence)
         if not positions:
             continue
-        table = _read(part)
+        table = read_part(part)
         survivors = table.filter(_without(table.num_rows, positions))
         dropped += len(positions)
         if survivors.num_rows:
-            write_part_atomically(folder, f"part-{run_id}-c{sequence:05d}.parquet", survivors)
+            write_part(folder, part_name(run_id, sequence, compacted=True), survivors)
         part.unlink()
     return dropped
 
@@ -101,7 +94,7 @@ def _latest_rows(folder: Path) -> tuple[pa.Array, pa.Array] | None:
     ids: list[pa.ChunkedArray] = []
     statuses: list[pa.ChunkedArray] = []
     for sequence, part in enumerate(parts):
-        table = _read(part, columns=["id", "status"])
+        table = read_part(part, columns=["id", "status"])
         positions = superseded.get(sequence)
         if positions:
             table = table.filter(_without(table.num_rows, positions))
@@ -119,7 +112,7 @@ def _superseded(parts: list[Path]) -> dict[int, list[int]]:
     """
     hashes = IdHashes()
     for part in parts:
-        hashes.add(_read(part, columns=["id"]).column("id").to_pylist())
+        hashes.add(read_part(part, columns=["id"]).column("id").to_pylist())
     repeated = hashes.repeated()
     if not repeated:
         return {}
@@ -133,7 +126,7 @@ def _superseded(parts: list[Path]) -> dict[int, list[int]]:
 
 def _candidates(part: Path, sequence: int, repeated: frozenset[int]) -> pa.Table:
     """id, finished_at, part and position of the rows of `part` whose id hash is in `repeated`."""
-    table = _read(part, columns=["id", "finished_at"])
+    table = read_part(part, columns=["id", "finished_at"])
     positions = [p for p, value in enumerate(table.column("id").to_pylist()) if hash(value) in repeated]
     rows = len(positions)
     return (
@@ -163,12 +156,3 @@ def _newest_per_id(index: pa.Table) -> pa.Array:
     for position, keep in zip(order.to_pylist(), first_in_order.to_pylist(), strict=True):
         mask[position] = keep
     return pa.array(mask, pa.bool_())
-
-
-def _read(part: Path, columns: list[str] | None = None) -> pa.Table:
-    try:
-        # One file in this thread, without pre-buffering: `pq.read_table` over hundreds of parts left about
-        # 65 MB more resident per million rows (Arrow's thread pool and dataset machinery), for no speed here.
-        return pq.ParquetFile(part, pre_buffer=False).read(columns=columns, use_threads=False)
-    except (OSError, pa.ArrowException) as exc:
-        raise OutputError(f"unreadable results part (remove it to resend its rows): {exc}", path=str(part)) from exc
