@@ -55,7 +55,7 @@ def test_a_job_from_a_dict_with_a_pydantic_schema_gets_typed_columns(tmp_path: P
 def test_check_job_finds_what_check_finds_and_raises_on_a_bad_job(tmp_path: Path) -> None:
     checked = batchgen.check_job(demo_tree(tmp_path))
     assert checked.rows == 240 and checked.job.model == "gemini-2.5-flash"
-    with pytest.raises(batchgen.ConfigError, match="limits.concurrency"):
+    with pytest.raises(batchgen.ConfigError, match=r"limits\.concurrency"):
         batchgen.check_job(demo_tree(tmp_path), limits={"concurrency": 0})
 
 
