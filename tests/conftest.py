@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Iterator, Mapping
+from collections.abc import AsyncIterator, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 import pytest
+
+from batchgen.fakeserver import FakeServer, ServerConfig
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -22,6 +25,26 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
 @pytest.fixture
 def anyio_backend() -> str:
     return "asyncio"
+
+
+@pytest.fixture
+def server_config() -> ServerConfig:
+    """The local server's settings for the `server` fixture; a module overrides this fixture to change them."""
+    return ServerConfig(api_key="test-key")
+
+
+@pytest.fixture
+async def server(server_config: ServerConfig) -> AsyncIterator[FakeServer]:
+    """The local Gemini server, in this process, on a free loopback port."""
+    async with FakeServer(server_config) as running:
+        yield running
+
+
+@pytest.fixture
+async def session() -> AsyncIterator[aiohttp.ClientSession]:
+    """A plain aiohttp session, for tests that speak to the local server directly."""
+    async with aiohttp.ClientSession() as client:
+        yield client
 
 
 def clean_environment(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-
 import pytest
 
 from batchgen.errors import (
@@ -24,9 +22,8 @@ KEY = "test-key-5f1c9a"
 
 
 @pytest.fixture
-async def server() -> AsyncIterator[FakeServer]:
-    async with FakeServer(ServerConfig(api_key=KEY, slow_s=5.0)) as running:
-        yield running
+def server_config() -> ServerConfig:
+    return ServerConfig(api_key=KEY, slow_s=5.0)
 
 
 def body(text: str, **request: object) -> bytes:

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import base64
 import re
-from collections.abc import AsyncIterator
 from typing import Any
 
 import aiohttp
@@ -22,20 +21,8 @@ PROMPT = "Explain how tidal forces shape planetary orbits around distant stars"
 
 
 @pytest.fixture
-def anyio_backend() -> str:
-    return "asyncio"
-
-
-@pytest.fixture
-async def server() -> AsyncIterator[FakeServer]:
-    async with FakeServer(ServerConfig(api_key=KEY, seed=7)) as running:
-        yield running
-
-
-@pytest.fixture
-async def session() -> AsyncIterator[aiohttp.ClientSession]:
-    async with aiohttp.ClientSession() as client:
-        yield client
+def server_config() -> ServerConfig:
+    return ServerConfig(api_key=KEY, seed=7)
 
 
 def body(text: str = PROMPT, **extra: Any) -> dict[str, Any]:

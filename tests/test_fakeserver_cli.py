@@ -21,11 +21,6 @@ from batchgen.fakeserver.cli import config_from
 ROOT = Path(batchgen.__file__).resolve().parent.parent
 
 
-@pytest.fixture
-def anyio_backend() -> str:
-    return "asyncio"
-
-
 def parse(*argv: str) -> argparse.Namespace:
     parser = argparse.ArgumentParser()
     add_arguments(parser)

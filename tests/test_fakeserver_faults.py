@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import re
-from collections.abc import AsyncIterator
 from typing import Any
 
 import aiohttp
@@ -30,20 +29,8 @@ _DURATION = re.compile(r"^(\d+(\.\d+)?)s$")
 
 
 @pytest.fixture
-def anyio_backend() -> str:
-    return "asyncio"
-
-
-@pytest.fixture
-async def server() -> AsyncIterator[FakeServer]:
-    async with FakeServer(ServerConfig(api_key=KEY, retry_delay_s=1.5, slow_s=0.2)) as running:
-        yield running
-
-
-@pytest.fixture
-async def session() -> AsyncIterator[aiohttp.ClientSession]:
-    async with aiohttp.ClientSession() as client:
-        yield client
+def server_config() -> ServerConfig:
+    return ServerConfig(api_key=KEY, retry_delay_s=1.5, slow_s=0.2)
 
 
 def payload(text: str, config: dict[str, Any] | None = None) -> bytes:

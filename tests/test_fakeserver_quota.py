@@ -6,7 +6,6 @@ from __future__ import annotations
 import asyncio
 import datetime
 import re
-from collections.abc import AsyncIterator
 from typing import Any
 from zoneinfo import ZoneInfo
 
@@ -123,17 +122,6 @@ def test_rpd_resets_at_pacific_midnight() -> None:
 
 
 # --- over HTTP --------------------------------------------------------------------------------------------
-
-
-@pytest.fixture
-def anyio_backend() -> str:
-    return "asyncio"
-
-
-@pytest.fixture
-async def session() -> AsyncIterator[aiohttp.ClientSession]:
-    async with aiohttp.ClientSession() as client:
-        yield client
 
 
 async def generate(session: aiohttp.ClientSession, server: FakeServer, text: str) -> tuple[int, dict[str, Any]]:

@@ -24,11 +24,6 @@ class Recipe(BaseModel):
 
 
 @pytest.fixture
-def anyio_backend() -> str:
-    return "asyncio"
-
-
-@pytest.fixture
 async def client() -> AsyncIterator[genai.Client]:
     async with FakeServer(ServerConfig(api_key=KEY)) as server:
         options = types.HttpOptions(base_url=server.url, api_version="v1beta")
