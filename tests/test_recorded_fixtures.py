@@ -71,6 +71,7 @@ def test_the_set_covers_the_response_features_a_parser_must_handle() -> None:
         "thought-parts",
         "thoughtSignature",
         "functionCall",
+        "functionCall.id",
         "webSearchQueries",
         "groundingSupports",
         "searchEntryPoint",
