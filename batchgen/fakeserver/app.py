@@ -23,8 +23,8 @@ from aiohttp import web
 
 from batchgen.fakeserver import errors
 from batchgen.fakeserver.config import OUTPUT_FAULTS, ServerConfig
-from batchgen.fakeserver.content import compose
-from batchgen.fakeserver.faults import FaultPlanner, request_key, unit
+from batchgen.fakeserver.content import answer_rng, compose
+from batchgen.fakeserver.faults import FaultPlanner, request_key
 from batchgen.fakeserver.quota import Quotas
 from batchgen.fakeserver.request import GenerateRequest, count_tokens, load_body, parse_generate
 from batchgen.fakeserver.response import no_candidates_body, stream_events, unary_body
@@ -132,7 +132,7 @@ class FakeGemini:
         # A stream spends half its latency before the first event and spreads the rest between events.
         await _sleep(stall + (latency / 2 if stream else latency))
         response_id = self._response_id(key)
-        rng = random.Random(int(unit(self.config.seed, key) * 2**63))
+        rng = answer_rng(self.config.seed, key)
         error = self._error_fault(fault, parsed.model, stream=stream)
         if error is not None:
             raise error
