@@ -15,7 +15,7 @@ import orjson
 import pytest
 
 import batchgen
-from batchgen.fakeserver import ServerConfig, add_arguments, serve
+from batchgen.fakeserver import ServerConfig, TierConfig, add_arguments, serve
 from batchgen.fakeserver.cli import config_from
 
 ROOT = Path(batchgen.__file__).resolve().parent.parent
@@ -62,6 +62,20 @@ def test_flags_map_onto_config() -> None:
         2,
         30,
     )
+
+
+def test_tier_flags_map_onto_their_settings() -> None:
+    """The service tier flags land in ServerConfig.tiers."""
+    config = config_from(
+        parse(
+            "--flex-latency-ms", "50", "--flex-fail-rate", "0.5", "--flex-fail-weights", "503=3,429=1",
+            "--no-tier-header", "--usage-traffic-type",
+        )
+    )  # fmt: skip
+    assert config.tiers == TierConfig(
+        flex_latency_ms=50, flex_fail_rate=0.5, flex_fail_weights={"503": 3.0, "429": 1.0}, header=False,
+        usage_traffic_type=True,
+    )  # fmt: skip
 
 
 @pytest.mark.parametrize(

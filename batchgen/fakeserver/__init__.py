@@ -42,6 +42,14 @@ and schema_violation only in JSON mode), each drawn from seed + request hash + a
 
 Quotas (`rpm`, `tpm` of input tokens, `rpd`, per model) answer 429 RESOURCE_EXHAUSTED with QuotaFailure,
 Help and RetryInfo; see `quota`. Billing and counters: see `stats`.
+
+Service tiers (`ServerConfig.tiers`, a TierConfig; see `tiers`): a request's top-level `serviceTier`
+("standard", "flex", "priority", any case) is answered with an `x-gemini-service-tier` header naming it (as
+the live API does; `header`); flex requests wait `flex_latency_ms` (0) and `flex_fail_rate` (0) of them are
+shed with 503 or 429 (`flex_fail_weights`, 1:1); `usage_traffic_type` (off) also writes Vertex's
+usageMetadata.trafficType (ON_DEMAND_FLEX...), which the Gemini API is documented not to send.
+Flags: `--flex-latency-ms`, `--flex-fail-rate`, `--flex-fail-weights`, `--no-tier-header`,
+`--usage-traffic-type`.
 """
 
 from __future__ import annotations
@@ -50,6 +58,7 @@ from batchgen.fakeserver.cli import add_arguments, serve
 from batchgen.fakeserver.config import FAULT_NAMES, OUTPUT_FAULTS, TRANSPORT_FAULTS, ServerConfig
 from batchgen.fakeserver.server import FakeServer
 from batchgen.fakeserver.stats import Stats
+from batchgen.fakeserver.tiers import TierConfig
 
 __all__ = [
     "FAULT_NAMES",
@@ -58,6 +67,7 @@ __all__ = [
     "FakeServer",
     "ServerConfig",
     "Stats",
+    "TierConfig",
     "add_arguments",
     "serve",
 ]

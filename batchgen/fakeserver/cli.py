@@ -10,6 +10,7 @@ import sys
 
 from batchgen.fakeserver.config import OUTPUT_FAULTS, TRANSPORT_FAULTS, ServerConfig
 from batchgen.fakeserver.server import FakeServer
+from batchgen.fakeserver.tiers import TierConfig
 
 
 def _weights(text: str) -> dict[str, float]:
@@ -61,6 +62,17 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add("--rpd", type=int, default=None, help="requests per day per model")
     add("--quota-window-s", type=float, default=defaults.quota_window_s, help="length of the rpm/tpm window")
     add("--day-window-s", type=float, default=None, help="length of the rpd window (default: Pacific day)")
+    _add_tier_flags(parser.add_argument_group("service tiers"))
+
+
+def _add_tier_flags(group: argparse._ArgumentGroup) -> None:
+    defaults = TierConfig()
+    add = group.add_argument
+    add("--flex-latency-ms", type=float, default=defaults.flex_latency_ms, help="added wait of flex requests")
+    add("--flex-fail-rate", type=float, default=defaults.flex_fail_rate, help="fraction of flex requests shed")
+    add("--flex-fail-weights", type=_weights, default=None, help="weights of 503 and 429 sheds, e.g. 503=3,429=1")
+    add("--no-tier-header", action="store_true", help="no x-gemini-service-tier header on answers")
+    add("--usage-traffic-type", action="store_true", help="usageMetadata.trafficType on answers (Vertex's field)")
 
 
 def config_from(args: argparse.Namespace) -> ServerConfig:
@@ -87,6 +99,15 @@ def config_from(args: argparse.Namespace) -> ServerConfig:
         rpd=args.rpd,
         quota_window_s=args.quota_window_s,
         day_window_s=args.day_window_s,
+        tiers=TierConfig(
+            flex_latency_ms=args.flex_latency_ms,
+            flex_fail_rate=args.flex_fail_rate,
+            flex_fail_weights=(
+                args.flex_fail_weights if args.flex_fail_weights is not None else defaults.tiers.flex_fail_weights
+            ),
+            header=not args.no_tier_header,
+            usage_traffic_type=args.usage_traffic_type,
+        ),
     )
 
 
