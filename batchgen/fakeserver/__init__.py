@@ -1,4 +1,5 @@
-"""A local fake of the Gemini `generateContent` REST API, for demos, tests and benchmarks over real HTTP.
+"""A local fake of the Gemini `generateContent` REST API and of its Files API, for demos, tests and benchmarks
+over real HTTP.
 
 It is an independent implementation of the wire format (it shares no code with batchgen's client), so a
 format bug cannot hide on both sides. Answers are deterministic: a hash of model + request body + seed.
@@ -7,10 +8,15 @@ Endpoints (paths as Google's):
     POST /v1beta/models/{model}:generateContent
     POST /v1beta/models/{model}:streamGenerateContent   SSE with ?alt=sse, else a JSON array
     POST /v1beta/models/{model}:countTokens              {contents} or {generateContentRequest}
+    POST /upload/v1beta/files                            resumable upload: start, then upload/finalize/query
+    GET  /v1beta/files[/{id}]                            list {"files", "nextPageToken"}, or one File
+    DELETE /v1beta/files/{id}                            {}
+    GET  [/download]/v1beta/files/{id}:download?alt=media  a file's bytes (generated files only, by default)
     GET  /_fake/stats                                    the ledger, as JSON (with admissions per second)
 
 The key goes in `x-goog-api-key`, `Authorization: Bearer <key>` or `?key=`: none is 403 PERMISSION_DENIED,
-a wrong one 400 INVALID_ARGUMENT with ErrorInfo reason API_KEY_INVALID.
+a wrong one 400 INVALID_ARGUMENT with ErrorInfo reason API_KEY_INVALID. Every route checks it, except an
+upload's session URL (`X-Goog-Upload-URL`), which is its own credential as at Google.
 
 Prompt directives: a prompt text containing `[[fake:NAME]]` gets fault NAME on every attempt;
 `[[fake:NAME*K]]` only on its next K attempts (attempts are counted per request hash, so a retry of the same
@@ -50,10 +56,17 @@ shed with 503 or 429 (`flex_fail_weights`, 1:1); `usage_traffic_type` (off) also
 usageMetadata.trafficType (ON_DEMAND_FLEX...), which the Gemini API is documented not to send.
 Flags: `--flex-latency-ms`, `--flex-fail-rate`, `--flex-fail-weights`, `--no-tier-header`,
 `--usage-traffic-type`.
+
+Files (`ServerConfig.files`, a FilesConfig; see `batch.files`, `batch.upload`): files live in memory, up to
+`size_limit` bytes (2 GiB; more is 400); non-final upload chunks are multiples of `upload_granularity`
+(8 MiB; 0: any size); `download_uploads` (off) serves uploaded files as well as generated ones; an unknown
+file is `missing_status` (403 PERMISSION_DENIED, the live answer; or 404). Flags: `--file-size-limit`,
+`--upload-granularity`, `--download-uploads`, `--missing-file-status`.
 """
 
 from __future__ import annotations
 
+from batchgen.fakeserver.batch import FilesConfig
 from batchgen.fakeserver.cli import add_arguments, serve
 from batchgen.fakeserver.config import FAULT_NAMES, OUTPUT_FAULTS, TRANSPORT_FAULTS, ServerConfig
 from batchgen.fakeserver.server import FakeServer
@@ -65,6 +78,7 @@ __all__ = [
     "OUTPUT_FAULTS",
     "TRANSPORT_FAULTS",
     "FakeServer",
+    "FilesConfig",
     "ServerConfig",
     "Stats",
     "TierConfig",

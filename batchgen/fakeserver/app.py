@@ -4,6 +4,7 @@
     POST /v1beta/models/{model}:streamGenerateContent[?alt=sse]
     POST /v1beta/models/{model}:countTokens
     GET  /_fake/stats
+    and the Files API's routes (`batch.api`)
 
 A generate request is checked in the API's order (method, key, model, body), then its service tier is noted
 (a Flex request may wait or be shed, see `tiers`), then it is admitted by the quotas, given its fault (if
@@ -22,6 +23,7 @@ import orjson
 from aiohttp import web
 
 from batchgen.fakeserver import errors
+from batchgen.fakeserver.batch.api import BatchApis
 from batchgen.fakeserver.config import OUTPUT_FAULTS, ServerConfig
 from batchgen.fakeserver.content import answer_rng, compose
 from batchgen.fakeserver.faults import FaultPlanner, request_key
@@ -52,6 +54,7 @@ class FakeGemini:
         self.faults = FaultPlanner(config)
         self.schemas = SchemaCache()
         self.tiers = Tiers(config.tiers, self.ledger.tiers, seed=config.seed, retry_delay_s=config.retry_delay_s)
+        self.batch = BatchApis(config, self.ledger, self._authenticate)
         self._latency = random.Random(config.seed)
         self._track_attempts = bool(config.fail_rate or config.violate_rate)
 
@@ -60,6 +63,7 @@ class FakeGemini:
 
     def application(self) -> web.Application:
         app = web.Application(client_max_size=_MAX_BODY)
+        self.batch.install(app)
         self.tiers.install(app)
         app.router.add_post("/v1beta/models/{call}", self.model_call)
         app.router.add_get("/_fake/stats", self.stats)

@@ -8,6 +8,7 @@ import contextlib
 import signal
 import sys
 
+from batchgen.fakeserver.batch.config import FilesConfig
 from batchgen.fakeserver.config import OUTPUT_FAULTS, TRANSPORT_FAULTS, ServerConfig
 from batchgen.fakeserver.server import FakeServer
 from batchgen.fakeserver.tiers import TierConfig
@@ -62,7 +63,28 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add("--rpd", type=int, default=None, help="requests per day per model")
     add("--quota-window-s", type=float, default=defaults.quota_window_s, help="length of the rpm/tpm window")
     add("--day-window-s", type=float, default=None, help="length of the rpd window (default: Pacific day)")
+    _add_file_flags(parser.add_argument_group("Files API"))
     _add_tier_flags(parser.add_argument_group("service tiers"))
+
+
+def _add_file_flags(group: argparse._ArgumentGroup) -> None:
+    defaults = FilesConfig()
+    add = group.add_argument
+    add("--file-size-limit", type=int, default=defaults.size_limit, help="largest file in bytes (default 2 GiB)")
+    add(
+        "--upload-granularity",
+        type=int,
+        default=defaults.upload_granularity,
+        help="non-final upload chunks must be multiples of this many bytes; 0 accepts any (default 8 MiB)",
+    )
+    add("--download-uploads", action="store_true", help="serve uploaded files too (the API serves generated ones)")
+    add(
+        "--missing-file-status",
+        type=int,
+        choices=(403, 404),
+        default=defaults.missing_status,
+        help="status of an unknown file (default 403, the live API's)",
+    )
 
 
 def _add_tier_flags(group: argparse._ArgumentGroup) -> None:
@@ -99,6 +121,12 @@ def config_from(args: argparse.Namespace) -> ServerConfig:
         rpd=args.rpd,
         quota_window_s=args.quota_window_s,
         day_window_s=args.day_window_s,
+        files=FilesConfig(
+            size_limit=args.file_size_limit,
+            upload_granularity=args.upload_granularity,
+            download_uploads=args.download_uploads,
+            missing_status=args.missing_file_status,
+        ),
         tiers=TierConfig(
             flex_latency_ms=args.flex_latency_ms,
             flex_fail_rate=args.flex_fail_rate,

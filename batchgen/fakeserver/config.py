@@ -7,6 +7,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
 
+from batchgen.fakeserver.batch.config import FilesConfig
 from batchgen.fakeserver.tiers import TierConfig
 
 # Transport faults break the exchange itself: an error status, no answer, or a 200 that is not a usable
@@ -52,7 +53,8 @@ DEFAULT_VIOLATION_WEIGHTS: Mapping[str, float] = MappingProxyType(
 
 @dataclass(frozen=True, slots=True)
 class ServerConfig:
-    """How the fake Gemini server behaves: address, key, latency, injected faults, quotas and service tiers.
+    """How the fake Gemini server behaves: address, key, latency, injected faults, quotas, and the settings of
+    the Files API and of the service tiers.
 
     Rates are fractions of generate requests; quotas are per model, like the API's per-project-per-model
     limits. `rpm` and `tpm` are enforced over a sliding window of `quota_window_s` seconds whose capacity is
@@ -81,7 +83,8 @@ class ServerConfig:
     rpd: int | None = None
     quota_window_s: float = 60.0
     day_window_s: float | None = None
-    # How Flex requests are treated and tiers reported; validated by its own value.
+    # The Files API and the service tiers, each validated by its own value.
+    files: FilesConfig = field(default_factory=FilesConfig)
     tiers: TierConfig = field(default_factory=TierConfig)
 
     def __post_init__(self) -> None:
