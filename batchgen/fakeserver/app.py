@@ -4,7 +4,7 @@
     POST /v1beta/models/{model}:streamGenerateContent[?alt=sse]
     POST /v1beta/models/{model}:countTokens
     GET  /_fake/stats
-    and the Files API's routes (`batch.api`)
+    and the Files and Batch APIs' routes (`batch.api`)
 
 A generate request is checked in the API's order (method, key, model, body), then its service tier is noted
 (a Flex request may wait or be shed, see `tiers`), then it is admitted by the quotas, given its fault (if
@@ -54,7 +54,7 @@ class FakeGemini:
         self.faults = FaultPlanner(config)
         self.schemas = SchemaCache()
         self.tiers = Tiers(config.tiers, self.ledger.tiers, seed=config.seed, retry_delay_s=config.retry_delay_s)
-        self.batch = BatchApis(config, self.ledger, self._authenticate)
+        self.batch = BatchApis(config, self.ledger, self.faults, self.schemas, self._authenticate, self._serves)
         self._latency = random.Random(config.seed)
         self._track_attempts = bool(config.fail_rate or config.violate_rate)
 
@@ -63,6 +63,7 @@ class FakeGemini:
 
     def application(self) -> web.Application:
         app = web.Application(client_max_size=_MAX_BODY)
+        # First: the model route below would take models/{model}:batchGenerateContent too.
         self.batch.install(app)
         self.tiers.install(app)
         app.router.add_post("/v1beta/models/{call}", self.model_call)

@@ -8,8 +8,8 @@ Admissions are the generate requests the quotas let through (all of them when no
 happened next: what a quota counts. They are kept per second since the server started, with the first and
 last exact times, so a client's achieved rate can be measured where the quota measures it.
 
-The Files API keeps its own section ("files": see `batch.ledger`), and so do the service tiers ("tiers":
-see `tiers`).
+The Files and Batch APIs keep their own sections ("files", "batches": see `batch.ledger`; batch tokens are
+billed there, not above), and so do the service tiers ("tiers": see `tiers`).
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""What the Files and Batch APIs' resources share: ids, times, int64 fields and list pages.
+"""What the Files and Batch APIs' resources share: ids, times, int64 fields, list pages and status codes.
 
 Shapes follow live captures quoted in the module docstrings that use them: ids are lowercase letters and
 digits (`files/p1mds9fl15bs`, `batches/o08hk76gv328ihxcssjsgwt3g6omtfysxi46`), times are RFC 3339 in UTC with
@@ -23,6 +23,27 @@ _ALPHABET = string.ascii_lowercase + string.digits
 # documents no numbers, so it gets the same.
 DEFAULT_PAGE_SIZE = 10
 MAX_PAGE_SIZE = 100
+# The google.rpc.Code numbers, for bodies that carry a Status as proto JSON (code is the number, not HTTP's).
+RPC_CODES = {
+    "OK": 0,
+    "CANCELLED": 1,
+    "UNKNOWN": 2,
+    "INVALID_ARGUMENT": 3,
+    "DEADLINE_EXCEEDED": 4,
+    "NOT_FOUND": 5,
+    "ALREADY_EXISTS": 6,
+    "PERMISSION_DENIED": 7,
+    "RESOURCE_EXHAUSTED": 8,
+    "FAILED_PRECONDITION": 9,
+    "ABORTED": 10,
+    "OUT_OF_RANGE": 11,
+    "UNIMPLEMENTED": 12,
+    "INTERNAL": 13,
+    "UNAVAILABLE": 14,
+    "DATA_LOSS": 15,
+    "UNAUTHENTICATED": 16,
+}
+
 T = TypeVar("T")
 Clock = Callable[[], int]
 """Wall-clock time in nanoseconds since the epoch, like `time.time_ns`."""
@@ -44,8 +65,17 @@ def int64(value: int) -> str:
     return str(value)
 
 
+def rpc_status(error: RpcError) -> dict[str, object]:
+    """A google.rpc.Status as proto JSON: the gRPC code number and the message (no HTTP status)."""
+    return {"code": RPC_CODES.get(error.status, RPC_CODES["UNKNOWN"]), "message": error.message}
+
+
 def not_found(message: str = "Requested entity was not found.") -> RpcError:
     return RpcError(404, "NOT_FOUND", message)
+
+
+def failed_precondition(message: str) -> RpcError:
+    return RpcError(400, "FAILED_PRECONDITION", message)
 
 
 @dataclass(frozen=True, slots=True)
