@@ -12,9 +12,7 @@ from typing import Any
 import aiohttp
 import orjson
 import pytest
-
-from batchgen.fakeserver import BatchConfig, FakeServer, ServerConfig
-from tests.fakebatch import (
+from fakebatch import (
     KEY,
     MODEL,
     call,
@@ -26,6 +24,8 @@ from tests.fakebatch import (
     upload,
     wait_done,
 )
+
+from batchgen.fakeserver import BatchConfig, FakeServer, ServerConfig
 
 # Jobs are waited for in real time: `slow` starts the module first under pytest-xdist.
 pytestmark = pytest.mark.slow

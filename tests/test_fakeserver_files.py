@@ -9,9 +9,9 @@ from collections.abc import AsyncIterator
 
 import aiohttp
 import pytest
+from fakebatch import KEY, call, send_chunk, start_upload, stats, upload
 
 from batchgen.fakeserver import FakeServer, FilesConfig, ServerConfig
-from tests.fakebatch import KEY, call, send_chunk, start_upload, stats, upload
 
 DATA = b'{"key": "a", "request": {"contents": [{"parts": [{"text": "hi"}]}]}}\n' * 3
 
