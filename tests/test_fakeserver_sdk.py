@@ -140,7 +140,7 @@ async def test_sdk_uploads_runs_a_file_batch_and_downloads_its_results(batch_cli
     assert job.state == types.JobState.JOB_STATE_PENDING and job.display_name == "sdk"
     assert job.name and job.model == "models/gemini-2.5-flash" and job.create_time is not None
     job = await finished(batch_client, job.name)
-    assert job.state == types.JobState.JOB_STATE_SUCCEEDED and job.end_time is not None
+    assert job.state == types.JobState.JOB_STATE_SUCCEEDED and job.end_time is not None and job.name is not None
     assert job.dest is not None and job.dest.file_name == f"files/batch-{job.name.removeprefix('batches/')}"
     results = await batch_client.aio.files.download(file=job.dest.file_name)
     rows = [orjson.loads(row) for row in results.splitlines()]
@@ -190,7 +190,7 @@ async def test_sdk_lists_cancels_and_deletes(batch_client: genai.Client) -> None
         await batch_client.aio.batches.get(name=names[0])
     assert caught.value.code == 404
     file = await batch_client.aio.files.upload(file=io.BytesIO(b"{}"), config={"mime_type": "application/jsonl"})
-    assert file.name in [f.name async for f in await batch_client.aio.files.list()]
+    assert file.name is not None and file.name in [f.name async for f in await batch_client.aio.files.list()]
     await batch_client.aio.files.delete(name=file.name)
 
 
