@@ -115,6 +115,9 @@ class Result:
     function_calls: tuple[FunctionCall, ...] = ()
     metadata: Mapping[str, Any] = field(default_factory=dict)
     keep: Mapping[str, Any] = field(default_factory=dict)
+    traffic: str | None = None
+    """How the final request went: `batch` (the Batch API) or the service tier asked for online (`standard`,
+    `flex`, `priority`); None for a row never sent."""
 
 
 @dataclass(slots=True)

@@ -109,6 +109,30 @@ async def test_every_prompt_becomes_exactly_one_result_with_its_status() -> None
 
 
 @pytest.mark.anyio
+@pytest.mark.parametrize(
+    ("request_fields", "traffic"),
+    [
+        pytest.param({}, "standard", id="no-tier"),
+        pytest.param({"serviceTier": "FLEX"}, "flex", id="flex-any-case"),
+        pytest.param({"serviceTier": "unspecified"}, "standard", id="unspecified"),
+        pytest.param({"serviceTier": "priority"}, "priority", id="priority"),
+    ],
+)
+async def test_rows_are_labelled_with_the_tier_their_requests_ask_for(
+    request_fields: dict[str, Any], traffic: str
+) -> None:
+    """`traffic` says how a row was sent: the request's serviceTier (standard when absent); it prices the row."""
+
+    async def generate(body: bytes) -> Any:
+        return response('{"label": "x"}') if "ok" in prompt_text(body) else response("{")
+
+    request = {"generationConfig": {"responseMimeType": "application/json"}, **request_fields}
+    sink = ListSink()
+    await make_runner(generate, request=request, max_reasks=0).run(prompts("ok", "bad"), sink)
+    assert {r.traffic for r in sink.results} == {traffic}
+
+
+@pytest.mark.anyio
 async def test_bad_input_row_fails_without_a_request() -> None:
     calls: list[bytes] = []
 

@@ -14,6 +14,9 @@ CHARS_PER_TOKEN = 4
 
 _PROMPTED_FIELDS = ("systemInstruction", "tools", "toolConfig")
 
+# `serviceTier` values of a request: the SDK sends them lower case, the Flex docs' REST example "FLEX".
+SERVICE_TIERS = ("standard", "flex", "priority")
+
 
 def user_contents(text: str, media: Sequence[Mapping[str, Any]] = ()) -> bytes:
     """The `contents` array for a single-turn prompt: media parts (inlineData / fileData) first, then the text."""
@@ -48,6 +51,17 @@ class RequestTemplate:
     def estimate_tokens(self, contents: bytes) -> int:
         """Input tokens this row's request is expected to cost (schema and system prompt included)."""
         return max(1, len(contents) // CHARS_PER_TOKEN + self._overhead_tokens)
+
+    @property
+    def service_tier(self) -> str:
+        """The service tier the request asks for (`serviceTier`, any case): standard when absent or unspecified."""
+        tier = str(self.request.get("serviceTier") or "standard").lower()
+        return "standard" if tier == "unspecified" else tier
+
+    def with_service_tier(self, tier: str) -> RequestTemplate:
+        """A copy that asks for service tier `tier` (`standard` leaves the field out, as the default)."""
+        request = {key: value for key, value in self.request.items() if key != "serviceTier"}
+        return RequestTemplate(request if tier == "standard" else {**request, "serviceTier": tier})
 
     def with_generation_config(self, **fields: Any) -> RequestTemplate:
         """A copy whose generationConfig has `fields` set (used to raise maxOutputTokens on a re-ask)."""

@@ -1,7 +1,8 @@
 """Orchestration: bounded fan-out of prompts and each row's lifecycle, from first attempt to final result.
 
 The runner does no I/O of its own. It takes an async iterable of prompts, a `Generate` carrier, a `Limiter`
-and a `Sink`, so the same loop serves an online call, a test's plain async function or a future batch file.
+and a `Sink`, so the same loop serves an online call or a test's plain async function. A row's `Result` is
+built by `results.rows`, which the Batch API carrier shares.
 
 A row's life: local checks -> (admission by the limiter -> HTTP attempt) x retries -> verdict -> re-asks while
 the output is unusable and re-asks are left -> one `Result`, handed to the sink exactly once.
@@ -12,7 +13,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import anyio
 
@@ -27,7 +28,9 @@ from batchgen.errors import (
 from batchgen.gemini.request import RequestTemplate
 from batchgen.gemini.response import Reply, parse_response
 from batchgen.online.retry import Retrier
-from batchgen.records import Admission, Generate, Limiter, Prompt, Result, RunStats, Sink, Status, Usage
+from batchgen.records import Admission, Generate, Limiter, Prompt, Result, RunStats, Sink, Status
+from batchgen.results import rows
+from batchgen.results.rows import Tally
 from batchgen.results.verdict import REASKABLE, Verdict
 
 log = logging.getLogger(__name__)
@@ -48,16 +51,6 @@ class RunPolicy:
     probe_rows: int = 3
     # After stop(), rows in flight get this long to finish before they are cancelled (and resent next run).
     grace_s: float = 30.0
-
-
-@dataclass(slots=True)
-class _Tally:
-    """What one row has cost so far, across attempts and re-asks."""
-
-    attempts: int = 0
-    responses: int = 0
-    usage: Usage = field(default_factory=Usage)
-    first_sent: float | None = None
 
 
 class Runner:
@@ -91,6 +84,8 @@ class Runner:
             if policy.reask_max_output_tokens
             else template
         )
+        # What each row is labelled as sent by: the service tier its requests ask for.
+        self._traffic = template.service_tier
         self._stopping = anyio.Event()
         self.stats = RunStats() if stats is None else stats
         self.stopped_by: BatchgenError | None = None
@@ -197,14 +192,13 @@ class Runner:
     async def _process(self, prompt: Prompt) -> tuple[Result, ApiError | None]:
         """One row from prompt to final result; the error is the API error that ended it, if any."""
         if prompt.problem is not None:
-            return Result(prompt.id, Status.FAILED, error=f"{prompt.where}: {prompt.problem}", keep=prompt.keep), None
+            return rows.unsendable(prompt, prompt.problem), None
         estimate = self._template.estimate_tokens(prompt.contents)
         if self._policy.max_prompt_tokens and estimate > self._policy.max_prompt_tokens:
             problem = f"prompt is about {estimate} tokens, over max_prompt_tokens={self._policy.max_prompt_tokens}"
-            return Result(prompt.id, Status.FAILED, error=f"{prompt.where}: {problem}", keep=prompt.keep), None
-        tally = _Tally()
+            return rows.unsendable(prompt, problem), None
+        tally = Tally()
         template = self._template
-        reasks = 0
         self.stats.in_flight += 1
         try:
             while True:
@@ -213,26 +207,24 @@ class Runner:
                     reply = await self._send(body, estimate, tally)
                 except (RequestRejected, _Exhausted) as exc:
                     error = exc.error if isinstance(exc, _Exhausted) else exc
-                    return self._failed(prompt, tally, reasks, error), error
+                    return self._failed(prompt, tally, error), error
                 verdict = self._judge(reply)
-                if verdict.status in REASKABLE and reasks < self._policy.max_reasks:
-                    reasks += 1
+                if verdict.status in REASKABLE and tally.reasks < self._policy.max_reasks:
+                    tally.reasks += 1
                     if verdict.status is Status.TRUNCATED:
                         template = self._reask_template
                     continue
-                return self._finished(prompt, tally, reasks, reply, verdict), None
+                return rows.answered(prompt, tally, reply, verdict, now=self._clock(), traffic=self._traffic), None
         finally:
             self.stats.in_flight -= 1
 
-    async def _send(self, body: bytes, estimate: int, tally: _Tally) -> Reply:
+    async def _send(self, body: bytes, estimate: int, tally: Tally) -> Reply:
         if self._count_tokens is not None:
             estimate = await self._exact_tokens(body, estimate)
 
         async def attempt(number: int) -> Reply:
             await self._limiter.acquire(estimate)
-            tally.attempts += 1
-            if tally.first_sent is None:
-                tally.first_sent = self._clock()
+            tally.sent(self._clock())
             try:
                 data = await self._generate(body)
             except RateLimited as exc:
@@ -242,8 +234,7 @@ class Runner:
                 raise
             reply = parse_response(data)
             self._limiter.settle(estimate, reply.usage.prompt)
-            tally.responses += 1
-            tally.usage = tally.usage + reply.usage
+            tally.answered(reply.usage)
             return reply
 
         try:
@@ -260,46 +251,15 @@ class Runner:
         except ApiError:
             return fallback  # an estimate is good enough to pace by; the response corrects it
 
-    def _finished(self, prompt: Prompt, tally: _Tally, reasks: int, reply: Reply, verdict: Verdict) -> Result:
-        return Result(
-            id=prompt.id,
-            status=verdict.status,
-            text=reply.text,
-            output=verdict.output,
-            output_json=verdict.output_json,
-            thoughts=reply.thoughts,
-            finish_reason=reply.finish_reason,
-            block_reason=reply.block_reason,
-            usage=tally.usage,
-            model_version=reply.model_version,
-            response_id=reply.response_id,
-            attempts=tally.attempts,
-            responses=tally.responses,
-            reasks=reasks,
-            latency_ms=self._latency(tally),
-            error=verdict.error,
-            function_calls=reply.function_calls,
-            metadata=reply.metadata,
-            keep=prompt.keep,
-        )
-
-    def _failed(self, prompt: Prompt, tally: _Tally, reasks: int, error: ApiError) -> Result:
-        tries = f" after {tally.attempts} attempt(s)" if tally.attempts > 1 else ""
-        return Result(
-            id=prompt.id,
-            status=Status.FAILED,
-            usage=tally.usage,
-            attempts=tally.attempts,
-            responses=tally.responses,
-            reasks=reasks,
-            latency_ms=self._latency(tally),
-            error=f"{type(error).__name__}{tries}: {error}",
+    def _failed(self, prompt: Prompt, tally: Tally, error: ApiError) -> Result:
+        return rows.failed(
+            prompt,
+            tally,
+            rows.describe(error, tally.attempts),
+            now=self._clock(),
+            traffic=self._traffic,
             http_status=error.http_status,
-            keep=prompt.keep,
         )
-
-    def _latency(self, tally: _Tally) -> float | None:
-        return None if tally.first_sent is None else (self._clock() - tally.first_sent) * 1000.0
 
 
 class _Shared:

@@ -36,6 +36,7 @@ FIXED: Final = pa.schema(
         ("block_reason", pa.string()),
         *((column, _TOKENS) for column, _ in USAGE_COLUMNS),
         ("model", pa.string()),
+        ("traffic", pa.string()),
         ("model_version", pa.string()),
         ("response_id", pa.string()),
         ("attempts", pa.int32()),
