@@ -7,6 +7,7 @@ working directory (cron); paths given on the command line are resolved by the CL
 from __future__ import annotations
 
 import hashlib
+import re
 import tomllib
 from collections.abc import Mapping
 from pathlib import Path
@@ -24,6 +25,7 @@ from pydantic import (
 )
 
 from batchgen.errors import ConfigError
+from batchgen.gemini.request import SERVICE_TIERS, RequestTemplate
 from batchgen.gemini.thinking import check_thinking
 from batchgen.results.columns import CONTRACT
 from batchgen.schema.response import ResponseSchema, load_response_schema
@@ -44,6 +46,14 @@ REQUEST_FIELDS = frozenset(
 
 PositiveInt = Annotated[int, Field(gt=0)]
 PositiveFloat = Annotated[float, Field(gt=0)]
+
+# The online timeout when none is set: a standard call answers in seconds to a couple of minutes; a Flex call
+# queues for spare capacity, with a latency target of 1-15 minutes (cookbook Inference_tiers), so it gets the
+# top of that target and some margin.
+TIMEOUT_S = 120.0
+FLEX_TIMEOUT_S = 1200.0
+_DURATION = re.compile(r"^(?:(\d+(?:\.\d+)?)d)?(?:(\d+(?:\.\d+)?)h)?(?:(\d+(?:\.\d+)?)m)?(?:(\d+(?:\.\d+)?)s)?$")
+_DURATION_UNITS = (86400, 3600, 60, 1)
 
 
 class _Section(BaseModel):
@@ -74,7 +84,8 @@ class LimitsSpec(_Section):
 
     concurrency: PositiveInt = 64
     max_attempts: PositiveInt = 6
-    timeout_s: PositiveFloat = 120.0
+    # None: 120 s, or 1200 s for Flex (see `Job.timeout_s`).
+    timeout_s: PositiveFloat | None = None
     max_reasks: Annotated[int, Field(ge=0)] = 1
     reask_max_output_tokens: PositiveInt | None = None
     requests_per_minute: PositiveFloat | None = None
@@ -89,6 +100,42 @@ class LimitsSpec(_Section):
     max_cost_usd: PositiveFloat | None = None
     # After Ctrl-C / SIGTERM (or a fatal error), rows in flight get this long to finish before they are cancelled.
     grace_s: Annotated[float, Field(ge=0)] = 30.0
+
+
+class BatchSpec(_Section):
+    """How `mode = "batch"` sends rows through the Batch API, and what becomes of rows it does not answer."""
+
+    # Each batch job's input file stays under this many MiB: the Files API takes up to 2 GB a file.
+    max_file_mb: Annotated[float, Field(gt=0, le=1900)] = 1900
+    # Batch jobs pending or running at once (the API's limit is about 100 per project, UNCONFIRMED).
+    max_jobs: PositiveInt = 100
+    # Jobs are looked at after 1 s, then at doubling intervals up to this many seconds.
+    poll_s: PositiveFloat = 30.0
+    # Rows of a batch job not answered this long after it was created ("6h", "90m", "1h30m") are cancelled
+    # and sent online (`fallback`); None waits for the Batch API (its target is 24 h).
+    deadline: str | None = None
+    # How rows that leave the Batch API go: the standard online tier, or Flex (half price, minutes each).
+    fallback: Literal["online", "flex"] = "online"
+    # Re-asks (invalid JSON, schema mismatch, truncation) go out as a follow-up batch job, or online.
+    reasks: Literal["batch", "online"] = "batch"
+    # A row whose key is missing from a job's output is resubmitted this many times, then recorded failed.
+    max_resubmits: Annotated[int, Field(ge=0)] = 2
+
+    @field_validator("deadline")
+    @classmethod
+    def _duration(cls, value: str | None) -> str | None:
+        if value is not None and not (_DURATION.match(value.strip()) and value.strip()):
+            raise ValueError(f"deadline {value!r} is not a duration such as 6h, 90m, 1h30m or 45s")
+        return value
+
+    @property
+    def deadline_s(self) -> float | None:
+        """The deadline in seconds; None without one."""
+        if self.deadline is None:
+            return None
+        match = _DURATION.match(self.deadline.strip())
+        assert match is not None  # checked when the job was validated
+        return sum(float(part) * unit for part, unit in zip(match.groups(), _DURATION_UNITS, strict=True) if part)
 
 
 class OutputSpec(_Section):
@@ -113,7 +160,10 @@ class Job(_Section):
     input: InputSpec
     request: Mapping[str, Any] = Field(default_factory=dict)
     stream: bool = False
+    # How rows travel: one generateContent call each, or in Batch API jobs (half price, answers within 24 h).
+    mode: Literal["online", "batch"] = "online"
     limits: LimitsSpec = LimitsSpec()
+    batch: BatchSpec = BatchSpec()
     output: OutputSpec
     schema_: InstanceOf[ResponseSchema] | None = Field(default=None, alias="schema")
 
@@ -133,6 +183,20 @@ class Job(_Section):
         return config.get("responseMimeType") == "application/json"
 
     @property
+    def service_tier(self) -> str:
+        """The service tier online requests ask for (the request's `serviceTier`; standard by default)."""
+        return RequestTemplate(self.request).service_tier
+
+    @property
+    def timeout_s(self) -> float:
+        """Seconds an online call may take: `[limits] timeout_s`, else longer when calls go to Flex (the job's
+        tier, or a batch job's fallback)."""
+        if self.limits.timeout_s is not None:
+            return self.limits.timeout_s
+        flex = self.service_tier == "flex" or (self.mode == "batch" and self.batch.fallback == "flex")
+        return FLEX_TIMEOUT_S if flex else TIMEOUT_S
+
+    @property
     def flatten(self) -> bool:
         """Typed `out_` columns: on by default in JSON mode with an object schema."""
         wanted = self.json_mode if self.output.flatten is None else self.output.flatten
@@ -148,9 +212,10 @@ class Job(_Section):
         return hashlib.sha256(orjson.dumps(identity, option=orjson.OPT_SORT_KEYS)).hexdigest()
 
     def with_overrides(self, **changes: Any) -> Job:
-        """A copy with top-level fields and `limits`/`input`/`output` entries replaced (CLI flags), re-checked."""
+        """A copy with top-level fields and `limits`/`input`/`output`/`batch` entries replaced (CLI flags),
+        re-checked."""
         data = dict(self)
-        for section in ("input", "limits", "output"):
+        for section in ("input", "limits", "output", "batch"):
             if section in changes:
                 data[section] = {**data[section].model_dump(), **changes.pop(section)}
         data.update(changes)
@@ -223,6 +288,12 @@ def _check_request(job: Job, file: str) -> None:
     problem = check_thinking(job.model, config)
     if problem:
         raise ConfigError(problem, file=file, key="request.generationConfig.thinkingConfig")
+    if job.service_tier not in SERVICE_TIERS:
+        raise ConfigError(
+            f"unknown serviceTier {job.request['serviceTier']!r}; one of {', '.join(SERVICE_TIERS)}",
+            file=file,
+            key="request.serviceTier",
+        )
 
 
 def _check_columns(job: Job, file: str) -> None:

@@ -172,9 +172,7 @@ async def open_input(job: Job, *, allow_duplicate_ids: bool = False) -> tuple[In
 
 
 def endpoint(job: Job) -> Endpoint:
-    return Endpoint(
-        base_url=job.base_url, model=job.model, auth=job.auth, stream=job.stream, timeout_s=job.limits.timeout_s
-    )
+    return Endpoint(base_url=job.base_url, model=job.model, auth=job.auth, stream=job.stream, timeout_s=job.timeout_s)
 
 
 async def execute(

@@ -118,3 +118,55 @@ def test_fingerprint_follows_what_answers_depend_on(tmp_path: Path) -> None:
 @pytest.mark.parametrize("name", sorted(p.name for p in (ROOT / "jobs").glob("*.toml")))
 def test_shipped_jobs_load(name: str) -> None:
     load_job(ROOT / "jobs" / name)
+
+
+# --- mode, the Batch API and Flex ------------------------------------------------------------------------------
+
+
+def edited(top: str = "", request: str = "", sections: str = "", limits: str = "") -> str:
+    """JOB with top-level keys, [request] keys, whole sections (before [limits]) and [limits] keys added."""
+    text = top + JOB.replace("[request]\n", "[request]\n" + request)
+    return text.replace("[limits]\n", sections + "[limits]\n" + limits)
+
+
+def test_a_job_is_online_unless_it_says_batch(tmp_path: Path) -> None:
+    """`mode` picks the carrier; `[batch]` holds its settings, which do not change the job's identity."""
+    job = load_job(write_job(tmp_path))
+    assert job.mode == "online" and job.batch.deadline_s is None and job.batch.max_file_mb == 1900
+    text = edited(top='mode = "batch"\n', sections='[batch]\ndeadline = "1h30m"\nfallback = "flex"\n\n')
+    batch = load_job(write_job(tmp_path, text))
+    assert batch.mode == "batch" and batch.batch.fallback == "flex"
+    assert batch.batch.deadline_s == 5400
+    assert batch.fingerprint() == job.fingerprint()
+    assert job.with_overrides(mode="batch", batch={"deadline": "45s"}).batch.deadline_s == 45
+
+
+@pytest.mark.parametrize("deadline", ["6", "6 hours", "", "h", "-1h"])
+def test_a_deadline_is_a_duration(tmp_path: Path, deadline: str) -> None:
+    text = edited(sections=f'[batch]\ndeadline = "{deadline}"\n\n')
+    with pytest.raises(ConfigError, match="not a duration") as info:
+        load_job(write_job(tmp_path, text))
+    assert info.value.key == "batch.deadline"
+
+
+@pytest.mark.parametrize(
+    ("text", "timeout"),
+    [
+        pytest.param(edited(), 120.0, id="standard"),
+        pytest.param(edited(request='serviceTier = "flex"\n'), 1200.0, id="flex"),
+        pytest.param(edited(request='serviceTier = "FLEX"\n', limits="timeout_s = 30\n"), 30.0, id="flex-timeout-set"),
+        pytest.param(edited(top='mode = "batch"\n'), 120.0, id="batch-falling-back-online"),
+        pytest.param(
+            edited(top='mode = "batch"\n', sections='[batch]\nfallback = "flex"\n\n'), 1200.0, id="batch-flex"
+        ),
+    ],
+)
+def test_flex_calls_get_a_longer_timeout_unless_one_is_set(tmp_path: Path, text: str, timeout: float) -> None:
+    """Flex answers take minutes: without `timeout_s` a call that goes to Flex may take 20 minutes."""
+    assert load_job(write_job(tmp_path, text)).timeout_s == timeout
+
+
+def test_an_unknown_service_tier_is_refused(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="unknown serviceTier 'turbo'") as info:
+        load_job(write_job(tmp_path, edited(request='serviceTier = "turbo"\n')))
+    assert info.value.key == "request.serviceTier"
