@@ -268,7 +268,8 @@ async def _counted(job: Job, key: ApiKey, template: RequestTemplate, picked: lis
 async def _sample_run(job: Job, key: ApiKey, rows: int, prices: Path | None) -> Sample:
     """The first `rows` rows run exactly as `batchgen run` would, into a temporary folder, and measured."""
     with tempfile.TemporaryDirectory(prefix="batchgen-sample-") as folder:
-        sample_job = job.with_overrides(output={"path": Path(folder)})
+        # Online even for a batch job: output tokens and re-asks are the same, and a batch could take hours.
+        sample_job = job.with_overrides(output={"path": Path(folder)}, mode="online")
         summary = await execute(sample_job, key, RunOptions(limit=rows, prices=prices))
         if isinstance(summary.stopped_by, ApiError):  # a bad key or model: no estimate is worth showing
             raise summary.stopped_by

@@ -41,6 +41,16 @@ def test_a_row_costs_what_the_report_charges() -> None:
     assert budget.rows == 1
 
 
+@pytest.mark.parametrize(("traffic", "share"), [("batch", 0.5), ("flex", 0.5), ("standard", 1.0), (None, 1.0)])
+def test_a_row_is_charged_at_the_tier_it_was_sent_at(traffic: str | None, share: float) -> None:
+    """Batch and flex rows cost half, as the report prices them; rows without a tier are standard."""
+    budget = Budget(FLASH)
+    result = row()
+    result.traffic = traffic
+    budget.charge(result)
+    assert budget.spent.total == pytest.approx(share * (800 * 0.30 + 200 * 0.03 + 400 * 2.50) / 1e6)
+
+
 def test_the_cap_counts_rows_in_flight_and_the_next_row_at_the_average_cost() -> None:
     budget = Budget(FLASH, cap_usd=0.01)
     for _ in range(4):

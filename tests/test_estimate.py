@@ -11,12 +11,13 @@ from conftest import job_copy
 
 from batchgen.api import estimate_job, estimate_job_async
 from batchgen.cli import main
+from batchgen.console.format import usd
 from batchgen.errors import ConfigError
 from batchgen.fakeserver import FakeServer, ServerConfig
 from batchgen.gemini.request import user_contents
 from batchgen.job import Job, load_job
 from batchgen.records import Status
-from batchgen.report.estimate import Estimate, InputTokens, Sample
+from batchgen.report.estimate import Estimate, InputTokens, Sample, render
 from batchgen.report.pricing import PriceTable
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -152,3 +153,15 @@ def test_the_cli_prints_the_table_and_leaves_the_output_alone(
     assert "a run would stop after about" in printed
     assert "limited by requests_per_minute (6000)" in printed
     assert not out.exists()
+
+
+def test_the_cost_is_given_at_the_jobs_tier_and_compared_across_tiers(tmp_path: Path) -> None:
+    """A batch job is priced at the Batch API's half price; every estimate shows online, flex and batch."""
+    online = estimate_job(tiny_job(tmp_path))
+    batch = estimate_job(tiny_job(tmp_path), mode="batch", batch={"deadline": "2h"})
+    assert online.cost is not None and batch.cost is not None
+    assert batch.tier == "batch" and batch.cost.total == pytest.approx(online.cost.total / 2)
+    text = render(batch)
+    assert "x 0.5 (batch)" in text
+    assert f"online {usd(online.cost.total)} (answers in seconds), flex {usd(online.cost.total / 2)}" in text
+    assert "rows not answered 2h after a job starts go online" in text

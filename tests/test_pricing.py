@@ -9,7 +9,7 @@ import pytest
 
 from batchgen.errors import ConfigError
 from batchgen.records import Usage
-from batchgen.report.pricing import Cost, Price, PriceTable, Rates
+from batchgen.report.pricing import Cost, Price, PriceTable, Rates, billed_tier
 
 PRO = Price(
     "gemini-2.5-pro",
@@ -58,6 +58,7 @@ def test_shipped_pro_models_have_a_long_context_tier(shipped: PriceTable) -> Non
         long_context_threshold=200_000,
         as_of=shipped.prices["gemini-2.5-pro"].as_of,
         source=shipped.prices["gemini-2.5-pro"].source,
+        tiers=shipped.prices["gemini-2.5-pro"].tiers,
     )
     for name in ("gemini-3-pro-preview", "gemini-3.1-pro-preview"):
         assert shipped.prices[name].long_context_threshold == 200_000
@@ -184,6 +185,7 @@ def test_user_file_adds_a_model(tmp_path: Path) -> None:
         long_context_threshold=1000,
         as_of=date(2026, 1, 2),
         source="contract",
+        tiers={"batch": 0.5, "flex": 0.5, "priority": 2.0},
     )
 
 
@@ -234,6 +236,9 @@ def test_user_file_adds_a_model(tmp_path: Path) -> None:
             id="zero-threshold",
         ),
         pytest.param("[prices]\nx = 1\n", "prices", "unknown key", id="top-level-typo"),
+        pytest.param("[tiers]\nbacth = 0.5\n", "tiers.bacth", "unknown service tier", id="tier-typo"),
+        pytest.param("[tiers]\nflex = -0.5\n", "tiers.flex", "non-negative", id="negative-tier"),
+        pytest.param("tiers = 0.5\n", "tiers", "table", id="tiers-not-a-table"),
         pytest.param("models = 3\n", "models", "table", id="models-not-a-table"),
     ],
 )
@@ -261,3 +266,51 @@ def test_missing_user_file_is_a_config_error(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="cannot read price file") as info:
         PriceTable.load(tmp_path / "nope.toml")
     assert info.value.file == str(tmp_path / "nope.toml")
+
+
+# --- service tiers ---------------------------------------------------------------------------------------------
+
+
+def test_shipped_tiers_halve_batch_and_flex_and_double_priority(shipped: PriceTable) -> None:
+    """The Batch API and Flex cost half of standard; Priority (UNCONFIRMED, +75-100 %) is priced at the top."""
+    flash = shipped.price_for("gemini-2.5-flash")
+    assert dict(flash.tiers) == {"batch": 0.5, "flex": 0.5, "priority": 2.0}
+    usage = Usage(prompt=10_000, cached=4_000, candidates=500, thoughts=1_500)
+    standard = flash.cost(usage, 1)
+    assert flash.cost(usage, 1, "batch").total == pytest.approx(standard.total / 2)
+    assert flash.cost(usage, 1, "flex").cached == pytest.approx(standard.cached / 2)
+    assert flash.cost(usage, 1, "priority").output == pytest.approx(standard.output * 2)
+
+
+def test_a_tier_scales_the_long_context_rates_too(shipped: PriceTable) -> None:
+    pro = shipped.price_for("gemini-2.5-pro")
+    assert pro.rates(True, "batch") == Rates(1.25, 7.5, 0.125)
+
+
+def test_a_tier_the_table_lacks_is_an_error_not_standard() -> None:
+    """A Price without multipliers (built by hand) cannot price a batch row as if it were standard."""
+    with pytest.raises(ConfigError, match="no multiplier for service tier 'batch'"):
+        FLASH.cost(Usage(prompt=1), 1, "batch")
+
+
+def test_user_file_overrides_a_tier(tmp_path: Path) -> None:
+    """A negotiated rate: `[tiers]` keys override the shipped ones one by one."""
+    table = PriceTable.load(write(tmp_path, "[tiers]\nflex = 0.4\n"))
+    assert dict(table.price_for("gemini-2.5-flash").tiers) == {"batch": 0.5, "flex": 0.4, "priority": 2.0}
+
+
+@pytest.mark.parametrize(
+    ("traffic", "reported", "tier"),
+    [
+        pytest.param("batch", "standard", "batch", id="batch-whatever-it-reports"),
+        pytest.param("flex", None, "flex", id="flex-asked"),
+        pytest.param("flex", "standard", "standard", id="flex-asked-served-standard"),
+        pytest.param("standard", "FLEX", "flex", id="reported-any-case"),
+        pytest.param("standard", "ON_DEMAND_PRIORITY", "priority", id="vertex-traffic-type"),
+        pytest.param("standard", "turbo", "standard", id="unknown-report-not-trusted"),
+        pytest.param(None, None, "standard", id="old-results"),
+    ],
+)
+def test_billed_tier(traffic: str | None, reported: str | None, tier: str) -> None:
+    """A batch row is billed as batch; otherwise the tier the API reported, else the one asked for."""
+    assert billed_tier(traffic, reported) == tier

@@ -49,7 +49,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from batchgen.errors import ConfigError, InputError, OutputError
-from batchgen.report.breakdown import REPORT_COLUMNS, Report, build_report, load_results, load_runs
+from batchgen.report.breakdown import OPTIONAL_COLUMNS, REPORT_COLUMNS, Report, build_report, load_results, load_runs
 from batchgen.report.html import (
     ATTEMPTS_COLOUR,
     LATENCY_COLOUR,
@@ -279,7 +279,7 @@ def test_load_results_reads_every_part_and_nothing_else(folder: Path) -> None:
     """All part files are read, files starting with `_` or `.` are not, and only the report's columns."""
     table = load_results([folder])
     assert sorted(table["id"].to_pylist()) == [row[0] for row in ROWS]
-    assert table.schema == select(REPORT_COLUMNS)
+    assert table.schema == select(REPORT_COLUMNS + OPTIONAL_COLUMNS)
 
 
 def test_load_results_concatenates_folders(tmp_path: Path) -> None:
@@ -427,6 +427,41 @@ def test_empty_results_give_a_zero_report(tmp_path: Path, prices: PriceTable) ->
     assert report.by_model == ()
 
 
+def test_rows_are_priced_at_the_tier_they_were_served_at(tmp_path: Path, prices: PriceTable) -> None:
+    """Batch and flex rows cost half, priority twice; rows of folders written before `traffic` existed (and
+    rows never sent) are standard. Each line says what it would have cost at standard, and the notes the saving."""
+    old = write_folder(tmp_path / "old", [ROWS[:2]])  # r1 + r2: $0.021745, no traffic column
+    new = tmp_path / "new"
+    new.mkdir()
+    rows = [ROWS[0], ROWS[1], ROWS[0], ROWS[1]]
+    table = contract_table(rows).append_column("traffic", pa.array(["batch", "batch", "flex", "priority"]))
+    pq.write_table(table, new / "part-00000.parquet")
+    report = build_report(load_results([old, new]), prices)
+    tiers = {line.key[0]: line for line in report.by_tier}
+    assert list(tiers) == ["standard", "batch", "flex", "priority"]
+    assert tiers["standard"].cost.total == pytest.approx(0.021745)
+    assert tiers["batch"].cost.total == pytest.approx(0.021745 / 2)
+    assert tiers["flex"].cost.total == pytest.approx(0.0083 / 2)
+    assert tiers["priority"].cost.total == pytest.approx(0.013445 * 2)
+    assert tiers["batch"].at_standard.total == pytest.approx(0.021745)
+    total = report.totals
+    assert total.cost.total == pytest.approx(0.021745 * 1.5 + 0.0083 / 2 + 0.013445 * 2)
+    assert total.at_standard.total == pytest.approx(0.021745 * 3)
+    assert total.saving == pytest.approx(total.at_standard.total - total.cost.total)
+    note = next(line for line in render(report, "table").splitlines() if line.startswith("Service tiers"))
+    assert "batch rows at 0.5x, flex rows at 0.5x, priority rows at 2x" in note
+    assert f"${total.at_standard.total:,.6f} at standard" in note
+    document = orjson.loads(render(report, "json"))
+    assert [entry["tier"] for entry in document["by_tier"]] == list(tiers)
+    assert document["totals"]["cost_at_standard_usd"] == pytest.approx(total.at_standard.total)
+
+
+def test_a_report_at_standard_says_nothing_about_tiers(report: Report) -> None:
+    assert [line.key for line in report.by_tier] == [("standard",)]
+    assert report.totals.saving == 0
+    assert "Service tiers" not in render(report, "table")
+
+
 # Formats --------------------------------------------------------------------------------------------------
 
 
@@ -454,7 +489,7 @@ def test_csv_reads_back_to_the_same_figures(report: Report) -> None:
     """Every breakdown line is one CSV record with exact figures."""
     records = list(csv.DictReader(io.StringIO(render(report, "csv"))))
     keyed = {(record["breakdown"], record["key"]): record for record in records}
-    assert len(records) == 1 + 2 + 4 + 2 + 2
+    assert len(records) == 1 + 2 + 4 + 2 + 2 + 1
     for (breakdown, key), expected in [
         (("total", "total"), EXPECTED[("total",)]),
         (("model", PRO), EXPECTED[(PRO,)]),
@@ -496,7 +531,7 @@ def test_markdown_tables_are_well_formed(report: Report) -> None:
     text = render(report, "markdown")
     assert "## By model" in text and "## By day (UTC)" in text
     tables = [block for block in text.split("\n\n") if block.startswith("|")]
-    assert len(tables) == 7  # total, model, status, run, day, runs, prices
+    assert len(tables) == 8  # total, model, status, run, day, tier, runs, prices
     for block in tables:
         widths = {line.count(" | ") for line in block.splitlines()}
         assert len(widths) == 1, block

@@ -1,9 +1,10 @@
 """Token and cost accounting over results folders: read the parts, price every row, add up by dimension.
 
-Each row is priced with its own model's price and its own long-context tier (see `Price.is_long`);
-the rows are then summed in small groups (model, tier, status, run, day), since a cost at a fixed tier is
-linear in the tokens. Every row counts: a row re-run by a later run was billed twice and appears under both
-runs.
+Each row is priced with its own model's price, its own long-context tier (see `Price.is_long`) and the service
+tier it was served at (`pricing.billed_tier`: batch, flex, priority or standard); the rows are then summed in
+small groups (model, tiers, status, run, day), since a cost at fixed tiers is linear in the tokens. Each line
+also carries what its rows would have cost at standard, so the report can say what batch and flex saved. Every
+row counts: a row re-run by a later run was billed twice and appears under both runs.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ import pyarrow.compute as pc
 
 from batchgen.errors import InputError, OutputError
 from batchgen.records import Status, Usage
-from batchgen.report.pricing import Cost, Price, PriceTable
+from batchgen.report.pricing import TIERS, Cost, Price, PriceTable, billed_tier
 from batchgen.results.columns import USAGE_COLUMNS
 from batchgen.results.folder import RunRecord, read_manifest
 from batchgen.results.read import read_results
@@ -36,8 +37,10 @@ REPORT_COLUMNS = (
     "run_id",
     "finished_at",
 )
+# Columns results written before they existed lack; such rows are priced as standard.
+OPTIONAL_COLUMNS = ("traffic",)
 _TOKENS = {field: column for column, field in USAGE_COLUMNS}
-_GROUP = ("model", "long", "status", "run_id", "day")
+_GROUP = ("model", "long", "status", "run_id", "day", "traffic")
 UNKNOWN_DAY = "unknown"
 
 
@@ -54,6 +57,8 @@ class Line:
     tool_use: int = 0
     total: int = 0
     cost: Cost = field(default_factory=Cost)
+    at_standard: Cost = field(default_factory=Cost)
+    """What the same tokens cost at the standard tier (equal to `cost` for rows served at standard)."""
 
     @property
     def fresh_input(self) -> int:
@@ -71,7 +76,13 @@ class Line:
             self.tool_use + other.tool_use,
             self.total + other.total,
             self.cost + other.cost,
+            self.at_standard + other.at_standard,
         )
+
+    @property
+    def saving(self) -> float:
+        """USD saved against the standard tier (negative when priority cost more)."""
+        return self.at_standard.total - self.cost.total
 
 
 @dataclass(frozen=True, slots=True)
@@ -96,11 +107,13 @@ class Report:
     by_day_model: tuple[Line, ...]
     prices: Mapping[str, Price]
     runs: tuple[FolderRun, ...] = ()
+    by_tier: tuple[Line, ...] = ()
 
 
 def load_results(paths: Sequence[Path]) -> pa.Table:
-    """The report's columns (`REPORT_COLUMNS`) of every part in the given results folders, concatenated."""
-    return read_results(paths, REPORT_COLUMNS)
+    """The report's columns (`REPORT_COLUMNS`, `OPTIONAL_COLUMNS`) of every part in the given results folders,
+    concatenated."""
+    return read_results(paths, REPORT_COLUMNS, optional=OPTIONAL_COLUMNS)
 
 
 def load_runs(paths: Sequence[Path]) -> tuple[FolderRun, ...]:
@@ -117,7 +130,7 @@ def load_runs(paths: Sequence[Path]) -> tuple[FolderRun, ...]:
 
 
 def build_report(table: pa.Table, prices: PriceTable, *, runs: Sequence[FolderRun] = ()) -> Report:
-    """Price every row of `table` (from `load_results`) and add it up by model, status, run and day.
+    """Price every row of `table` (from `load_results`) and add it up by model, status, run, day and tier.
 
     Raises ConfigError when a model in the results has no price: the whole report fails rather than show a
     cost of 0.
@@ -135,13 +148,14 @@ def build_report(table: pa.Table, prices: PriceTable, *, runs: Sequence[FolderRu
         by_day_model=_sum_by(lines, ("day", "model")),
         prices={model: used[model] for model in sorted(used)},
         runs=tuple(runs),
+        by_tier=tuple(sorted(_sum_by(lines, ("tier",)), key=_tier_order)),
     )
 
 
 def _normalise(table: pa.Table) -> pa.Table:
     """Missing counts become 0 tokens, missing labels a visible placeholder, and each row gets its UTC day."""
     columns: dict[str, pa.ChunkedArray] = {}
-    for name in ("model", "status", "run_id"):
+    for name in ("model", "status", "run_id", *OPTIONAL_COLUMNS):
         columns[name] = pc.fill_null(table[name], "")
     for name in (*_TOKENS.values(), "responses"):
         columns[name] = pc.fill_null(table[name].cast(pa.int64()), 0)
@@ -160,12 +174,13 @@ def _long_tier(table: pa.Table, used: Mapping[str, Price]) -> pa.ChunkedArray:
 
 
 def _grouped(table: pa.Table) -> Iterable[tuple[dict[str, Any], dict[str, int]]]:
-    """(group key, sums) for each distinct (model, tier, status, run, day)."""
+    """(group key, sums) for each distinct (model, long-context tier, status, run, day, service tier)."""
     aggregated = table.group_by(list(_GROUP)).aggregate(
         [(column, "sum") for column in _TOKENS.values()] + [([], "count_all")]
     )
     for row in aggregated.to_pylist():
         key = {name: row[name] for name in _GROUP}
+        key["tier"] = billed_tier(row["traffic"] or None)
         sums = {name: row[f"{column}_sum"] for name, column in _TOKENS.items()}
         yield key, {**sums, "rows": row["count_all"]}
 
@@ -181,7 +196,8 @@ def _priced(key: Mapping[str, Any], sums: Mapping[str, int], used: Mapping[str, 
         thoughts=sums["thoughts"],
         tool_use=sums["tool_use"],
         total=sums["total"],
-        cost=used[key["model"]].rates(key["long"]).charge(usage),
+        cost=used[key["model"]].rates(key["long"], key["tier"]).charge(usage),
+        at_standard=used[key["model"]].rates(key["long"]).charge(usage),
     )
 
 
@@ -197,6 +213,11 @@ def _sum_by(lines: Iterable[tuple[Mapping[str, Any], Line]], dimensions: tuple[s
 # Display order of statuses: usable rows first, then failures by growing severity (records.Status is listed
 # most severe first); unknown values last.
 _STATUS_ORDER = tuple(str(status) for status in reversed(Status))
+
+
+def _tier_order(line: Line) -> tuple[int, str]:
+    tier = line.key[0]
+    return (TIERS.index(tier) if tier in TIERS else len(TIERS), tier)
 
 
 def _status_order(line: Line) -> tuple[int, str]:

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 
 from batchgen.errors import BudgetExhausted, ConfigError
 from batchgen.records import Result
-from batchgen.report.pricing import Cost, Price, PriceTable
+from batchgen.report.pricing import Cost, Price, PriceTable, billed_tier
 
 
 @dataclass(slots=True)
@@ -35,8 +35,8 @@ class Budget:
         return f"Budget(spent=${self.spent.total:,.6f}, rows={self.rows}, cap={cap})"
 
     def charge(self, result: Result) -> None:
-        """Add one finished row (every response it received is billed, failed rows included)."""
-        self.spent += self.price.cost(result.usage, result.responses)
+        """Add one finished row (every response it received is billed, failed rows included), at its tier."""
+        self.spent += self.price.cost(result.usage, result.responses, billed_tier(result.traffic))
         self.rows += 1
 
     @property

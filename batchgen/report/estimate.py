@@ -6,7 +6,9 @@ results folder already holds (what a run would send). Input tokens are the local
 Output tokens cannot be read off the input: a sample run of N rows, for real but into a temporary folder,
 measures them, with responses, attempts and latency per row. The cost follows the price table (every response
 bills its prompt again, so input is scaled by responses per row); the duration is set by the tightest of
-concurrency / latency, requests per minute and input tokens per minute.
+concurrency / latency, requests per minute and input tokens per minute. The cost is given at the tier the job
+runs at (the Batch API in batch mode, else the request's serviceTier) and compared across standard, Flex and
+batch; a batch job's duration is the Batch API's turnaround, which no limit here sets.
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ from rich.table import Table
 from batchgen.console.format import counts_text, duration, usd
 from batchgen.job import Job
 from batchgen.records import Status, Usage
-from batchgen.report.pricing import Cost, Price
+from batchgen.report.pricing import STANDARD, Cost, Price
 from batchgen.report.text import price_summary
 
 
@@ -84,12 +86,21 @@ class Estimate:
         return round(self.sample.per_row(self.sample.output_tokens) * self.to_send)
 
     @property
+    def tier(self) -> str:
+        """The service tier the job's rows are billed at: batch in batch mode, else the request's tier."""
+        return "batch" if self.job.mode == "batch" else self.job.service_tier
+
+    @property
     def cost(self) -> Cost | None:
-        """Projected cost; without a sample it covers the input only."""
+        """Projected cost at the job's tier; without a sample it covers the input only."""
+        return self.cost_at(self.tier)
+
+    def cost_at(self, tier: str) -> Cost | None:
+        """Projected cost if every row were served at `tier`."""
         if self.price is None:
             return None
         billed = Usage(prompt=round(self.input.total * self.responses_per_row), candidates=self.output_tokens or 0)
-        return self.price.cost(billed, round(self.to_send * self.responses_per_row))
+        return self.price.cost(billed, round(self.to_send * self.responses_per_row), tier)
 
     def pace(self) -> tuple[float, str] | None:
         """Rows per second and what sets it (the tightest limit); None when nothing bounds it."""
@@ -171,7 +182,9 @@ def _cost_lines(result: Estimate) -> list[tuple[str, str]]:
         if result.output_tokens is not None
         else "input only, output unknown"
     )
-    lines = [("cost", f"{usd(projected.total)} ({split}) at {price_summary(result.price)} per 1M tokens")]
+    tier = "" if result.tier == STANDARD else f" x {result.price.multiplier(result.tier):g} ({result.tier})"
+    lines = [("cost", f"{usd(projected.total)} ({split}) at {price_summary(result.price)} per 1M tokens{tier}")]
+    lines.append(("by tier", _tiers_text(result)))
     cap = result.job.limits.max_cost_usd
     if cap is not None and result.to_send:
         per_row = projected.total / result.to_send
@@ -182,7 +195,22 @@ def _cost_lines(result: Estimate) -> list[tuple[str, str]]:
     return lines
 
 
+def _tiers_text(result: Estimate) -> str:
+    """The job's cost online (standard), on Flex and through the Batch API, side by side."""
+    choices = (("online", STANDARD, "answers in seconds"), ("flex", "flex", "minutes each"), ("batch", "batch", ""))
+    texts = []
+    for label, tier, speed in choices:
+        cost = result.cost_at(tier)
+        assert cost is not None  # a price exists, or no cost line is shown
+        texts.append(f"{label} {usd(cost.total)}" + (f" ({speed})" if speed else ""))
+    return ", ".join(texts) + "; batch answers within 24 h (the Batch API's target), usually much sooner"
+
+
 def _duration_text(result: Estimate) -> str:
+    if result.job.mode == "batch":
+        deadline = result.job.batch.deadline
+        after = f"; rows not answered {deadline} after a job starts go {result.job.batch.fallback}" if deadline else ""
+        return f"the Batch API's turnaround: up to 24 h, usually much sooner{after}"
     pace = result.pace()
     seconds = result.duration_s
     if pace is None or seconds is None:

@@ -4,6 +4,9 @@ Billing follows `usageMetadata` (see the Gemini API reference, section 3): `prom
 includes the cached tokens, so fresh input is prompt - cached; tool-use prompt tokens are billed as input;
 thinking tokens are billed as output, with the candidates. A model the table does not know is an error, never
 a cost of 0.
+
+Service tiers scale every rate of a model: the Batch API and Flex cost half of standard, Priority more (the
+table's `[tiers]`). A row is billed at the tier it was served at (`billed_tier`).
 """
 
 from __future__ import annotations
@@ -12,7 +15,7 @@ import math
 import re
 import tomllib
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import date
 from importlib import resources
 from pathlib import Path
@@ -28,6 +31,13 @@ PER_MILLION = 1_000_000
 # A suffix such as "-lite", "-image" or "-tts" names another product with other prices.
 _VERSION_PART = re.compile(r"preview|exp|latest|\d+")
 
+# The service tiers a row can be billed at; standard is the table's own rates, the others scale them.
+STANDARD = "standard"
+TIERS = (STANDARD, "batch", "flex", "priority")
+# How other spellings of a tier read: Vertex's usageMetadata.trafficType names (ON_DEMAND_FLEX...), which
+# the Gemini API is documented not to send, but a proxy in front of Vertex might.
+_TIER_ALIASES = {"on_demand": STANDARD, "on_demand_flex": "flex", "on_demand_priority": "priority"}
+
 _RATE_KEYS = ("input", "output", "cached_input")
 _LONG_KEYS = ("input_long", "output_long", "cached_input_long")
 _ENTRY_KEYS = frozenset((*_RATE_KEYS, *_LONG_KEYS, "long_context_threshold", "as_of", "source"))
@@ -40,6 +50,12 @@ class Rates:
     input: float
     output: float
     cached_input: float
+
+    def scaled(self, factor: float) -> Rates:
+        """These rates times `factor` (a service tier's multiplier)."""
+        if factor == 1.0:
+            return self
+        return Rates(self.input * factor, self.output * factor, self.cached_input * factor)
 
     def charge(self, usage: Usage) -> Cost:
         """The cost of `usage` billed at these rates; a count never reported counts as 0."""
@@ -69,7 +85,11 @@ class Cost:
 
 @dataclass(frozen=True, slots=True)
 class Price:
-    """One model's prices; `long` applies to requests whose prompt exceeds `long_context_threshold` tokens."""
+    """One model's prices; `long` applies to requests whose prompt exceeds `long_context_threshold` tokens.
+
+    `tiers` holds the multiplier of each service tier but standard (batch, flex, priority), applied to every
+    rate; a tier it lacks cannot be priced.
+    """
 
     model: str
     standard: Rates
@@ -77,6 +97,7 @@ class Price:
     long_context_threshold: int | None = None
     as_of: date | None = None
     source: str = ""
+    tiers: Mapping[str, float] = field(default_factory=lambda: MappingProxyType({}))
 
     def __post_init__(self) -> None:
         if (self.long is None) != (self.long_context_threshold is None):
@@ -92,13 +113,41 @@ class Price:
         threshold = self.long_context_threshold
         return threshold is not None and prompt > threshold * max(responses, 1)
 
-    def rates(self, long: bool) -> Rates:
-        """The rates of the long tier when `long` (and the model has one), else the standard ones."""
-        return self.long if long and self.long is not None else self.standard
+    def rates(self, long: bool, tier: str = STANDARD) -> Rates:
+        """The rates of the long tier when `long` (and the model has one), else the standard ones, at `tier`."""
+        base = self.long if long and self.long is not None else self.standard
+        return base.scaled(self.multiplier(tier))
 
-    def cost(self, usage: Usage, responses: int) -> Cost:
-        """The cost of one results row, whose token counts are sums over its `responses` billed responses."""
-        return self.rates(self.is_long(usage.prompt or 0, responses)).charge(usage)
+    def multiplier(self, tier: str) -> float:
+        """What `tier` costs relative to standard; a ConfigError for a tier the price file does not price."""
+        if tier == STANDARD:
+            return 1.0
+        try:
+            return self.tiers[tier]
+        except KeyError:
+            raise ConfigError(
+                f"no multiplier for service tier {tier!r}; add it under [tiers] in a price file"
+            ) from None
+
+    def cost(self, usage: Usage, responses: int, tier: str = STANDARD) -> Cost:
+        """The cost of one results row, whose token counts are sums over its `responses` billed responses,
+        served at `tier`."""
+        return self.rates(self.is_long(usage.prompt or 0, responses), tier).charge(usage)
+
+
+def billed_tier(traffic: str | None, reported: str | None = None) -> str:
+    """The tier a row is billed at: `batch` for a Batch API row (its own price, whatever tier a line might
+    report), else the tier the API reported serving it at (`usageMetadata.serviceTier` or the
+    `x-gemini-service-tier` header), else the tier asked for (`traffic`); standard for rows that say neither
+    (results written before tiers were recorded). A reported value this table does not know is not trusted.
+    """
+    if traffic == "batch":
+        return "batch"
+    for name in (reported, traffic):
+        tier = _TIER_ALIASES.get(name.lower(), name.lower()) if name else None
+        if tier in TIERS:
+            return tier
+    return STANDARD
 
 
 @dataclass(frozen=True, slots=True)
@@ -110,13 +159,15 @@ class PriceTable:
 
     @classmethod
     def load(cls, user_file: Path | None = None) -> PriceTable:
-        """The shipped table, with `user_file`'s entries merged over it key by key.
+        """The shipped table, with `user_file`'s entries (and `[tiers]` multipliers) merged over it key by key.
 
         Raises ConfigError naming the file and key of any problem.
         """
         shipped = resources.files("batchgen") / "data" / "prices.toml"
         origin = "batchgen/data/prices.toml"
-        entries = _entries(_read_toml(shipped.read_bytes(), origin), origin)
+        raw = _read_toml(shipped.read_bytes(), origin)
+        entries = _entries(raw, origin)
+        tiers = _tiers(raw, origin)
         files = [origin]
         if user_file is not None:
             user_origin = str(user_file)
@@ -124,11 +175,14 @@ class PriceTable:
                 data = user_file.read_bytes()
             except OSError as exc:
                 raise ConfigError(f"cannot read price file: {exc.strerror}", file=user_origin) from exc
-            for model, (fields, _) in _entries(_read_toml(data, user_origin), user_origin).items():
+            user = _read_toml(data, user_origin)
+            for model, (fields, _) in _entries(user, user_origin).items():
                 base = entries.get(model, ({}, user_origin))[0]
                 entries[model] = ({**base, **fields}, user_origin)
+            tiers.update(_tiers(user, user_origin))
             files.append(user_origin)
-        prices = {model: _price(model, fields, where) for model, (fields, where) in entries.items()}
+        multipliers = MappingProxyType(tiers)
+        prices = {model: _price(model, fields, where, multipliers) for model, (fields, where) in entries.items()}
         return cls(MappingProxyType(prices), tuple(files))
 
     def find(self, model: str) -> Price | None:
@@ -178,8 +232,8 @@ def _read_toml(data: bytes, file: str) -> dict[str, Any]:
 def _entries(raw: Mapping[str, Any], file: str) -> dict[str, tuple[dict[str, Any], str]]:
     """Each model's raw fields, checked for unknown keys and types, with the file they came from."""
     for key in raw:
-        if key != "models":
-            raise ConfigError("unknown key (expected only [models.NAME] tables)", file=file, key=key)
+        if key not in ("models", "tiers"):
+            raise ConfigError("unknown key (expected [models.NAME] tables and [tiers])", file=file, key=key)
     models = raw.get("models", {})
     if not isinstance(models, dict):
         raise ConfigError("must be a table of [models.NAME] entries", file=file, key="models")
@@ -192,6 +246,21 @@ def _entries(raw: Mapping[str, Any], file: str) -> dict[str, tuple[dict[str, Any
             _check_field(value, file=file, key=key, where=where)
         entries[model] = (dict(fields), file)
     return entries
+
+
+def _tiers(raw: Mapping[str, Any], file: str) -> dict[str, float]:
+    """The `[tiers]` multipliers of a price file (batch, flex, priority: each relative to standard)."""
+    tiers = raw.get("tiers", {})
+    if not isinstance(tiers, dict):
+        raise ConfigError("must be a table of service tier multipliers", file=file, key="tiers")
+    for tier, value in tiers.items():
+        if tier not in TIERS[1:]:
+            raise ConfigError(f"unknown service tier (expected {', '.join(TIERS[1:])})", file=file, key=f"tiers.{tier}")
+        if isinstance(value, bool) or not isinstance(value, int | float) or not (0 <= value < math.inf):
+            raise ConfigError(
+                "must be a non-negative number (times the standard price)", file=file, key=f"tiers.{tier}"
+            )
+    return {tier: float(value) for tier, value in tiers.items()}
 
 
 def _check_field(value: Any, *, file: str, key: str, where: str) -> None:
@@ -212,7 +281,7 @@ def _check_field(value: Any, *, file: str, key: str, where: str) -> None:
         raise ConfigError("must be a non-negative number (USD per 1M tokens)", file=file, key=path)
 
 
-def _price(model: str, fields: Mapping[str, Any], file: str) -> Price:
+def _price(model: str, fields: Mapping[str, Any], file: str, tiers: Mapping[str, float]) -> Price:
     where = f"models.{_quote(model)}"
     for key in _RATE_KEYS:
         if key not in fields:
@@ -228,4 +297,5 @@ def _price(model: str, fields: Mapping[str, Any], file: str) -> Price:
         long_context_threshold=fields.get("long_context_threshold"),
         as_of=fields.get("as_of"),
         source=fields.get("source", ""),
+        tiers=tiers,
     )

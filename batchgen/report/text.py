@@ -37,6 +37,7 @@ COLUMNS: tuple[tuple[str, str, Callable[[Line], int | float]], ...] = (
     ("cost_cached_usd", "cached $", lambda line: line.cost.cached),
     ("cost_output_usd", "output $", lambda line: line.cost.output),
     ("cost_usd", "cost $", lambda line: line.cost.total),
+    ("cost_at_standard_usd", "at standard $", lambda line: line.at_standard.total),
 )
 
 
@@ -48,6 +49,7 @@ def sections(report: Report) -> tuple[tuple[str, str, tuple[Line, ...]], ...]:
         ("status", "status", report.by_status),
         ("run_id", "run", report.by_run),
         ("day", "day (UTC)", report.by_day),
+        ("tier", "tier", report.by_tier),
     )
 
 
@@ -80,6 +82,7 @@ def price_fields(price: Price) -> dict[str, Any]:
         "input": price.standard.input,
         "output": price.standard.output,
         "cached_input": price.standard.cached_input,
+        "tiers": dict(price.tiers),
     }
     if price.long is not None:
         fields |= {
@@ -115,7 +118,23 @@ def notes(report: Report) -> list[str]:
         "billed as input, thinking tokens as output.",
         "Prices are USD per 1M tokens (input / cached input / output); the long tier applies per response.",
     ]
+    totals = report.totals
+    if totals.saving:
+        tiers = ", ".join(
+            f"{line.key[0]} rows at {_multiplier(report, line.key[0])}" for line in report.by_tier if line.saving
+        )
+        word = "saved" if totals.saving > 0 else "cost"
+        lines.append(
+            f"Service tiers: {tiers} of the standard price: {usd(totals.cost.total)} here, "
+            f"{usd(totals.at_standard.total)} at standard, {word} {usd(abs(totals.saving))} "
+            f"({abs(totals.saving) / totals.at_standard.total:.0%})."
+        )
     return lines
+
+
+def _multiplier(report: Report, tier: str) -> str:
+    factors = {price.multiplier(tier) for price in report.prices.values()}
+    return f"{factors.pop():g}x" if len(factors) == 1 else "the table's multiplier"
 
 
 def _table(report: Report) -> str:
@@ -188,6 +207,7 @@ def _json(report: Report) -> str:
         "by_run": keyed(("run_id",), report.by_run),
         "by_day": keyed(("day",), report.by_day),
         "by_day_model": keyed(("day", "model"), report.by_day_model),
+        "by_tier": keyed(("tier",), report.by_tier),
         "runs": [_run_fields(run) for run in report.runs],
         "prices": {model: {"priced_as": price.model} | price_fields(price) for model, price in report.prices.items()},
     }
