@@ -314,7 +314,8 @@ async def _run_async(
 async def _show(run: LiveRun, view: _View, scope: anyio.CancelScope) -> None:
     assert view.mode is not None
     budget = run.budget
-    watch = progress.Watch(run.stats, run.limiter.snapshot, None if budget is None else (lambda: budget.spent.total))
+    spent = None if budget is None else (lambda: budget.spent.total)
+    watch = progress.Watch(run.stats, run.limiter.snapshot, spent, run.note)
     with scope:
         await progress.show(progress.Progress(watch), view.mode, interval_s=view.interval_s)
 

@@ -21,6 +21,7 @@ from typing import Any, TypeVar
 
 import anyio
 
+from batchgen.console.format import duration
 from batchgen.errors import BatchgenError, ConfigError, ExitCode, InputError, exit_code_for
 from batchgen.gemini.request import RequestTemplate
 from batchgen.input.prompts import PromptBuilder
@@ -107,13 +108,15 @@ class RunOptions:
 
 @dataclass(frozen=True, slots=True)
 class LiveRun:
-    """A run under way: what a display shows (counters, limiter, spend), and the handle that stops it."""
+    """A run under way: what a display shows (counters, limiter, spend, what rows wait on), and the handle
+    that stops it."""
 
     run_id: str
     stats: RunStats
     limiter: RateLimiter
     budget: Budget | None
     _runner: Runner
+    note: Callable[[], str | None] | None = None
 
     def stop(self, reason: BatchgenError | None = None) -> None:
         """Take no new rows; rows in flight get the job's grace period. Safe to call more than once."""
@@ -208,7 +211,7 @@ async def execute(
         limiter = _limiter(job)
         async with GeminiClient(endpoint(job), key, connections=job.limits.concurrency) as client:
             runner = _runner(job, client, limiter, stats, budget)
-            on_start(LiveRun(options.run_id, stats, limiter, budget, runner))
+            on_start(LiveRun(options.run_id, stats, limiter, budget, runner, _flex_note(job)))
             prompts = _limited(source.prompts(skip=done.final, duplicates=duplicates), options.limit)
             run = _Recorded(job, options.run_id, runner)
             failed = await run.drive(prompts, layout, compact=done.rows > 0)
@@ -290,6 +293,14 @@ class _Recorded:
             stopped_by=None if stopped_by is None else f"{type(stopped_by).__name__}: {stopped_by}",
         )
         record_run(self._job.output.path, _job_record(self._job), run)
+
+
+def _flex_note(job: Job) -> Callable[[], str | None] | None:
+    """What a display says while Flex calls are out: that minutes without an answer are normal."""
+    if job.service_tier != "flex":
+        return None
+    text = f"Flex tier: each answer can take minutes (timeout {duration(job.timeout_s)})"
+    return lambda: text
 
 
 def _limiter(job: Job) -> RateLimiter:

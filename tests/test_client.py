@@ -114,3 +114,18 @@ def test_repr_never_shows_the_key() -> None:
     client = GeminiClient(Endpoint(base_url="http://x", model="m"), ApiKey(KEY))
     assert KEY not in repr(client)
     assert KEY not in repr(ApiKey(KEY)) and KEY not in str(ApiKey(KEY))
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("stream", [False, True], ids=["unary", "stream"])
+@pytest.mark.parametrize("tier", ["flex", "standard"])
+async def test_the_tier_named_in_the_answer_header_lands_in_usage_metadata(
+    server: FakeServer, stream: bool, tier: str
+) -> None:
+    """The `x-gemini-service-tier` header becomes usageMetadata.serviceTier when the body lacks it: the one
+    place a row's served tier is read from."""
+    settings = {"base_url": server.url, "model": "gemini-2.5-flash", "stream": stream}
+    async with GeminiClient(Endpoint(**settings), ApiKey(KEY)) as client:  # type: ignore[arg-type]
+        answer = await client(body("hello", serviceTier=tier))
+    assert isinstance(answer, dict)
+    assert answer["usageMetadata"]["serviceTier"] == tier

@@ -180,6 +180,18 @@ def test_the_live_panel_shows_the_same_figures() -> None:
     assert "ok 48" in output and "failed 2" in output and "$0.012300 so far" in output
 
 
+def test_what_slow_rows_wait_on_is_shown_in_the_line_the_fields_and_the_panel() -> None:
+    """A carrier whose rows take minutes (Batch API jobs, Flex calls) says so, so a quiet run reads as normal."""
+    notes = iter(["batch: 2 jobs running", "batch: 1 job running"])
+    run = Progress(Watch(RunStats(total_rows=10), LimiterState, note=lambda: next(notes)), clock=Clock())
+    assert progress.line(run.read()).endswith("| batch: 2 jobs running")
+    reading = run.read()
+    assert progress.line_fields(reading)["note"] == "batch: 1 job running"
+    console = Console(file=io.StringIO(), width=120, color_system=None, force_terminal=False)
+    console.print(progress.panel(reading))
+    assert "waiting on  batch: 1 job running" in console.file.getvalue()  # type: ignore[attr-defined]
+
+
 @pytest.mark.anyio
 async def test_the_live_display_redraws_until_cancelled_and_keeps_the_last_figures() -> None:
     clock = Clock()

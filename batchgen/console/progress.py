@@ -2,8 +2,9 @@
 
 Both read the same `Reading`: rows done of the rows to send (with an ETA), rows/s and tokens/s in and out over
 the last half minute, the limiter's state (pacing for RPM or TPM, backing off after a 429), counts by status,
-rows in flight and the running cost. A reading is taken from the run's live counters (`stats.RunStats`), the
-limiter's snapshot and the budget's spend; nothing here touches the run itself.
+rows in flight and the running cost, and what the carrier has to say when rows take long (Batch API jobs and
+their states; Flex calls that take minutes). A reading is taken from the run's live counters (`stats.RunStats`),
+the limiter's snapshot, the budget's spend and the carrier's note; nothing here touches the run itself.
 """
 
 from __future__ import annotations
@@ -64,6 +65,7 @@ class Watch:
     stats: RunStats
     limiter: Callable[[], RateState]
     spent_usd: Callable[[], float] | None = None
+    note: Callable[[], str | None] | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -81,6 +83,7 @@ class Reading:
     output_tokens_per_s: float
     limiter: RateState
     cost_usd: float | None
+    note: str | None = None
 
     @property
     def eta_s(self) -> float | None:
@@ -145,6 +148,7 @@ class Progress:
         stats = self._watch.stats
         rows, tokens_in, tokens_out = self._window.rates(self._sample(now))
         spent = self._watch.spent_usd
+        note = self._watch.note
         return Reading(
             elapsed_s=now - self._started,
             done=stats.done,
@@ -157,6 +161,7 @@ class Progress:
             output_tokens_per_s=tokens_out,
             limiter=self._watch.limiter(),
             cost_usd=None if spent is None else spent(),
+            note=None if note is None else note(),
         )
 
     def _sample(self, at: float) -> _Sample:
@@ -195,11 +200,12 @@ def line(reading: Reading) -> str:
     """The one-line form, for a log without a terminal."""
     eta = reading.eta_s
     cost = "" if reading.cost_usd is None else f" | ${reading.cost_usd:,.6f}"
+    note = "" if reading.note is None else f" | {reading.note}"
     return (
         f"progress: {_rows_text(reading)}, ETA {'?' if eta is None else duration(eta)} | "
         f"{reading.rows_per_s:,.1f} rows/s, tokens/s in {reading.input_tokens_per_s:,.0f} "
         f"out {reading.output_tokens_per_s:,.0f} | limiter: {_limiter_text(reading.limiter)} | "
-        f"{counts_text(reading.counts)} | {reading.in_flight:,} in flight{cost}"
+        f"{counts_text(reading.counts)} | {reading.in_flight:,} in flight{cost}{note}"
     )
 
 
@@ -229,6 +235,7 @@ def line_fields(reading: Reading) -> dict[str, Any]:
             "rate_limited": limiter.rate_limited,
         },
         "cost_usd": None if reading.cost_usd is None else round(reading.cost_usd, 9),
+        "note": reading.note,
     }
 
 
@@ -262,6 +269,8 @@ def panel(reading: Reading) -> RenderableType:
     body.add_row("rows", statuses if reading.counts else Text("none yet", style="dim"))
     if reading.cost_usd is not None:
         body.add_row("cost", f"${reading.cost_usd:,.6f} so far")
+    if reading.note is not None:
+        body.add_row("waiting on", reading.note)
     return Group(head, body)
 
 

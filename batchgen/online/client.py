@@ -21,6 +21,9 @@ from batchgen.gemini.stream import SseDecoder, merge_stream
 from batchgen.secret import ApiKey
 
 Auth = Literal["x-goog-api-key", "bearer"]
+# The live API names the tier that served a call in this header of its 200 answers (recorded in vercel/ai
+# fixture google-threshold-live.json, beside usageMetadata.serviceTier with the same value).
+SERVICE_TIER_HEADER = "x-gemini-service-tier"
 
 
 @dataclass(frozen=True, slots=True)
@@ -90,7 +93,7 @@ class GeminiClient:
                     payload = await response.read()
                     raise error_from_response(response.status, payload, response.headers.get("Retry-After"))
                 result: Mapping[str, Any] = await read(response)
-                return result
+                return _with_served_tier(result, response.headers.get(SERVICE_TIER_HEADER))
         except ApiError as exc:
             raise self._redacted(exc) from None
         except TimeoutError as exc:
@@ -104,6 +107,15 @@ class GeminiClient:
         if clean != text:
             exc.args = (clean,)
         return exc
+
+
+def _with_served_tier(result: Mapping[str, Any], tier: str | None) -> Mapping[str, Any]:
+    """The response with the header's tier in `usageMetadata.serviceTier` when the body does not say it, so that
+    one field carries the tier a row was served at, whichever way the API reported it."""
+    usage = result.get("usageMetadata") if tier else None
+    if isinstance(usage, dict) and "serviceTier" not in usage:
+        usage["serviceTier"] = tier
+    return result
 
 
 def _auth_header(auth: Auth, key: ApiKey) -> dict[str, str]:
