@@ -5,6 +5,7 @@
     stream     `streamGenerateContent?alt=sse`: SSE decoding, events folded into one response
     errors     google.rpc error bodies mapped to `batchgen.errors`
     thinking   `thinkingConfig` checked against the model family
+    batch      the Batch API: JSONL input lines, job operations, results lines
 
 Field names and shapes follow the v1beta REST API (shared/reference/gemini-api.md); the local server
 (`batchgen.fakeserver`) implements the same format independently.
