@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from batchgen.input.ids import IdHashes, IdSet
+from batchgen.input.ids import IdHashes, IdIndex, IdSet
 
 
 def test_no_repeats_among_distinct_ids() -> None:
@@ -51,3 +51,13 @@ def test_ids_sharing_a_first_hash_are_told_apart_by_the_second(monkeypatch: pyte
     ids = IdSet([["a", "b"]])
     assert "a" in ids and "b" in ids
     assert "c" not in ids
+
+
+def test_an_id_index_finds_each_ids_number_and_nothing_else() -> None:
+    """Where each key's line starts in a results file: looked up by id, the first entry of an id added twice."""
+    pairs = [(f"k{i}", i * 100) for i in range(5000)] + [("k7", 999_999)]
+    index = IdIndex(pairs)
+    assert len(index) == 5001
+    assert [index.get(f"k{i}") for i in (0, 7, 4999)] == [0, 700, 499_900]
+    assert index.get("k5000") is None and index.get("") is None
+    assert IdIndex().get("k1") is None

@@ -6,7 +6,8 @@ packed arrays and sorts them with Arrow; the few ids behind a repeated hash are 
 the caller, so a hash collision costs a second look, never a wrong answer.
 
 A resumed run must skip the ids already done: `IdSet` answers `in` for them in 16 bytes per id, a fraction of
-what a frozenset of the strings holds (docs/performance.md has the figures).
+what a frozenset of the strings holds (docs/performance.md has the figures). `IdIndex` maps ids to numbers
+the same way (24 bytes per id): where each key's line starts in a batch job's results file.
 """
 
 from __future__ import annotations
@@ -108,6 +109,40 @@ class IdSet:
                 return True
             position += 1
         return False
+
+
+class IdIndex:
+    """Ids mapped to whole numbers, each entry two 64-bit hashes and the number (24 bytes), sorted by the first
+    hash; `get` by binary search. An id matches an entry only when both hashes do (see `IdSet`)."""
+
+    def __init__(self, pairs: Iterable[tuple[str, int]] = ()) -> None:
+        first, second, values = array("q"), array("q"), array("q")
+        for value, number in pairs:
+            first.append(hash(value))
+            second.append(hash(_SALT + value))
+            values.append(number)
+        self._first: Sequence[int]
+        self._second: Sequence[int]
+        self._values: Sequence[int]
+        self._first, self._second, self._values = _sorted_by(first, first, second, values)
+
+    def __len__(self) -> int:
+        return len(self._first)
+
+    def __repr__(self) -> str:
+        return f"IdIndex({len(self)} ids)"
+
+    def get(self, value: str) -> int | None:
+        """The number of `value` (of its first entry, when it was added twice); None when it has none."""
+        first = self._first
+        key = hash(value)
+        position = bisect_left(first, key)
+        check = hash(_SALT + value)
+        while position < len(first) and first[position] == key:
+            if self._second[position] == check:
+                return self._values[position]
+            position += 1
+        return None
 
 
 def _sorted_by(keys: array[int], *columns: array[int]) -> Iterator[Sequence[int]]:

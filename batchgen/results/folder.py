@@ -5,6 +5,7 @@
     _manifest.json                   the job's identity and one record per run
     .batchgen.lock                   held (flock) by the run writing the folder
     .<name>.tmp                      a part or manifest being written; removed by the next run
+    _batch/                          batch mode's jobs and their files (`results.batches`)
 
 Every write goes to a hidden temporary name, is fsynced, then renamed into place, so a reader (or a rerun
 after SIGKILL) never sees half a file. Readers skip names starting with `_` or `.`.
@@ -66,12 +67,28 @@ def write_part(folder: Path, name: str, table: pa.Table) -> None:
     temporary = folder / f".{name}.tmp"
     try:
         pq.write_table(table, temporary, compression="zstd")
-        _fsync(temporary)
-        os.replace(temporary, folder / name)
-        _fsync(folder)
+        place(temporary, folder / name)
     except OSError as exc:
         temporary.unlink(missing_ok=True)
         raise OutputError(f"cannot write part {name}: {exc.strerror or exc}", path=str(folder)) from exc
+
+
+def write_whole(path: Path, data: bytes) -> None:
+    """Write `data` to `path` so that the file appears whole or not at all (raises OSError)."""
+    temporary = path.with_name(f".{path.name}.tmp")
+    try:
+        temporary.write_bytes(data)
+        place(temporary, path)
+    except OSError:
+        temporary.unlink(missing_ok=True)
+        raise
+
+
+def place(temporary: Path, final: Path) -> None:
+    """Move a finished temporary file to its final name durably: its bytes, then the rename (raises OSError)."""
+    _fsync(temporary)
+    os.replace(temporary, final)
+    _fsync(final.parent)
 
 
 @contextmanager
@@ -100,7 +117,7 @@ def claim(folder: Path) -> Iterator[None]:
         handle.truncate(0)
         handle.write(str(os.getpid()))
         handle.flush()
-        for stale in folder.glob(".*.tmp"):
+        for stale in (*folder.glob(".*.tmp"), *folder.glob("_*/.*.tmp")):
             stale.unlink(missing_ok=True)
         yield
 
@@ -212,12 +229,8 @@ def _with_exit_code(run: RunRecord, code: int) -> RunRecord:
 
 def _save(folder: Path, manifest: Manifest) -> None:
     document = {"format": _FORMAT, "job": dict(manifest.job), "runs": [asdict(run) for run in manifest.runs]}
-    temporary = folder / f".{MANIFEST}.tmp"
     try:
-        temporary.write_bytes(orjson.dumps(document, option=orjson.OPT_INDENT_2))
-        _fsync(temporary)
-        os.replace(temporary, folder / MANIFEST)
-        _fsync(folder)
+        write_whole(folder / MANIFEST, orjson.dumps(document, option=orjson.OPT_INDENT_2))
     except OSError as exc:
         raise OutputError(f"cannot write the manifest: {exc.strerror or exc}", path=str(folder)) from exc
 
