@@ -20,6 +20,7 @@ LAYERS: dict[str, int] = {
     "results": 4,
     "job": 5,
     "online": 6,
+    "batch": 6,
     "console": 6,
     "report": 7,
     "pipeline": 8,
