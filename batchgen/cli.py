@@ -142,6 +142,16 @@ def _job_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--rpd", type=int, metavar="N", help="requests per day")
     parser.add_argument("--max-cost", type=float, metavar="USD", help="cost cap of one run ([limits] max_cost_usd)")
     parser.add_argument("--prices", type=Path, metavar="FILE", help="TOML overriding the shipped price table")
+    parser.add_argument(
+        "--mode",
+        choices=("online", "batch"),
+        help="send rows one call each (online) or as Batch API jobs at half price (batch); overrides the job's mode",
+    )
+    parser.add_argument(
+        "--batch-deadline",
+        metavar="DURATION",
+        help="batch mode: rows of a job not answered this long after it started (6h, 90m) go online",
+    )
 
 
 def _display_arguments(parser: argparse.ArgumentParser) -> None:
@@ -174,7 +184,7 @@ def _local_server_argument(parser: argparse.ArgumentParser) -> None:
 
 def flag_overrides(args: argparse.Namespace) -> dict[str, Any]:
     """The job keys the command line's flags replace (paths relative to the working folder, as given)."""
-    top = {k: v for k, v in (("base_url", args.base_url), ("model", args.model)) if v is not None}
+    top = {k: v for k, v in (("base_url", args.base_url), ("model", args.model), ("mode", args.mode)) if v is not None}
     limits = {
         key: value
         for key, value in (
@@ -190,6 +200,7 @@ def flag_overrides(args: argparse.Namespace) -> dict[str, Any]:
         "input": {"path": args.input} if args.input else {},
         "output": {"path": args.output} if args.output else {},
         "limits": limits,
+        "batch": {"deadline": args.batch_deadline} if args.batch_deadline else {},
     }
     return top | {name: entries for name, entries in sections.items() if entries}
 

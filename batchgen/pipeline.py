@@ -13,28 +13,32 @@ import gc
 import secrets
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
-from contextlib import contextmanager
+from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, Protocol, TypeVar
 
 import anyio
 
+from batchgen.batch.carrier import BatchCarrier, BatchPolicy
+from batchgen.batch.client import BatchClient
+from batchgen.batch.collect import Rules
 from batchgen.console.format import duration
 from batchgen.errors import BatchgenError, ConfigError, ExitCode, InputError, exit_code_for
 from batchgen.gemini.request import RequestTemplate
 from batchgen.input.prompts import PromptBuilder
 from batchgen.input.reader import BATCH_ROWS, InputSource
-from batchgen.job import Job
+from batchgen.job import TIMEOUT_S, Job
 from batchgen.online.client import Endpoint, GeminiClient
 from batchgen.online.limiter.rate import LimiterSnapshot, Limits, RateLimiter
 from batchgen.online.retry import Retrier, RetryPolicy
-from batchgen.online.runner import Runner, RunPolicy
+from batchgen.online.runner import Judge, Runner, RunPolicy
 from batchgen.records import Prompt, RunStats
 from batchgen.report.budget import Budget, budget_for
 from batchgen.report.pricing import PriceTable
 from batchgen.results import resume
+from batchgen.results.batches import read_batches
 from batchgen.results.folder import RunRecord, claim, record_run, utc_iso
 from batchgen.results.sink import ParquetSink
 from batchgen.results.table import Layout
@@ -115,7 +119,7 @@ class LiveRun:
     stats: RunStats
     limiter: RateLimiter
     budget: Budget | None
-    _runner: Runner
+    _runner: Carrier
     note: Callable[[], str | None] | None = None
 
     def stop(self, reason: BatchgenError | None = None) -> None:
@@ -138,6 +142,8 @@ class RunSummary:
     failed_fraction: float = 0.0
     # The rate limiter as the run left it.
     limiter: LimiterSnapshot | None = None
+    # Batch mode: the folder's batch jobs still running at Google when the run ended (a rerun collects them).
+    live_batch_jobs: int = 0
 
     @property
     def cost_usd(self) -> float | None:
@@ -209,29 +215,116 @@ async def execute(
             skipped_rows=len(done.final),
         )
         limiter = _limiter(job)
-        async with GeminiClient(endpoint(job), key, connections=job.limits.concurrency) as client:
-            runner = _runner(job, client, limiter, stats, budget)
-            on_start(LiveRun(options.run_id, stats, limiter, budget, runner, _flex_note(job)))
+        async with (
+            GeminiClient(endpoint(job), key, connections=job.limits.concurrency) as client,
+            _carrier(
+                job, key, _Online(job, client, limiter, stats, budget), source.prompts, duplicates, done
+            ) as carrier,
+        ):
+            on_start(LiveRun(options.run_id, stats, limiter, budget, carrier, _note(job, carrier)))
             prompts = _limited(source.prompts(skip=done.final, duplicates=duplicates), options.limit)
-            run = _Recorded(job, options.run_id, runner)
+            run = _Recorded(job, options.run_id, carrier)
             failed = await run.drive(prompts, layout, compact=done.rows > 0)
     return RunSummary(
         run_id=options.run_id,
         output=folder,
         stats=stats,
         exit_code=run.exit_code(failed),
-        stopped_by=runner.stopped_by,
+        stopped_by=carrier.stopped_by,
         budget=budget,
         failed_fraction=failed,
         limiter=limiter.snapshot(),
+        live_batch_jobs=len(carrier.live_jobs) if isinstance(carrier, BatchCarrier) else 0,
     )
+
+
+class Carrier(Protocol):
+    """What carries a run's rows (the online `Runner`, the `BatchCarrier`): run them into a sink, stop."""
+
+    stats: RunStats
+    stopped_by: BatchgenError | None
+
+    async def run(self, prompts: AsyncIterator[Prompt], sink: ParquetSink, /) -> RunStats: ...
+
+    def stop(self, reason: BatchgenError | None = None) -> None: ...
+
+
+@asynccontextmanager
+async def _carrier(
+    job: Job,
+    key: ApiKey,
+    online: _Online,
+    prompts: Callable[..., AsyncIterator[Prompt]],
+    duplicates: frozenset[str],
+    done: resume.Done,
+) -> AsyncIterator[Carrier]:
+    """The job's carrier: the online runner, or (mode = "batch") the Batch API carrier, its client open."""
+    folder = job.output.path
+    if job.mode == "online":
+        await anyio.to_thread.run_sync(_no_live_batch_jobs, folder)
+        yield online.runner()
+        return
+    retry = Retrier(RetryPolicy(max_attempts=job.limits.max_attempts))
+    timeout = job.limits.timeout_s or TIMEOUT_S
+    async with BatchClient(job.base_url, job.model, key, retry=retry, auth=job.auth, timeout_s=timeout) as jobs:
+        yield BatchCarrier(
+            jobs,
+            folder=folder,
+            origin={"base_url": job.base_url, "auth": job.auth, "api_key_env": job.api_key_env, "model": job.model},
+            templates=online.batch_templates(),
+            online_templates=online.fallback_templates(),
+            judge=online.judge(),
+            policy=_batch_policy(job),
+            rows=lambda skip: prompts(skip=skip, duplicates=duplicates),
+            final=done.final,
+            make_runner=online.runner,
+            stats=online.stats,
+            admission=online.budget,
+        )
+
+
+def _no_live_batch_jobs(folder: Path) -> None:
+    batches = read_batches(folder)
+    live = () if batches is None else batches.live
+    if live:
+        raise ConfigError(
+            f"{folder} has {len(live)} batch job(s) still under way: rerun with --mode batch to collect them, or "
+            f"`batchgen cancel {folder}` to give them up (their rows are then sent again)"
+        )
+
+
+def _batch_policy(job: Job) -> BatchPolicy:
+    limits, batch = job.limits, job.batch
+    rules = Rules(
+        max_reasks=limits.max_reasks if job.json_mode else 0,
+        max_resubmits=batch.max_resubmits,
+        reasks_online=batch.reasks == "online",
+    )
+    return BatchPolicy(
+        rules=rules,
+        max_file_bytes=int(batch.max_file_mb * 1024 * 1024),
+        max_jobs=batch.max_jobs,
+        poll_s=batch.poll_s,
+        deadline_s=batch.deadline_s,
+        max_attempts=limits.max_attempts,
+    )
+
+
+def _note(job: Job, carrier: Carrier) -> Callable[[], str | None] | None:
+    """What a display says while rows take long: batch jobs and their states; Flex calls that take minutes."""
+    if isinstance(carrier, BatchCarrier):
+        return carrier.note
+    if job.service_tier != "flex":
+        return None
+    text = f"Flex tier: each answer can take minutes (timeout {duration(job.timeout_s)})"
+    return lambda: text
 
 
 class _Recorded:
     """A run driven into the results folder and recorded in its manifest, before the first request and after
     the last (also when cancelled outright, so the manifest says how the run ended)."""
 
-    def __init__(self, job: Job, run_id: str, runner: Runner) -> None:
+    def __init__(self, job: Job, run_id: str, runner: Carrier) -> None:
         self._job = job
         self._run_id = run_id
         self._runner = runner
@@ -295,14 +388,6 @@ class _Recorded:
         record_run(self._job.output.path, _job_record(self._job), run)
 
 
-def _flex_note(job: Job) -> Callable[[], str | None] | None:
-    """What a display says while Flex calls are out: that minutes without an answer are normal."""
-    if job.service_tier != "flex":
-        return None
-    text = f"Flex tier: each answer can take minutes (timeout {duration(job.timeout_s)})"
-    return lambda: text
-
-
 def _limiter(job: Job) -> RateLimiter:
     """The limiter for a job: its quotas, and the window its server counts them over."""
     limits = job.limits
@@ -316,27 +401,55 @@ def _limiter(job: Job) -> RateLimiter:
     )
 
 
-def _runner(job: Job, client: GeminiClient, limiter: RateLimiter, stats: RunStats, budget: Budget | None) -> Runner:
-    limits = job.limits
-    schema = job.schema_
-    json_mode = job.json_mode
-    return Runner(
-        client,
-        template=RequestTemplate(job.request),
-        limiter=limiter,
-        retrier=Retrier(RetryPolicy(max_attempts=limits.max_attempts)),
-        judge=lambda reply: judge(reply, json_mode=json_mode, validator=schema),
-        policy=RunPolicy(
-            concurrency=limits.concurrency,
-            max_reasks=limits.max_reasks if json_mode else 0,
-            reask_max_output_tokens=limits.reask_max_output_tokens,
-            max_prompt_tokens=limits.max_prompt_tokens,
-            grace_s=limits.grace_s,
-        ),
-        count_tokens=client.count_tokens if limits.token_estimate == "count" else None,
-        admission=budget,
-        stats=stats,
-    )
+@dataclass(frozen=True, slots=True)
+class _Online:
+    """The online carrier's parts for a job: runners over one client, limiter, counters and budget, with the
+    job's request (or another template, as the batch carrier asks for rows it sends online)."""
+
+    job: Job
+    client: GeminiClient
+    limiter: RateLimiter
+    stats: RunStats
+    budget: Budget | None
+
+    def judge(self) -> Judge:
+        schema, json_mode = self.job.schema_, self.job.json_mode
+        return lambda reply: judge(reply, json_mode=json_mode, validator=schema)
+
+    def runner(self, template: RequestTemplate | None = None, max_reasks: int | None = None) -> Runner:
+        job, limits = self.job, self.job.limits
+        return Runner(
+            self.client,
+            template=RequestTemplate(job.request) if template is None else template,
+            limiter=self.limiter,
+            retrier=Retrier(RetryPolicy(max_attempts=limits.max_attempts)),
+            judge=self.judge(),
+            policy=RunPolicy(
+                concurrency=limits.concurrency,
+                max_reasks=(limits.max_reasks if job.json_mode else 0) if max_reasks is None else max_reasks,
+                reask_max_output_tokens=limits.reask_max_output_tokens,
+                max_prompt_tokens=limits.max_prompt_tokens,
+                grace_s=limits.grace_s,
+            ),
+            count_tokens=self.client.count_tokens if limits.token_estimate == "count" else None,
+            admission=self.budget,
+            stats=self.stats,
+        )
+
+    def batch_templates(self) -> dict[str, RequestTemplate]:
+        """Batch lines' requests: the job's (no serviceTier: the Batch API is a tier of its own), and the one
+        re-asks after truncation use."""
+        return self._templates(RequestTemplate(self.job.request).with_service_tier("standard"))
+
+    def fallback_templates(self) -> dict[str, RequestTemplate]:
+        """Requests of rows a batch job sends online: the job's, at Flex when `[batch] fallback = "flex"`."""
+        template = RequestTemplate(self.job.request)
+        flex = self.job.batch.fallback == "flex"
+        return self._templates(template.with_service_tier("flex") if flex else template)
+
+    def _templates(self, base: RequestTemplate) -> dict[str, RequestTemplate]:
+        tokens = self.job.limits.reask_max_output_tokens
+        return {"base": base, "reask": base.with_generation_config(maxOutputTokens=tokens) if tokens else base}
 
 
 async def _limited(prompts: AsyncIterator[Prompt], limit: int | None) -> AsyncIterator[Prompt]:

@@ -16,6 +16,7 @@ from batchgen.results.batches import (
     Spool,
     Submission,
     batch_dir,
+    job_id,
     read_batches,
     read_rows,
     requests_path,
@@ -35,10 +36,10 @@ def test_a_folder_without_batch_jobs_has_no_record(tmp_path: Path) -> None:
 def test_the_record_reads_back_as_saved(tmp_path: Path) -> None:
     """Every field survives; fields at their defaults are left out of the file, so it reads at a glance."""
     batches = Batches.new(ORIGIN)
-    first = Submission(batches.next_id(), "spooled", rows=3, size=120)
+    first = Submission(job_id(1), "spooled", rows=3, size=120)
     batches = batches.updated(first)
     running = first.to("running", file="files/in1", job="batches/j1", created_at=1.5, state="RUNNING")
-    second = Submission(batches.next_id(), "ended", 0, 0, "reask", outcome="lost", note="INTERNAL: boom")
+    second = Submission(job_id(2), "ended", 0, 0, "reask", outcome="lost", note="INTERNAL: boom")
     batches = batches.updated(running, second)
     save_batches(tmp_path, batches)
     assert read_batches(tmp_path) == batches

@@ -85,10 +85,13 @@ class BatchClient:
     # --- the Batch API ---------------------------------------------------------------------------------------
 
     async def create(self, display_name: str, input_file: str) -> Operation:
-        """Create a batch job over an uploaded input file; its operation (PENDING)."""
+        """Create a batch job over an uploaded input file; its operation (PENDING).
+
+        One attempt, never retried here: after an answer lost on the way back a retry would make a second job.
+        The caller looks the job up by its display name (`find`) before creating it again.
+        """
         url = f"{self._root}/v1beta/models/{self._model}:batchGenerateContent"
-        body = create_body(display_name, input_file)
-        return parse_operation(await self._call("POST", url, body))
+        return parse_operation(await self._once("POST", url, create_body(display_name, input_file)))
 
     async def get(self, name: str) -> Operation:
         """A job's operation as it stands (`name` is `batches/...`)."""

@@ -10,7 +10,6 @@ the output is unusable and re-asks are left -> one `Result`, handed to the sink 
 
 from __future__ import annotations
 
-import logging
 import time
 from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
@@ -32,8 +31,6 @@ from batchgen.records import Admission, Generate, Limiter, Prompt, Result, RunSt
 from batchgen.results import rows
 from batchgen.results.rows import Tally
 from batchgen.results.verdict import REASKABLE, Verdict
-
-log = logging.getLogger(__name__)
 
 Judge = Callable[[Reply], Verdict]
 CountTokens = Callable[[bytes], Awaitable[int]]
@@ -187,7 +184,7 @@ class Runner:
         if self._admission is not None:
             self._admission.charge(result)
         if result.status is not Status.OK:
-            _log_problem(result)
+            rows.log_problem(result)
 
     async def _process(self, prompt: Prompt) -> tuple[Result, ApiError | None]:
         """One row from prompt to final result; the error is the API error that ended it, if any."""
@@ -286,26 +283,6 @@ class _Exhausted(Exception):
     def __init__(self, error: ApiError) -> None:
         super().__init__(str(error))
         self.error = error
-
-
-def _log_problem(result: Result) -> None:
-    http = f" (HTTP {result.http_status})" if result.http_status is not None else ""
-    log.warning(
-        "row %s %s%s: %s",
-        result.id,
-        result.status.value,
-        http,
-        result.error,
-        extra={
-            "event": "row_error",
-            "id": result.id,
-            "status": result.status.value,
-            "http_status": result.http_status,
-            "error": result.error,
-            "attempts": result.attempts,
-            "reasks": result.reasks,
-        },
-    )
 
 
 def _first_leaf(group: BaseExceptionGroup[BatchgenError]) -> BatchgenError:

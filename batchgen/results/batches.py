@@ -103,9 +103,6 @@ class Batches:
     def live(self) -> tuple[Submission, ...]:
         return tuple(job for job in self.jobs if job.live)
 
-    def next_id(self) -> str:
-        return f"s{len(self.jobs) + 1:05d}"
-
     def get(self, job_id: str) -> Submission:
         return next(job for job in self.jobs if job.id == job_id)
 
@@ -114,6 +111,11 @@ class Batches:
         by_id = {job.id: job for job in changed}
         kept = tuple(by_id.pop(job.id, job) for job in self.jobs)
         return replace(self, jobs=kept + tuple(by_id.values()))
+
+
+def job_id(number: int) -> str:
+    """The id of the folder's `number`-th batch job (1-based): s00001, s00002..."""
+    return f"s{number:05d}"
 
 
 def batch_dir(folder: Path) -> Path:

@@ -8,12 +8,15 @@ place, a row reads the same whichever way it travelled.
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass, field
 
 from batchgen.errors import ApiError
 from batchgen.gemini.response import Reply
 from batchgen.records import Prompt, Result, Status, Usage
 from batchgen.results.verdict import Verdict
+
+log = logging.getLogger("batchgen.rows")
 
 
 @dataclass(slots=True)
@@ -99,3 +102,24 @@ def describe(error: ApiError, attempts: int) -> str:
     """An API error as a row's `error`: its kind, how many attempts it took, and what the API said."""
     tries = f" after {attempts} attempt(s)" if attempts > 1 else ""
     return f"{type(error).__name__}{tries}: {error}"
+
+
+def log_problem(result: Result) -> None:
+    """A warning for a row that did not end `ok`, with its figures as event fields."""
+    http = f" (HTTP {result.http_status})" if result.http_status is not None else ""
+    log.warning(
+        "row %s %s%s: %s",
+        result.id,
+        result.status.value,
+        http,
+        result.error,
+        extra={
+            "event": "row_error",
+            "id": result.id,
+            "status": result.status.value,
+            "http_status": result.http_status,
+            "error": result.error,
+            "attempts": result.attempts,
+            "reasks": result.reasks,
+        },
+    )

@@ -1,0 +1,638 @@
+"""Batch mode's carrier: a run's rows spooled into Batch API jobs, each job followed to its end, its results
+written into the results folder; the jobs a stopped or killed run left behind re-attached, never resubmitted.
+
+    attach    the folder's live jobs (`results.batches`) are taken up in the phase each was left in; their
+              ids are skipped when new rows are read
+    spool     new rows become input lines (the online request bodies), a job per `max_file_bytes`
+    follow    upload -> create (a job whose create may have reached the API is looked up by its display
+              name first) -> polled (after 1 s, then at doubling intervals up to `poll_s`) -> cancelled at
+              the deadline -> its results file downloaded
+    collect   ended jobs' rows joined by key with the input (`collect`): written, resubmitted in follow-up
+              jobs, or sent online (`online.OnlineLanes`); one pass over the input for every job ready
+
+Each step saves the job's new phase before the next one starts, so a run killed anywhere resumes where it was:
+nothing submitted twice, no job forgotten. Stopping (Ctrl-C) leaves the jobs running at Google; rows already
+online get the runner's grace period. Implements the run interface `pipeline` drives (run, stop, stats,
+stopped_by), like the online runner.
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+import time
+from collections import Counter
+from collections.abc import AsyncIterator, Awaitable, Callable, Container, Iterator, Mapping
+from dataclasses import dataclass, replace
+from datetime import datetime
+from pathlib import Path
+from typing import Any, Protocol
+
+import anyio
+import anyio.abc
+
+from batchgen.batch.collect import Elsewhere, Judge, Online, Plan, Resubmit, Rules, Write, dispose
+from batchgen.batch.online import MakeRunner, OnlineLanes
+from batchgen.errors import ApiError, BatchgenError, FatalApiError, OutputError, RateLimited, RequestRejected
+from batchgen.gemini.batch import SUCCEEDED, Operation, request_line
+from batchgen.gemini.request import RequestTemplate
+from batchgen.input.ids import IdSet
+from batchgen.records import Admission, Prompt, Result, RunStats, Sink, Status
+from batchgen.results import rows
+from batchgen.results.batches import (
+    Batches,
+    Carried,
+    Spool,
+    Submission,
+    batch_dir,
+    job_id,
+    read_batches,
+    read_rows,
+    remove,
+    requests_path,
+    results_path,
+    rows_path,
+    save_batches,
+)
+from batchgen.results.folder import place
+
+log = logging.getLogger(__name__)
+Rows = Callable[[Container[str]], AsyncIterator[Prompt]]
+"""The input's prompts, in order, but for the ids in the container given (a pass over the input)."""
+# Polls of a job that SUCCEEDED without naming its results file yet (a live quirk) before it counts as lost.
+_OUTPUT_LAG_POLLS = 10
+_FIRST_POLL_S = 1.0
+
+
+class Jobs(Protocol):
+    """The Files and Batch API calls the carrier makes (`batch.client.BatchClient`)."""
+
+    async def upload(self, path: Path, display_name: str) -> str: ...
+    async def create(self, display_name: str, input_file: str) -> Operation: ...
+    async def get(self, name: str) -> Operation: ...
+    async def find(self, display_name: str) -> Operation | None: ...
+    async def cancel(self, name: str) -> None: ...
+    async def download(self, file: str, destination: Path) -> int: ...
+    async def delete_file(self, file: str) -> None: ...
+
+
+class DurableSink(Sink, Protocol):
+    """A sink that can be told to make what it holds durable (a job is marked collected only after that)."""
+
+    async def flush(self) -> None: ...
+
+
+@dataclass(frozen=True, slots=True)
+class BatchPolicy:
+    """How jobs are made and followed, and what a row may get (`rules`)."""
+
+    rules: Rules
+    max_file_bytes: int
+    max_jobs: int = 100
+    poll_s: float = 30.0
+    deadline_s: float | None = None
+    # Create calls that fail (and the job was not made) before the run stops with the error.
+    max_attempts: int = 6
+
+
+class BatchCarrier:
+    """Runs prompts through Batch API jobs into a sink; see the module docstring."""
+
+    def __init__(
+        self,
+        jobs: Jobs,
+        *,
+        folder: Path,
+        origin: Mapping[str, Any],
+        templates: Mapping[str, RequestTemplate],
+        online_templates: Mapping[str, RequestTemplate],
+        judge: Judge,
+        policy: BatchPolicy,
+        rows: Rows,
+        final: Container[str],
+        make_runner: MakeRunner,
+        stats: RunStats,
+        admission: Admission | None = None,
+        clock: Callable[[], float] = time.time,
+        sleep: Callable[[float], Awaitable[None]] = anyio.sleep,
+    ) -> None:
+        self._jobs = jobs
+        self._folder = folder
+        self._origin = dict(origin)
+        self._templates = templates
+        self._online_templates = online_templates
+        self._judge = judge
+        self._policy = policy
+        self._rows = rows
+        self._final = final
+        self._make_runner = make_runner
+        self._admission = admission
+        self._clock = clock
+        self._sleep = sleep
+        self.stats = stats
+        self.stopped_by: BatchgenError | None = None
+        self._batches = Batches.new(origin)
+        self._numbers: Iterator[int] = itertools.count(1)
+        self._in_jobs = IdSet()
+        self._slots = _Slots(policy.max_jobs)
+        self._save_lock = anyio.Lock()
+        self._ready: list[str] = []
+        self._spooling = True
+        self._wake = anyio.Event()
+        self._online_left: Counter[str] = Counter()
+        self._scope = anyio.CancelScope()
+        self._work: anyio.abc.TaskGroup | None = None
+        self._lanes: OnlineLanes | None = None
+        self._sink: DurableSink | None = None
+
+    def __repr__(self) -> str:
+        return f"BatchCarrier({self.note()}, done={self.stats.done}, stopping={self.stopping})"
+
+    @property
+    def stopping(self) -> bool:
+        return self._scope.cancel_called
+
+    @property
+    def live_jobs(self) -> tuple[Submission, ...]:
+        """The folder's jobs still on their way (after a stop: those a rerun re-attaches)."""
+        return self._batches.live
+
+    def stop(self, reason: BatchgenError | None = None) -> None:
+        """Stop at once: jobs stay at Google for a rerun to re-attach; rows online get their grace period."""
+        if reason is not None and self.stopped_by is None:
+            self.stopped_by = reason
+        self._scope.cancel()
+        if self._lanes is not None:
+            self._lanes.stop(reason)
+
+    def note(self) -> str:
+        """What the run waits on, for the progress display."""
+        live = self._batches.live
+        phases = Counter(job.state.lower() if job.phase == "running" and job.state else job.phase for job in live)
+        text = f"batch: {len(live)} job(s)" + (
+            f" ({', '.join(f'{n} {p}' for p, n in sorted(phases.items()))})" if live else ""
+        )
+        online = 0 if self._lanes is None else self._lanes.rows
+        return text + (f", {online:,} row(s) online" if online else "")
+
+    async def run(self, prompts: AsyncIterator[Prompt], sink: DurableSink) -> RunStats:
+        """Send every prompt through batch jobs (until stopped) and write each row's result to `sink` once."""
+        self._sink = sink
+        lanes = OnlineLanes(
+            self._make_runner,
+            sink,
+            templates=self._online_templates,
+            max_reasks=self._policy.rules.max_reasks,
+            written=self._online_written,
+            clock=self._clock,
+        )
+        self._lanes = lanes
+        await self._guarded(self._attach)
+        async with anyio.create_task_group() as outer:
+            outer.start_soon(lanes.run)
+            with self._scope:
+                async with anyio.create_task_group() as work:
+                    self._work = work
+                    self._resume(work)
+                    work.start_soon(self._guarded, self._collector)
+                    await self._guarded(self._spool, prompts)
+            lanes.close()
+        if lanes.stopped_by is not None and self.stopped_by is None:
+            self.stopped_by = lanes.stopped_by
+        return self.stats
+
+    async def _guarded(self, step: Callable[..., Awaitable[None]], *args: Any) -> None:
+        """Run one of the carrier's tasks; an API or write error it meets stops the run, with that reason."""
+        try:
+            await step(*args)
+        except (ApiError, OutputError) as exc:
+            self.stop(exc)
+
+    # --- attach and spool ------------------------------------------------------------------------------------
+
+    async def _attach(self) -> None:
+        """Take up the folder's live jobs: their ids are in flight, and each running job holds a slot."""
+        batches = await anyio.to_thread.run_sync(read_batches, self._folder)
+        self._batches = Batches.new(self._origin) if batches is None else replace(batches, origin=self._origin)
+        self._numbers = itertools.count(len(self._batches.jobs) + 1)
+        live = self._batches.live
+        self._in_jobs, waiting = await anyio.to_thread.run_sync(self._live_ids, live)
+        self.stats.in_flight += waiting
+        for job in live:
+            if job.phase == "running":
+                self._slots.force()
+        await self._save()
+
+    def _live_ids(self, live: tuple[Submission, ...]) -> tuple[IdSet, int]:
+        waiting = 0
+
+        def chunks() -> Iterator[list[str]]:
+            nonlocal waiting
+            for job in live:
+                ids = [key for key, _ in read_rows(self._folder, job.id)]
+                waiting += sum(1 for key in ids if key not in self._final)
+                yield ids
+
+        return IdSet(chunks()), waiting
+
+    def _resume(self, work: anyio.abc.TaskGroup) -> None:
+        for job in self._batches.live:
+            if job.phase in _STEPS:
+                work.start_soon(self._guarded, self._follow, job.id)
+            else:  # ended or online: its rows are collected again, skipping those already written
+                self._ready.append(job.id)
+
+    async def _spool(self, prompts: AsyncIterator[Prompt]) -> None:
+        spooler = _Spooler(self, "base")
+        try:
+            async for prompt in prompts:
+                if prompt.id in self._in_jobs:
+                    continue  # in a live job of an earlier run, which is followed instead
+                if self._refused():
+                    break
+                if prompt.problem is not None:
+                    await self._emit(rows.unsendable(prompt, prompt.problem), in_flight=False)
+                    continue
+                line = request_line(prompt.id, self._templates["base"].render(prompt.contents))
+                if len(line) > self._policy.max_file_bytes:
+                    problem = f"its request is {len(line):,} bytes, more than a batch input file may hold (max_file_mb)"
+                    await self._emit(rows.unsendable(prompt, problem), in_flight=False)
+                    continue
+                self.stats.in_flight += 1
+                if (sealed := await spooler.add(prompt.id, line, None)) is not None:
+                    await self._submitted(sealed)
+            if (sealed := await spooler.finish()) is not None:
+                await self._submitted(sealed)
+        finally:
+            spooler.discard()
+            self._spooling = False
+            self._wake.set()
+
+    def _refused(self) -> bool:
+        refusal = None if self._admission is None else self._admission.refusal(self.stats.in_flight)
+        if refusal is not None and self.stopped_by is None:
+            self.stopped_by = refusal  # the jobs spooled so far still go out and are collected
+        return refusal is not None
+
+    async def _submitted(self, *jobs: Submission) -> None:
+        """Jobs whose files are sealed: recorded, then followed."""
+        await self._save(*jobs)
+        self._follow_all(jobs)
+
+    def _follow_all(self, jobs: tuple[Submission, ...] | list[Submission]) -> None:
+        assert self._work is not None
+        for job in jobs:
+            self._work.start_soon(self._guarded, self._follow, job.id)
+
+    def _new_id(self) -> str:
+        return job_id(next(self._numbers))
+
+    # --- follow a job to its end -----------------------------------------------------------------------------
+
+    async def _follow(self, name: str) -> None:
+        while (job := self._batches.get(name)).phase in _STEPS:
+            await _STEPS[job.phase](self, job)
+
+    async def _upload(self, job: Submission) -> None:
+        file = await self._jobs.upload(requests_path(self._folder, job.id), self._batches.display_name(job))
+        await self._save(job.to("uploaded", file=file))
+
+    async def _create(self, job: Submission) -> None:
+        """Create the job: a create is never retried blindly (after a lost answer a retry would make a second
+        job): after a failure the job is looked up by its display name, and created again only if absent."""
+        await self._slots.take()
+        file, name = job.file, self._batches.display_name(job)
+        assert file is not None
+        for attempt in itertools.count(1):
+            await self._save(job.to("creating"))
+            try:
+                operation = await self._jobs.create(name, file)
+            except RequestRejected as exc:
+                self._slots.give()
+                await self._upload_again(job, exc)
+                return
+            except ApiError as exc:
+                found = None if isinstance(exc, FatalApiError) else await self._jobs.find(name)
+                if found is None:
+                    await self._save(job.to("uploaded"))
+                    await self._back_off(exc, attempt)
+                    continue
+                operation = found
+            await self._running(job, operation)
+            return
+
+    async def _upload_again(self, job: Submission, error: RequestRejected) -> None:
+        """The input file was refused: gone (the Files API keeps files 48 h) or never usable. It is uploaded
+        once more; refused again, the run stops with the error."""
+        if job.note == "uploaded again":
+            raise error
+        log.warning("batch job %s: its input file was refused (%s); uploading it again", job.id, error)
+        await self._save(job.to("spooled", file=None, note="uploaded again"))
+
+    async def _back_off(self, error: ApiError, attempt: int) -> None:
+        if isinstance(error, FatalApiError):
+            raise error
+        if isinstance(error, RateLimited) and self._slots.used > 1:
+            # Too many jobs (or enqueued tokens) at once: wait for one of ours to end, then try again.
+            self._slots.give()
+            await self._slots.take(after_next_free=True)
+            return
+        if attempt >= self._policy.max_attempts:
+            raise error
+        delay = getattr(error, "retry_after", None) or min(self._policy.poll_s, 2.0**attempt)
+        await self._sleep(delay)
+
+    async def _recover(self, job: Submission) -> None:
+        """A job left `creating`: if the create reached the API, it is followed; else it is created again."""
+        operation = await self._jobs.find(self._batches.display_name(job))
+        if operation is None:
+            await self._save(job.to("uploaded"))
+            return
+        self._slots.force()
+        await self._running(job, operation)
+
+    async def _running(self, job: Submission, operation: Operation) -> None:
+        created = _epoch(operation.create_time) or self._clock()
+        counts = dict(operation.counts)
+        await self._save(
+            job.to("running", job=operation.name, created_at=created, state=operation.state, counts=counts)
+        )
+        await anyio.to_thread.run_sync(remove, requests_path(self._folder, job.id))
+
+    async def _watch(self, job: Submission) -> None:
+        """Poll the job until it ends (cancelling it at the deadline), then fetch its results."""
+        delay = min(_FIRST_POLL_S, self._policy.poll_s)
+        lagged = 0
+        while True:
+            operation = await self._poll(job)
+            if operation is not None:
+                job = await self._noted(job, operation)
+                if operation.terminal and (operation.state != SUCCEEDED or operation.responses_file):
+                    break
+                lagged += operation.terminal
+                if lagged > _OUTPUT_LAG_POLLS:
+                    break
+            left = self._until_deadline(job)
+            if left is not None and left <= 0 and job.outcome != "deadline":
+                job = await self._cancel_at_deadline(job)
+                continue
+            await self._sleep(delay if left is None else max(0.0, min(delay, left)))
+            delay = min(delay * 2, self._policy.poll_s)
+        await self._ended(job, operation)
+
+    async def _poll(self, job: Submission) -> Operation | None:
+        assert job.job is not None
+        try:
+            return await self._jobs.get(job.job)
+        except RequestRejected as exc:  # the job is gone (deleted): its rows are lost with it
+            return Operation(job.job, "NOT_FOUND", error=str(exc), done=True)
+        except FatalApiError:
+            raise
+        except ApiError as exc:
+            # A transient failure outlasting its retries: the job is still there; look again later.
+            log.warning("batch job %s: cannot get its state (%s); trying again later", job.job, exc)
+            return None
+
+    async def _noted(self, job: Submission, operation: Operation) -> Submission:
+        if (operation.state, dict(operation.counts)) == (job.state, dict(job.counts)):
+            return job
+        changed = job.to("running", state=operation.state, counts=dict(operation.counts))
+        await self._save(changed)
+        return changed
+
+    def _until_deadline(self, job: Submission) -> float | None:
+        deadline = self._policy.deadline_s
+        if deadline is None or job.created_at is None:
+            return None
+        return job.created_at + deadline - self._clock()
+
+    async def _cancel_at_deadline(self, job: Submission) -> Submission:
+        name = job.job
+        assert name is not None
+        # Saved first: a rerun must know that this job's rows go online, whatever state it ends in.
+        await self._save(job := job.to("running", outcome="deadline"))
+        log.info("batch job %s passed its deadline: cancelling it; its rows not answered go online", name)
+        try:
+            await self._jobs.cancel(name)
+        except RequestRejected as exc:  # it ended meanwhile
+            log.info("batch job %s: cancel refused (%s)", name, exc)
+        return job
+
+    async def _ended(self, job: Submission, operation: Operation | None) -> None:
+        self._slots.give()
+        assert operation is not None
+        succeeded = operation.state == SUCCEEDED and operation.responses_file is not None
+        outcome = "succeeded" if succeeded else job.outcome or "lost"
+        note = operation.error or (None if succeeded else f"ended {operation.state}")
+        results = operation.responses_file is not None
+        if results:
+            assert operation.responses_file is not None
+            await self._download(job, operation.responses_file)
+        ended = job.to(
+            "ended",
+            outcome=outcome,
+            results=results,
+            output_file=operation.responses_file,
+            note=note,
+            state=operation.state,
+            ended_at=self._clock(),
+        )
+        await self._save(ended)
+        self._ready.append(job.id)
+        self._wake.set()
+
+    async def _download(self, job: Submission, file: str) -> None:
+        final = results_path(self._folder, job.id)
+        temporary = batch_dir(self._folder) / f".{final.name}.tmp"
+        await self._jobs.download(file, temporary)
+        try:
+            await anyio.to_thread.run_sync(place, temporary, final)
+        except OSError as exc:
+            raise OutputError(f"cannot keep a batch results file: {exc.strerror or exc}", path=str(final)) from exc
+
+    # --- collect ended jobs ----------------------------------------------------------------------------------
+
+    async def _collector(self) -> None:
+        while True:
+            self._wake = anyio.Event()
+            if self._ready:
+                ready, self._ready = self._ready, []
+                await self._collect(ready)
+                continue
+            if not self._spooling and not any(job.phase in _STEPS for job in self._batches.live):
+                return  # nothing more can end: the run's batch work is done
+            await self._wake.wait()
+
+    async def _collect(self, names: list[str]) -> None:
+        """One pass over the input for every job in `names`: each of their rows written, resubmitted or sent
+        online; then, once the rows written are durable, the jobs and their follow-ups saved in one write."""
+        plans = {name: Plan(self._folder, self._batches.get(name)) for name in names}
+        for plan in plans.values():
+            await anyio.to_thread.run_sync(plan.load)
+        skip = Elsewhere(plans, self._final)
+        spoolers = {template: _Spooler(self, template) for template in self._templates}
+        follow_ups: list[Submission] = []
+        try:
+            async for prompt in self._rows(skip):
+                plan = skip.plan_of(prompt.id)
+                plan.found += 1
+                line = plan.line(prompt.id)
+                action = dispose(
+                    prompt, plan.job, plan.carried.get(prompt.id), line, self._policy.rules, self._judge, self._clock()
+                )
+                if isinstance(action, Write):
+                    await self._emit(action.result)
+                elif isinstance(action, Resubmit):
+                    body = self._templates[action.template].render(prompt.contents)
+                    if sealed := await spoolers[action.template].add(
+                        prompt.id, request_line(prompt.id, body), action.carried
+                    ):
+                        follow_ups.append(sealed)
+                elif isinstance(action, Online):
+                    self._online_left[plan.job.id] += 1
+                    self.stats.in_flight -= 1  # the runner counts it while it is out
+                    assert self._lanes is not None
+                    await self._lanes.send(prompt, plan.job.id, action.template, action.carried)
+            for spooler in spoolers.values():
+                if (sealed := await spooler.finish()) is not None:
+                    follow_ups.append(sealed)
+        finally:
+            for spooler in spoolers.values():
+                spooler.discard()
+            for plan in plans.values():
+                plan.close()
+        await self._settle([plan.job for plan in plans.values()], follow_ups)
+
+    async def _settle(self, jobs: list[Submission], follow_ups: list[Submission]) -> None:
+        assert self._sink is not None
+        await self._sink.flush()
+        settled = [job.to("online") if self._online_left[job.id] else job.to("collected") for job in jobs]
+        await self._save(*settled, *follow_ups)
+        self._follow_all(follow_ups)
+        for job in settled:
+            if job.phase == "collected":
+                await self._clean(job)
+
+    async def _online_written(self, name: str) -> None:
+        """A row sent online was written: its job is collected once its last one is, durably."""
+        self._online_left[name] -= 1
+        job = self._batches.get(name)
+        if self._online_left[name] == 0 and job.phase == "online":
+            assert self._sink is not None
+            await self._sink.flush()
+            await self._save(collected := job.to("collected"))
+            await self._clean(collected)
+
+    async def _clean(self, job: Submission) -> None:
+        """A collected job's files are no longer needed: the local ones go, and the remote ones (best effort:
+        the Files API deletes them after 48 h anyway)."""
+        paths = (
+            rows_path(self._folder, job.id),
+            results_path(self._folder, job.id),
+            requests_path(self._folder, job.id),
+        )
+        await anyio.to_thread.run_sync(lambda: remove(*paths))
+        for file in (job.file, job.output_file):
+            if file is None:
+                continue
+            try:
+                await self._jobs.delete_file(file)
+            except ApiError as exc:
+                log.debug("could not delete %s: %s", file, exc)
+
+    async def _emit(self, result: Result, *, in_flight: bool = True) -> None:
+        assert self._sink is not None
+        await self._sink.write(result)
+        if in_flight:
+            self.stats.in_flight -= 1
+        self.stats.record(result)
+        if self._admission is not None:
+            self._admission.charge(result)
+        if result.status is not Status.OK:
+            rows.log_problem(result)
+
+    async def _save(self, *changed: Submission) -> None:
+        """Record changed jobs: in memory at once, on disk in order (each write holds every change before it)."""
+        self._batches = self._batches.updated(*changed)
+        async with self._save_lock:
+            await anyio.to_thread.run_sync(save_batches, self._folder, self._batches)
+
+
+_STEPS: Mapping[str, Callable[[BatchCarrier, Submission], Awaitable[None]]] = {
+    "spooled": BatchCarrier._upload,
+    "uploaded": BatchCarrier._create,
+    "creating": BatchCarrier._recover,
+    "running": BatchCarrier._watch,
+}
+"""What follows each phase of a job until it ends; ended jobs are collected, not followed."""
+
+
+class _Spooler:
+    """Fills spools of one template one after another, each up to the job size limit; a full one is sealed."""
+
+    def __init__(self, carrier: BatchCarrier, template: str) -> None:
+        self._carrier = carrier
+        self._template = template
+        self._spool: Spool | None = None
+
+    async def add(self, key: str, line: bytes, carried: Carried | None) -> Submission | None:
+        """Add a row; the job that filled up to make room for it, sealed, if one did."""
+        sealed = None
+        if self._spool is not None and self._spool.size + len(line) > self._carrier._policy.max_file_bytes:
+            sealed = await self.finish()
+        if self._spool is None:
+            self._spool = Spool(self._carrier._folder, self._carrier._new_id(), self._template).__enter__()
+        self._spool.add(key, line, carried)
+        return sealed
+
+    async def finish(self) -> Submission | None:
+        """Seal the spool being filled (None when there is none)."""
+        spool, self._spool = self._spool, None
+        if spool is None:
+            return None
+        try:
+            return await anyio.to_thread.run_sync(spool.seal)
+        finally:
+            spool.__exit__(None, None, None)
+
+    def discard(self) -> None:
+        if self._spool is not None:
+            self._spool.__exit__(None, None, None)
+            self._spool = None
+
+
+class _Slots:
+    """Jobs pending or running at once, within the limit: `take` waits for room; `force` takes it regardless
+    (a job that already exists)."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.used = 0
+        self._freed = anyio.Event()
+
+    async def take(self, *, after_next_free: bool = False) -> None:
+        if after_next_free:
+            await self._freed.wait()
+        while self.used >= self.limit:
+            await self._freed.wait()
+        self.used += 1
+
+    def force(self) -> None:
+        self.used += 1
+
+    def give(self) -> None:
+        self.used -= 1
+        self._freed.set()
+        self._freed = anyio.Event()
+
+
+def _epoch(timestamp: str | None) -> float | None:
+    """An RFC 3339 time (nanoseconds allowed) in seconds since the epoch."""
+    if not timestamp:
+        return None
+    whole, _, fraction = timestamp.rstrip("Z").partition(".")
+    try:
+        seconds = datetime.fromisoformat(whole + "+00:00").timestamp()
+    except ValueError:
+        return None
+    return seconds + (float(f"0.{fraction}") if fraction.isdigit() else 0.0)
