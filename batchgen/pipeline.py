@@ -299,6 +299,7 @@ def _batch_policy(job: Job) -> BatchPolicy:
         max_reasks=limits.max_reasks if job.json_mode else 0,
         max_resubmits=batch.max_resubmits,
         reasks_online=batch.reasks == "online",
+        truncated_template="reask" if limits.reask_max_output_tokens else "base",
     )
     return BatchPolicy(
         rules=rules,

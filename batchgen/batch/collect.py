@@ -67,6 +67,9 @@ class Rules:
     max_reasks: int
     max_resubmits: int
     reasks_online: bool
+    # The template a re-ask after truncation is sent with: `reask` when it differs from the job's own (a raised
+    # maxOutputTokens), else `base`, so that both kinds of re-ask share one follow-up job.
+    truncated_template: str = "base"
 
 
 def dispose(
@@ -98,7 +101,7 @@ def dispose(
     verdict = judge(reply)
     if verdict.status in REASKABLE and tally.reasks < rules.max_reasks:
         tally.reasks += 1
-        template = "reask" if verdict.status is Status.TRUNCATED or job.template == "reask" else "base"
+        template = rules.truncated_template if verdict.status is Status.TRUNCATED else job.template
         return Online(template, carried) if rules.reasks_online else Resubmit(template, carried)
     return Write(rows.answered(prompt, tally, reply, verdict, now=now, traffic=TRAFFIC))
 
