@@ -26,10 +26,13 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from batchgen import fakeserver
+from batchgen.batch import control
+from batchgen.batch.client import BatchClient
 from batchgen.errors import ApiError, ConfigError
 from batchgen.gemini.request import RequestTemplate
 from batchgen.job import Job, job_from_dict, load_job
 from batchgen.online.client import GeminiClient
+from batchgen.online.retry import Retrier, RetryPolicy
 from batchgen.pipeline import LiveRun, RunOptions, RunSummary, endpoint, execute, open_input, run_blocking
 from batchgen.records import Prompt
 from batchgen.report.breakdown import build_report, load_results
@@ -37,6 +40,7 @@ from batchgen.report.budget import Budget, budget_for
 from batchgen.report.estimate import Estimate, InputTokens, Sample
 from batchgen.report.pricing import PriceTable
 from batchgen.results import resume
+from batchgen.results.batches import Batches, Submission
 from batchgen.results.read import read_results as _read_results
 from batchgen.secret import ApiKey
 
@@ -194,6 +198,66 @@ async def estimate_job_async(
     resolved = as_job(job, **overrides)
     price_file = None if prices is None else Path(prices)
     return await _estimate(resolved, sample, count_tokens, local_server, api_key, price_file, seed)
+
+
+def batch_status(
+    folder: str | os.PathLike[str],
+    *,
+    api_key: str | None = None,
+    base_url: str | None = None,
+    refresh: bool = True,
+) -> control.FolderStatus:
+    """The batch jobs of a results folder (mode = "batch"): as recorded, and the ones under way as the Batch API
+    shows them now (when `refresh` and a key is at hand: `api_key`, else the variable the job names)."""
+    path = Path(folder)
+
+    async def look() -> control.FolderStatus:
+        batches = control.read_record(path)
+        key = _batch_key(batches, api_key, required=False) if refresh else None
+        if key is None:
+            return await control.status(path, None)
+        async with _batch_client(batches, key, base_url) as jobs:
+            return await control.status(path, jobs)
+
+    return anyio.run(look)
+
+
+def cancel_batches(
+    folder: str | os.PathLike[str], *, api_key: str | None = None, base_url: str | None = None
+) -> tuple[list[Submission], list[Submission]]:
+    """Cancel the batch jobs of a results folder that have not ended, and release their rows (the next run
+    sends them again); (the jobs cancelled, the jobs that had ended, which the next run collects)."""
+    path = Path(folder)
+
+    async def stop() -> tuple[list[Submission], list[Submission]]:
+        batches = control.read_record(path)
+        key = _batch_key(batches, api_key, required=True)
+        assert key is not None
+        async with _batch_client(batches, key, base_url) as jobs:
+            return await control.cancel(path, jobs)
+
+    return anyio.run(stop)
+
+
+def _batch_key(batches: Batches, value: str | None, *, required: bool) -> ApiKey | None:
+    if value:
+        return ApiKey(value)
+    name = str(batches.origin.get("api_key_env") or "GEMINI_API_KEY")
+    found = os.environ.get(name, "").strip()
+    if not found and required:
+        raise ConfigError(f"environment variable {name} is not set: the batch jobs cannot be reached without a key")
+    return ApiKey(found) if found else None
+
+
+def _batch_client(batches: Batches, key: ApiKey, base_url: str | None) -> BatchClient:
+    origin = batches.origin
+    return BatchClient(
+        base_url or str(origin.get("base_url") or "https://generativelanguage.googleapis.com"),
+        str(origin.get("model") or ""),
+        key,
+        retry=Retrier(RetryPolicy(max_attempts=3)),
+        auth=str(origin.get("auth") or "x-goog-api-key"),
+    )
 
 
 def read_results(

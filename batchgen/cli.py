@@ -16,9 +16,11 @@ from typing import Any, TextIO
 import anyio
 
 from batchgen import api, fakeserver
+from batchgen.batch.control import render as render_status
 from batchgen.console import logs, progress
 from batchgen.console.format import usd
 from batchgen.errors import (
+    ApiError,
     BatchgenError,
     ConfigError,
     ExitCode,
@@ -124,6 +126,19 @@ def _parser() -> argparse.ArgumentParser:
     report.add_argument("--html", type=Path, metavar="PATH", help="also write a self-contained HTML page")
     report.set_defaults(handler=_report)
 
+    status = commands.add_parser("status", help="the batch jobs of a results folder (mode = batch) and their states")
+    status.add_argument("folder", type=Path, metavar="OUT", help="results folder")
+    status.add_argument("--base-url", metavar="URL", help="API base URL (default: the one the jobs were sent to)")
+    status.add_argument("--offline", action="store_true", help="show the folder's record only; ask the API nothing")
+    status.set_defaults(handler=_status)
+
+    cancel = commands.add_parser(
+        "cancel", help="cancel a results folder's batch jobs that have not ended; the next run sends their rows again"
+    )
+    cancel.add_argument("folder", type=Path, metavar="OUT", help="results folder")
+    cancel.add_argument("--base-url", metavar="URL", help="API base URL (default: the one the jobs were sent to)")
+    cancel.set_defaults(handler=_cancel)
+
     server = commands.add_parser("fake-server", help="serve the local Gemini server until interrupted")
     fakeserver.add_arguments(server)
     server.set_defaults(handler=fakeserver.serve)
@@ -227,6 +242,31 @@ def _report(args: argparse.Namespace) -> int:
     return ExitCode.OK
 
 
+def _status(args: argparse.Namespace) -> int:
+    try:
+        found = api.batch_status(args.folder, base_url=args.base_url, refresh=not args.offline)
+    except FatalApiError as exc:
+        print(f"batchgen: error: {exc}", file=sys.stderr)
+        return ExitCode.FATAL
+    print(render_status(found), end="")
+    return ExitCode.OK
+
+
+def _cancel(args: argparse.Namespace) -> int:
+    try:
+        cancelled, ended = api.cancel_batches(args.folder, base_url=args.base_url)
+    except ApiError as exc:
+        print(f"batchgen: error: {exc}", file=sys.stderr)
+        return ExitCode.FATAL
+    for job in cancelled:
+        print(f"cancelled {job.id} ({job.job or 'not yet created'}): {job.rows:,} rows released")
+    if not cancelled:
+        print(f"{args.folder}: no batch job under way")
+    if ended:
+        print(f"{len(ended)} job(s) had ended already: the next `batchgen run` collects their rows")
+    return ExitCode.OK
+
+
 def _estimate(args: argparse.Namespace) -> int:
     logs.configure("text", args.log_level)
     try:
@@ -275,6 +315,13 @@ def _run(args: argparse.Namespace) -> int:
     if summary.stopped_by is not None:
         print(f"batchgen: stopped: {summary.stopped_by}", file=sys.stderr)
     _print_summary(summary, sys.stdout)
+    if summary.live_batch_jobs:
+        print(
+            f"batchgen: {summary.live_batch_jobs} batch job(s) keep running at Google: rerun the same command to "
+            f"collect their rows (`batchgen status {summary.output}` shows them, `batchgen cancel {summary.output}` "
+            "gives them up)",
+            file=sys.stderr,
+        )
     return summary.exit_code
 
 

@@ -16,15 +16,19 @@ import orjson
 import pytest
 
 from batchgen import api
+from batchgen.batch import control
 from batchgen.batch.carrier import BatchCarrier
+from batchgen.batch.client import BatchClient
 from batchgen.errors import ConfigError, ExitCode, Interrupted, TransportError
 from batchgen.fakeserver import BatchConfig, FakeServer, ServerConfig, TierConfig
 from batchgen.fakeserver.batch.runner import Timeline
 from batchgen.gemini.batch import Operation
 from batchgen.job import Job, job_from_dict
+from batchgen.online.retry import Retrier, RetryPolicy
 from batchgen.pipeline import LiveRun, RunSummary
 from batchgen.records import Status
 from batchgen.results.batches import read_batches
+from batchgen.secret import ApiKey
 
 ROOT = Path(__file__).resolve().parent.parent
 KEY = "batch-mode-key-2c9e"
@@ -312,17 +316,7 @@ async def test_a_stopped_run_leaves_its_jobs_running_and_the_rerun_collects_them
     re-attaches to it, submits nothing, and writes each row once."""
     job = make_job(tmp_path, texts())
     async with serve(turnaround_s=1.0) as server:
-        async with anyio.create_task_group() as group:
-            started: list[LiveRun] = []
-
-            async def stop_once_submitted() -> None:
-                with anyio.fail_after(10):
-                    while not polling(job):  # noqa: ASYNC110 - a file written by the run has no event to wait on
-                        await anyio.sleep(0.01)
-                started[0].stop(Interrupted(2))
-
-            group.start_soon(stop_once_submitted)
-            first = await run(job, server, on_start=started.append, mode="batch")
+        first = await stopped_while_polling(job, server)
         assert first.exit_code == ExitCode.SIGINT and first.live_batch_jobs == 1 and first.stats.done == 0
         records = read_batches(job.output.path)
         assert records is not None and [j.phase for j in records.jobs] == ["running"]
@@ -338,14 +332,52 @@ async def test_a_stopped_run_leaves_its_jobs_running_and_the_rerun_collects_them
 async def test_an_online_run_refuses_a_folder_whose_batch_jobs_are_under_way(tmp_path: Path) -> None:
     job = make_job(tmp_path, texts(plain=2))
     async with serve(turnaround_s=1.0) as server:
-        async with anyio.create_task_group() as group:
-            started: list[LiveRun] = []
-
-            async def stop_soon() -> None:
-                await anyio.sleep(0.3)
-                started[0].stop(Interrupted(2))
-
-            group.start_soon(stop_soon)
-            await run(job, server, on_start=started.append, mode="batch")
+        await stopped_while_polling(job, server)
         with pytest.raises(ConfigError, match="batch job\\(s\\) still under way: rerun with --mode batch"):
             await run(job, server, mode="online")
+
+
+async def stopped_while_polling(job: Job, server: FakeServer) -> RunSummary:
+    """A batch run stopped (as by Ctrl-C) once its job is being polled."""
+    started: list[LiveRun] = []
+    async with anyio.create_task_group() as group:
+
+        async def stop_once_polling() -> None:
+            with anyio.fail_after(10):
+                while not polling(job):  # noqa: ASYNC110 - a file written by the run has no event to wait on
+                    await anyio.sleep(0.01)
+            started[0].stop(Interrupted(2))
+
+        group.start_soon(stop_once_polling)
+        summary = await run(job, server, on_start=started.append, mode="batch")
+    return summary
+
+
+async def test_status_shows_the_jobs_and_cancel_releases_their_rows_for_the_next_run(tmp_path: Path) -> None:
+    """`status` reads the record and asks the API how each live job stands; `cancel` cancels it, and the next
+    run sends its rows again, in a new job, each written once."""
+    job = make_job(tmp_path, texts())
+    folder = job.output.path
+    async with serve(turnaround_s=1.0) as server:
+        await stopped_while_polling(job, server)
+        async with BatchClient(server.url, job.model, ApiKey(KEY), retry=Retrier(RetryPolicy())) as jobs:
+            found = await control.status(folder, jobs)
+            assert found.live == 1 and found.jobs[0].now is not None
+            assert found.jobs[0].state in ("PENDING", "RUNNING") and found.jobs[0].record.rows == 12
+            text = control.render(found)
+            assert "s00001  running" in text and f"batchgen cancel {folder}" in text
+            cancelled, ended = await control.cancel(folder, jobs)
+            assert [record.id for record in cancelled] == ["s00001"] and ended == []
+            assert (await jobs.get(cancelled[0].job or "")).state == "CANCELLED"
+        offline = await control.status(folder, None)
+        assert offline.live == 0 and offline.jobs[0].record.phase == "released"
+        summary = await run(job, server, mode="batch")
+        stats = ledger(server)
+    assert summary.exit_code == ExitCode.OK and summary.stats.done == 12
+    assert stats["batches"]["created"] == 2 and stats["batches"]["cancelled"] == 1
+    assert sorted(api.read_results(folder).column("id").to_pylist()) == sorted(texts())
+
+
+async def test_status_of_a_folder_without_batch_jobs_says_so(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="has no batch jobs"):
+        await control.status(tmp_path, None)

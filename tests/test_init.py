@@ -32,6 +32,8 @@ PUBLIC_API = [
     "Status",
     "TransportError",
     "Usage",
+    "batch_status",
+    "cancel_batches",
     "check_job",
     "estimate_job",
     "job_from_dict",
