@@ -221,6 +221,14 @@ class BatchCarrier:
         for job in live:
             if job.phase == "running":
                 self._slots.force()
+        if live:
+            ids = ", ".join(f"{job.id} ({job.phase})" for job in live)
+            log.info(
+                "re-attaching to %d batch job(s) of an earlier run: %s",
+                len(live),
+                ids,
+                extra={"event": "batch_reattach", "jobs": [job.id for job in live]},
+            )
         await self._save()
 
     def _live_ids(self, live: tuple[Submission, ...]) -> tuple[IdSet, int]:
@@ -354,9 +362,9 @@ class BatchCarrier:
     async def _running(self, job: Submission, operation: Operation) -> None:
         created = _epoch(operation.create_time) or self._clock()
         counts = dict(operation.counts)
-        await self._save(
-            job.to("running", job=operation.name, created_at=created, state=operation.state, counts=counts)
-        )
+        running = job.to("running", job=operation.name, created_at=created, state=operation.state, counts=counts)
+        await self._save(running)
+        _event(running, f"batch job {job.id} is {operation.name}: {job.rows:,} rows, {job.size:,} bytes")
         await anyio.to_thread.run_sync(remove, requests_path(self._folder, job.id))
 
     async def _watch(self, job: Submission) -> None:
@@ -438,6 +446,7 @@ class BatchCarrier:
             ended_at=self._clock(),
         )
         await self._save(ended)
+        _event(ended, f"batch job {job.id} ended {operation.state}" + (f": {note}" if note and not succeeded else ""))
         self._ready.append(job.id)
         self._wake.set()
 
@@ -508,6 +517,11 @@ class BatchCarrier:
         await self._sink.flush()
         settled = [job.to("online") if self._online_left[job.id] else job.to("collected") for job in jobs]
         await self._save(*settled, *follow_ups)
+        for job in settled:
+            online = f", {self._online_left[job.id]:,} row(s) sent online" if self._online_left[job.id] else ""
+            _event(job, f"batch job {job.id} collected{online}")
+        for job in follow_ups:
+            _event(job, f"batch job {job.id} follows up {job.rows:,} row(s) (re-asks, missing keys, lost jobs)")
         self._follow_all(follow_ups)
         for job in settled:
             if job.phase == "collected":
@@ -624,6 +638,19 @@ class _Slots:
         self.used -= 1
         self._freed.set()
         self._freed = anyio.Event()
+
+
+def _event(job: Submission, message: str) -> None:
+    """An operator's line about a batch job, with its figures as event fields for the JSON log."""
+    fields = {
+        "event": "batch_job",
+        "job": job.id,
+        "phase": job.phase,
+        "batch": job.job,
+        "rows": job.rows,
+        "state": job.state,
+    }
+    log.info("%s", message, extra=fields)
 
 
 def _epoch(timestamp: str | None) -> float | None:
