@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install demo test check bench clean
+.PHONY: install demo demo-batch test check bench clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -17,6 +17,10 @@ install: $(STAMP)
 demo: $(STAMP)
 	$(BIN)/batchgen run jobs/demo.toml --local-server
 	$(BIN)/batchgen report out/demo
+
+demo-batch: $(STAMP)
+	$(BIN)/batchgen run jobs/demo_batch.toml --local-server
+	$(BIN)/batchgen report out/demo-batch
 
 test: $(STAMP)
 	$(BIN)/python -m pytest

@@ -18,6 +18,7 @@ LIMIT = 6
 # Columns each example's results must have beyond the contract's (its keep and typed columns).
 EXPECTED = {
     "demo": {"review", "stars", "out_sentiment", "out_confidence", "out_aspects"},
+    "demo_batch": {"review", "stars", "out_sentiment", "out_confidence", "out_aspects", "traffic"},
     "support_tickets": {"subject", "channel", "customer_tier", "created_at", "out_primary_topic", "out_urgency"},
     "invoices": {"source_file", "out_invoice_number", "out_total", "out_line_items", "out_vendor"},
     "grounded_qa": {"question", "asked_by"},
