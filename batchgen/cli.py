@@ -224,7 +224,8 @@ def _check(args: argparse.Namespace) -> int:
     checked = api.check_job(args.job, prices=args.prices, **flag_overrides(args))
     job, budget = checked.job, checked.budget
     schema = job.schema_
-    print(f"{job.file}: ok: model {job.model}, {checked.rows} input rows, output {job.output.path}")
+    mode = "" if job.mode == "online" else f", {job.mode} mode"
+    print(f"{job.file}: ok: model {job.model}{mode}, {checked.rows} input rows, output {job.output.path}")
     if schema is not None:
         print(f"  {schema.dialect.value} from {schema.source or 'the job file'}: ok")
     if budget is not None and budget.cap_usd is not None:

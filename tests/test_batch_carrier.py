@@ -19,7 +19,7 @@ from batchgen import api
 from batchgen.batch import control
 from batchgen.batch.carrier import BatchCarrier
 from batchgen.batch.client import BatchClient
-from batchgen.errors import ConfigError, ExitCode, Interrupted, TransportError
+from batchgen.errors import AuthError, ConfigError, ExitCode, Interrupted, TransportError
 from batchgen.fakeserver import BatchConfig, FakeServer, ServerConfig, TierConfig
 from batchgen.fakeserver.batch.runner import Timeline
 from batchgen.gemini.batch import Operation
@@ -269,11 +269,13 @@ async def test_more_jobs_than_the_api_allows_wait_for_one_to_end(tmp_path: Path)
     assert sum(stats["batches"]["lines"][name]["succeeded"] for name in stats["batches"]["lines"]) == 12
 
 
-class LostCreateAnswer:
-    """Wraps a client: its first create reaches the API, but the answer is lost on the way back."""
+class FirstCreate:
+    """Wraps a client so that its first create goes wrong: the job is made but the answer lost on the way back
+    (`made=True`), or the create is refused as the Files API refuses a file it no longer has (403)."""
 
-    def __init__(self, jobs: Any) -> None:
+    def __init__(self, jobs: Any, *, made: bool) -> None:
         self._jobs = jobs
+        self._made = made
         self.creates = 0
 
     def __getattr__(self, name: str) -> Any:
@@ -281,29 +283,55 @@ class LostCreateAnswer:
 
     async def create(self, display_name: str, input_file: str) -> Operation:
         self.creates += 1
-        operation: Operation = await self._jobs.create(display_name, input_file)
-        if self.creates == 1:
+        if self.creates > 1:
+            return await self._jobs.create(display_name, input_file)  # type: ignore[no-any-return]
+        if self._made:
+            await self._jobs.create(display_name, input_file)
             raise TransportError("connection reset after the request was sent")
-        return operation
+        raise AuthError("You do not have permission to access the File or it may not exist.", http_status=403)
+
+
+@pytest.fixture
+def first_create(monkeypatch: pytest.MonkeyPatch) -> Callable[[bool], list[FirstCreate]]:
+    """Makes the carrier's client a `FirstCreate`; the list fills with the wrappers made."""
+
+    def install(made: bool) -> list[FirstCreate]:
+        wrapped: list[FirstCreate] = []
+        original = BatchCarrier.__init__
+
+        def init(self: BatchCarrier, jobs: Any, **kwargs: Any) -> None:
+            wrapped.append(FirstCreate(jobs, made=made))
+            original(self, wrapped[-1], **kwargs)
+
+        monkeypatch.setattr(BatchCarrier, "__init__", init)
+        return wrapped
+
+    return install
 
 
 async def test_a_create_whose_answer_was_lost_is_found_not_made_twice(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, first_create: Callable[[bool], list[FirstCreate]]
 ) -> None:
-    wrapped: list[LostCreateAnswer] = []
-    original = BatchCarrier.__init__
-
-    def init(self: BatchCarrier, jobs: Any, **kwargs: Any) -> None:
-        wrapped.append(LostCreateAnswer(jobs))
-        original(self, wrapped[-1], **kwargs)
-
-    monkeypatch.setattr(BatchCarrier, "__init__", init)
+    wrapped = first_create(True)
     job = make_job(tmp_path, texts(plain=4))
     async with serve() as server:
         summary = await run(job, server, mode="batch")
         stats = ledger(server)
     assert summary.exit_code == ExitCode.OK and len(rows_of(job)) == 4
     assert wrapped[0].creates == 1 and stats["batches"]["created"] == 1
+
+
+async def test_a_create_refused_for_its_file_uploads_the_file_again(
+    tmp_path: Path, first_create: Callable[[bool], list[FirstCreate]]
+) -> None:
+    """Files are kept 48 h: a job created later than that finds its input file gone, and uploads it again."""
+    wrapped = first_create(False)
+    job = make_job(tmp_path, texts(plain=4))
+    async with serve() as server:
+        summary = await run(job, server, mode="batch")
+        stats = ledger(server)
+    assert summary.exit_code == ExitCode.OK and len(rows_of(job)) == 4
+    assert wrapped[0].creates == 2 and stats["batches"]["created"] == 1 and stats["files"]["uploaded"] == 2
 
 
 def polling(job: Job) -> bool:
@@ -381,3 +409,17 @@ async def test_status_shows_the_jobs_and_cancel_releases_their_rows_for_the_next
 async def test_status_of_a_folder_without_batch_jobs_says_so(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="has no batch jobs"):
         await control.status(tmp_path, None)
+
+
+async def test_rows_no_longer_in_the_input_are_said_and_not_waited_for(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """An input edited while its jobs were out: the rows it lost are reported, the others written."""
+    job = make_job(tmp_path, texts())
+    async with serve(turnaround_s=0.6) as server:
+        await stopped_while_polling(job, server)
+        kept = job.input.path.read_bytes().splitlines(keepends=True)[2:]
+        job.input.path.write_bytes(b"".join(kept))
+        summary = await run(job, server, mode="batch")
+    assert summary.exit_code == ExitCode.OK and summary.stats.done == 10 and summary.stats.in_flight == 0
+    assert "2 of its rows are no longer in the input" in caplog.text

@@ -33,7 +33,15 @@ import anyio.abc
 
 from batchgen.batch.collect import Elsewhere, Judge, Online, Plan, Resubmit, Rules, Write, dispose
 from batchgen.batch.online import MakeRunner, OnlineLanes
-from batchgen.errors import ApiError, BatchgenError, FatalApiError, OutputError, RateLimited, RequestRejected
+from batchgen.errors import (
+    ApiError,
+    AuthError,
+    BatchgenError,
+    FatalApiError,
+    OutputError,
+    RateLimited,
+    RequestRejected,
+)
 from batchgen.gemini.batch import SUCCEEDED, Operation, request_line
 from batchgen.gemini.request import RequestTemplate
 from batchgen.input.ids import IdSet
@@ -184,6 +192,7 @@ class BatchCarrier:
             templates=self._online_templates,
             max_reasks=self._policy.rules.max_reasks,
             written=self._online_written,
+            stopped=self.stop,
             clock=self._clock,
         )
         self._lanes = lanes
@@ -197,8 +206,6 @@ class BatchCarrier:
                     work.start_soon(self._guarded, self._collector)
                     await self._guarded(self._spool, prompts)
             lanes.close()
-        if lanes.stopped_by is not None and self.stopped_by is None:
-            self.stopped_by = lanes.stopped_by
         return self.stats
 
     async def _guarded(self, step: Callable[..., Awaitable[None]], *args: Any) -> None:
@@ -315,7 +322,8 @@ class BatchCarrier:
             await self._save(job.to("creating"))
             try:
                 operation = await self._jobs.create(name, file)
-            except RequestRejected as exc:
+            except (RequestRejected, AuthError) as exc:
+                # A file the Files API no longer has is answered 403 PERMISSION_DENIED ("...or it may not exist").
                 self._slots.give()
                 await self._upload_again(job, exc)
                 return
@@ -329,9 +337,9 @@ class BatchCarrier:
             await self._running(job, operation)
             return
 
-    async def _upload_again(self, job: Submission, error: RequestRejected) -> None:
-        """The input file was refused: gone (the Files API keeps files 48 h) or never usable. It is uploaded
-        once more; refused again, the run stops with the error."""
+    async def _upload_again(self, job: Submission, error: ApiError) -> None:
+        """The create was refused: its input file may be gone (the Files API keeps files 48 h). It is uploaded
+        once more; refused again (or the upload refused: a bad key), the run stops with the error."""
         if job.note == "uploaded again":
             raise error
         log.warning("batch job %s: its input file was refused (%s); uploading it again", job.id, error)
@@ -475,7 +483,7 @@ class BatchCarrier:
     async def _collect(self, names: list[str]) -> None:
         """One pass over the input for every job in `names`: each of their rows written, resubmitted or sent
         online; then, once the rows written are durable, the jobs and their follow-ups saved in one write."""
-        plans = {name: Plan(self._folder, self._batches.get(name)) for name in names}
+        plans = {name: Plan(self._folder, self._batches.get(name), self._final) for name in names}
         for plan in plans.values():
             await anyio.to_thread.run_sync(plan.load)
         skip = Elsewhere(plans, self._final)
@@ -510,7 +518,22 @@ class BatchCarrier:
                 spooler.discard()
             for plan in plans.values():
                 plan.close()
+        for plan in plans.values():
+            self._gone(plan)
         await self._settle([plan.job for plan in plans.values()], follow_ups)
+
+    def _gone(self, plan: Plan) -> None:
+        """Rows a job holds that the input no longer has (it was edited between runs): nothing to join their
+        answers with, so they are not written; said loudly, and no longer counted in flight."""
+        gone = len(plan.members) - plan.found - plan.final
+        if gone > 0:
+            log.warning(
+                "batch job %s: %d of its rows are no longer in the input; their answers are not written",
+                plan.job.id,
+                gone,
+                extra={"event": "batch_rows_gone", "job": plan.job.id, "rows": gone},
+            )
+            self.stats.in_flight -= gone
 
     async def _settle(self, jobs: list[Submission], follow_ups: list[Submission]) -> None:
         assert self._sink is not None

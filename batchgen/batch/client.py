@@ -135,7 +135,8 @@ class BatchClient:
         return await self._retry.call(lambda _: self._download(url, destination))
 
     async def delete_file(self, file: str) -> None:
-        await self._call("DELETE", f"{self._root}/v1beta/{file}")
+        """Delete a file; one attempt (a file left behind is deleted by the Files API after 48 h anyway)."""
+        await self._once("DELETE", f"{self._root}/v1beta/{file}", None)
 
     # --- HTTP ------------------------------------------------------------------------------------------------
 

@@ -131,17 +131,21 @@ def _failed(prompt: Prompt, carried: Carried, error: str, now: float, http_statu
 
 
 class Plan:
-    """One ended job's side of a pass: the ids it holds, what they carry, and its results file by key.
+    """One ended job's side of a pass: the ids it holds (how many already final), what they carry, and its
+    results file by key.
 
     Built in a worker thread (`load`); `line` reads one key's line from the open results file.
     """
 
-    def __init__(self, folder: Path, job: Submission) -> None:
+    def __init__(self, folder: Path, job: Submission, final: Container[str]) -> None:
         self.job = job
         self.folder = folder
         self.members = IdSet()
         self.carried: dict[str, Carried] = {}
+        # Its rows met in the input, and those already final before the pass (not read again).
         self.found = 0
+        self.final = 0
+        self._final_ids = final
         self._index = IdIndex()
         self._results: IO[bytes] | None = None
 
@@ -176,6 +180,7 @@ class Plan:
         chunk: list[str] = []
         for key, carried in read_rows(self.folder, self.job.id):
             chunk.append(key)
+            self.final += key in self._final_ids
             if carried is not None:
                 self.carried[key] = carried
             if len(chunk) >= _ROW_CHUNK:

@@ -61,6 +61,7 @@ class OnlineLanes:
         templates: Mapping[str, RequestTemplate],
         max_reasks: int,
         written: Callable[[str], Awaitable[None]],
+        stopped: Callable[[BatchgenError], None],
         clock: Callable[[], float],
     ) -> None:
         self._make_runner = make_runner
@@ -68,6 +69,7 @@ class OnlineLanes:
         self._templates = templates
         self._max_reasks = max_reasks
         self._written = written
+        self._stopped = stopped
         self._clock = clock
         self._lanes: dict[tuple[str, int], tuple[OnlineRunner, MemoryObjectSendStream[Prompt]]] = {}
         self._handed: dict[str, _Handed] = {}
@@ -117,8 +119,10 @@ class OnlineLanes:
     async def _drive(self, runner: OnlineRunner, receive: MemoryObjectReceiveStream[Prompt]) -> None:
         async with receive:
             await runner.run(receive, _Completing(self))
-        if runner.stopped_by is not None and self.stopped_by is None:
-            self.stopped_by = runner.stopped_by
+        if runner.stopped_by is not None:
+            # A lane that stopped takes no more rows: nothing else may wait on it (a fatal error, the cost cap).
+            self.stopped_by = self.stopped_by or runner.stopped_by
+            self._stopped(runner.stopped_by)
 
     def _complete(self, result: Result) -> str | None:
         """Add what the row cost before it came online to its result (in place, before the runner counts it,
