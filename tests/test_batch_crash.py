@@ -70,13 +70,15 @@ class Run:
         with self.log.open("wb") as sink:
             self.process = subprocess.Popen(command, stdout=sink, stderr=subprocess.STDOUT, env=env)
 
-    def wait_for(self, condition: Callable[[], bool], timeout: float = 30) -> None:
+    def wait_for(self, condition: Callable[[], bool], pace: float, timeout: float = 30) -> None:
+        """Look every `pace` seconds: no faster than the point needs, since looking takes a core from the run
+        (and from whatever test runs beside this one)."""
         deadline = time.monotonic() + timeout
         while not condition():
             if self.process.poll() is not None:
                 raise AssertionError(f"the run ended before the point was reached:\n{self.output()}")
             assert time.monotonic() < deadline, "point not reached"
-            time.sleep(0.0002)
+            time.sleep(pace)
 
     def output(self) -> str:
         return self.log.read_text(errors="replace")
@@ -109,10 +111,11 @@ def writing(job: Path) -> bool:
     return phase(job) == "ended" and any(out_of(job).glob("part-*.parquet"))
 
 
+# (point, how often to look): a 1,500-row results file takes about 10 ms to download and keep.
 KILL_POINTS = [
-    pytest.param(lambda job: phase(job) == "running", id="after-submission"),
-    pytest.param(downloading, id="during-download"),
-    pytest.param(writing, id="while-writing-rows"),
+    pytest.param(lambda job: phase(job) == "running", 0.01, id="after-submission"),
+    pytest.param(downloading, 0.001, id="during-download"),
+    pytest.param(writing, 0.005, id="while-writing-rows"),
 ]
 
 
@@ -139,16 +142,16 @@ def ids(job: Path) -> list[str]:
     return sorted(table.column("id").to_pylist())
 
 
-@pytest.mark.parametrize("point", KILL_POINTS)
+@pytest.mark.parametrize(("point", "pace"), KILL_POINTS)
 def test_sigkill_then_rerun_submits_each_row_once_and_writes_each_id_once(
-    tmp_path: Path, url: str, runs: list[Run], point: Callable[[Path], bool]
+    tmp_path: Path, url: str, runs: list[Run], point: Callable[[Path], bool], pace: float
 ) -> None:
     """Killed at any point after its job exists, the rerun re-attaches to it: no second job, every key answered
     once, every id written once; a results file kept before the kill is not downloaded again."""
     job = write_job(tmp_path)
     ledger = Ledger(url)
     runs.append(run := Run(job, url))
-    run.wait_for(lambda: point(job))
+    run.wait_for(lambda: point(job), pace)
     run.process.kill()
     run.process.wait()
     kept = (batch_dir(out_of(job)) / "s00001.results.jsonl").exists()
@@ -171,7 +174,7 @@ def test_ctrl_c_while_polling_leaves_the_job_running_says_how_to_reattach_and_ca
     out = out_of(job)
     ledger = Ledger(url)
     runs.append(run := Run(job, url))
-    run.wait_for(lambda: phase(job) == "running")
+    run.wait_for(lambda: phase(job) == "running", 0.01)
     run.process.send_signal(signal.SIGINT)
     assert run.process.wait(timeout=30) == 130
     said = run.output()

@@ -476,8 +476,10 @@ class BatchCarrier:
                 ready, self._ready = self._ready, []
                 await self._collect(ready)
                 continue
-            if not self._spooling and not any(job.phase in _STEPS for job in self._batches.live):
-                return  # nothing more can end: the run's batch work is done
+            # Done when no job can end any more and none that ended waits to be collected (a job is `ended` on
+            # record a moment before it joins `_ready`): what is left is online, in the lanes' hands.
+            if not self._spooling and all(job.phase == "online" for job in self._batches.live):
+                return
             await self._wake.wait()
 
     async def _collect(self, names: list[str]) -> None:
