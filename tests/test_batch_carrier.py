@@ -82,7 +82,11 @@ def texts(*extra: str, plain: int = 12) -> dict[str, str]:
 async def run(
     job: Job, server: FakeServer, on_start: Callable[[LiveRun], None] | None = None, **overrides: Any
 ) -> RunSummary:
-    return await api.run_job_async(job, api_key=KEY, base_url=server.url, on_start=on_start, **overrides)
+    """A run of `job` against `server`; one that was not stopped must leave no job and no row behind."""
+    summary = await api.run_job_async(job, api_key=KEY, base_url=server.url, on_start=on_start, **overrides)
+    if summary.stopped_by is None:
+        assert (summary.live_batch_jobs, summary.stats.in_flight) == (0, 0)
+    return summary
 
 
 def rows_of(job: Job) -> dict[str, dict[str, Any]]:
