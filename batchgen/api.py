@@ -15,7 +15,7 @@ import functools
 import os
 import random
 import tempfile
-from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -124,8 +124,9 @@ async def run_job_async(
         prices=None if prices is None else Path(prices),
     )
     resolved = as_job(job, **overrides)
+    run = _engine(resolved)
     async with _target(resolved, local_server, api_key) as (target, key):
-        return await execute(target, key, options, on_start=on_start or (lambda run: None))
+        return await run(target, key, options, on_start=on_start or (lambda run: None))
 
 
 @dataclass(frozen=True, slots=True)
@@ -290,6 +291,19 @@ async def _sample_run(job: Job, key: ApiKey, rows: int, prices: Path | None) -> 
         latency_s=None if latency is None else latency / 1000,
         cost_usd=priced,
     )
+
+
+def _engine(job: Job) -> Callable[..., Awaitable[RunSummary]]:
+    """What runs the job: this process (`execute`), or a Ray cluster (`engine = "ray"`, the `ray` extra)."""
+    if job.engine == "local":
+        return execute
+    try:
+        from batchgen.distributed import engine
+    except ImportError as exc:
+        raise ConfigError(
+            f"engine ray needs Ray: pip install 'batchgen[ray]' ({exc})", file=str(job.file), key="engine"
+        ) from exc
+    return engine.execute
 
 
 @asynccontextmanager

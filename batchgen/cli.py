@@ -86,6 +86,17 @@ def _parser() -> argparse.ArgumentParser:
         help="on a rerun, send rows that ended `failed` again (default: yes)",
     )
     run.add_argument("--force", action="store_true", help="write into a results folder made by a different job")
+    run.add_argument(
+        "--engine",
+        choices=("local", "ray"),
+        help="run in this process (local) or on a Ray cluster (ray; needs batchgen[ray]); default: the job's",
+    )
+    run.add_argument(
+        "--address",
+        metavar="ADDR",
+        help="engine ray: the cluster (auto, or ray://HOST:10001); default: start a local Ray instance",
+    )
+    run.add_argument("--workers", type=int, metavar="N", help="engine ray: workers in the pool ([ray] workers)")
     _local_server_argument(run)
     run.set_defaults(handler=_run)
 
@@ -235,7 +246,7 @@ def _estimate(args: argparse.Namespace) -> int:
 
 
 def _run(args: argparse.Namespace) -> int:
-    job = api.as_job(args.job, **flag_overrides(args))
+    job = api.as_job(args.job, **flag_overrides(args), **_engine_overrides(args))
     key = None if args.local_server else api.api_key(job)
     logs.configure(args.log_format, args.log_level, secrets=[key] if key else [])
     view = _View(
@@ -265,6 +276,13 @@ def _run(args: argparse.Namespace) -> int:
         print(f"batchgen: stopped: {summary.stopped_by}", file=sys.stderr)
     _print_summary(summary, sys.stdout)
     return summary.exit_code
+
+
+def _engine_overrides(args: argparse.Namespace) -> dict[str, Any]:
+    """The job keys `--engine`, `--address` and `--workers` replace."""
+    ray = {k: v for k, v in (("address", args.address), ("workers", args.workers)) if v is not None}
+    top: dict[str, Any] = {} if args.engine is None else {"engine": args.engine}
+    return top | ({"ray": ray} if ray else {})
 
 
 @dataclass(frozen=True, slots=True)

@@ -102,6 +102,22 @@ class OutputSpec(_Section):
     flush_seconds: PositiveFloat = 10.0
 
 
+class RaySpec(_Section):
+    """`engine = "ray"`: where the cluster is and how the job is spread over it (docs/scale-out.md)."""
+
+    # None starts a local Ray instance for the run; "auto" joins the cluster of this machine; ray://HOST:PORT
+    # connects through Ray Client.
+    address: str | None = None
+    workers: PositiveInt = 2
+    # Rows per block: the unit Ray hands a worker, the driver commits, and a killed worker's retry repeats.
+    block_rows: PositiveInt = 500
+    # Blocks one worker holds at once; its runner works on all of them (`concurrency` requests in flight).
+    blocks_per_worker: PositiveInt = 4
+    # CPUs Ray reserves per worker: fractional, since a worker mostly waits on the network (and a whole CPU
+    # each can leave none for the readers, which then never run).
+    worker_cpus: Annotated[float, Field(gt=0)] = 0.25
+
+
 class Job(_Section):
     """A validated job: what to send, to whom, under which limits, and where results go."""
 
@@ -115,6 +131,8 @@ class Job(_Section):
     stream: bool = False
     limits: LimitsSpec = LimitsSpec()
     output: OutputSpec
+    engine: Literal["local", "ray"] = "local"
+    ray: RaySpec = RaySpec()
     schema_: InstanceOf[ResponseSchema] | None = Field(default=None, alias="schema")
 
     model_config = ConfigDict(frozen=True, extra="forbid", arbitrary_types_allowed=True, populate_by_name=True)
@@ -150,7 +168,7 @@ class Job(_Section):
     def with_overrides(self, **changes: Any) -> Job:
         """A copy with top-level fields and `limits`/`input`/`output` entries replaced (CLI flags), re-checked."""
         data = dict(self)
-        for section in ("input", "limits", "output"):
+        for section in ("input", "limits", "output", "ray"):
             if section in changes:
                 data[section] = {**data[section].model_dump(), **changes.pop(section)}
         data.update(changes)

@@ -17,7 +17,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, Protocol, TypeVar
 
 import anyio
 
@@ -30,7 +30,7 @@ from batchgen.online.client import Endpoint, GeminiClient
 from batchgen.online.limiter.rate import LimiterSnapshot, Limits, RateLimiter
 from batchgen.online.retry import Retrier, RetryPolicy
 from batchgen.online.runner import Runner, RunPolicy
-from batchgen.records import Prompt, RunStats
+from batchgen.records import Admission, Generate, Limiter, Prompt, RunStats
 from batchgen.report.budget import Budget, budget_for
 from batchgen.report.pricing import PriceTable
 from batchgen.results import resume
@@ -105,15 +105,27 @@ class RunOptions:
             raise ConfigError(f"--limit must be a positive number of rows, not {self.limit}")
 
 
+class _Stoppable(Protocol):
+    def stop(self, reason: BatchgenError | None = None) -> None: ...
+
+
+class _Snapshots(Protocol):
+    def snapshot(self) -> LimiterSnapshot: ...
+
+
 @dataclass(frozen=True, slots=True)
 class LiveRun:
-    """A run under way: what a display shows (counters, limiter, spend), and the handle that stops it."""
+    """A run under way: what a display shows (counters, limiter, spend), and the handle that stops it.
+
+    The limiter is anything with the limiter's `snapshot()`, the runner anything that stops like a `Runner`:
+    a run on a cluster (`batchgen.distributed`) shows the shared limiter and stops every worker.
+    """
 
     run_id: str
     stats: RunStats
-    limiter: RateLimiter
+    limiter: _Snapshots
     budget: Budget | None
-    _runner: Runner
+    _runner: _Stoppable
 
     def stop(self, reason: BatchgenError | None = None) -> None:
         """Take no new rows; rows in flight get the job's grace period. Safe to call more than once."""
@@ -207,9 +219,9 @@ async def execute(
             total_rows=remaining if options.limit is None else min(remaining, options.limit),
             skipped_rows=len(done.final),
         )
-        limiter = _limiter(job)
+        limiter = RateLimiter(limits_for(job))
         async with GeminiClient(endpoint(job), key, connections=job.limits.concurrency) as client:
-            runner = _runner(job, client, limiter, stats, budget)
+            runner = runner_for(job, client, limiter, stats, budget)
             on_start(LiveRun(options.run_id, stats, limiter, budget, runner))
             prompts = _limited(source.prompts(skip=done.final, duplicates=duplicates), options.limit)
             run = _Recorded(job, options.run_id, runner)
@@ -291,28 +303,36 @@ class _Recorded:
             tokens=stats.usage.totals(),
             stopped_by=None if stopped_by is None else f"{type(stopped_by).__name__}: {stopped_by}",
         )
-        record_run(self._job.output.path, _job_record(self._job), run)
+        record_run(self._job.output.path, job_record(self._job), run)
 
 
-def _limiter(job: Job) -> RateLimiter:
-    """The limiter for a job: its quotas, and the window its server counts them over."""
+def limits_for(job: Job) -> Limits:
+    """The limiter's settings for a job: its quotas, and the window its server counts them over."""
     limits = job.limits
-    return RateLimiter(
-        Limits(
-            requests_per_minute=limits.requests_per_minute,
-            tokens_per_minute=limits.tokens_per_minute,
-            requests_per_day=limits.requests_per_day,
-            window_s=limits.quota_window_s,
-        )
+    return Limits(
+        requests_per_minute=limits.requests_per_minute,
+        tokens_per_minute=limits.tokens_per_minute,
+        requests_per_day=limits.requests_per_day,
+        window_s=limits.quota_window_s,
     )
 
 
-def _runner(job: Job, client: GeminiClient, limiter: RateLimiter, stats: RunStats, budget: Budget | None) -> Runner:
+def runner_for(
+    job: Job,
+    client: GeminiClient,
+    limiter: Limiter,
+    stats: RunStats,
+    admission: Admission | None,
+    *,
+    generate: Generate | None = None,
+) -> Runner:
+    """The job's runner: its retries, verdicts, re-asks and concurrency, over `client` (or `generate`, a
+    carrier in front of it) under `limiter`."""
     limits = job.limits
     schema = job.schema_
     json_mode = job.json_mode
     return Runner(
-        client,
+        client if generate is None else generate,
         template=RequestTemplate(job.request),
         limiter=limiter,
         retrier=Retrier(RetryPolicy(max_attempts=limits.max_attempts)),
@@ -325,7 +345,7 @@ def _runner(job: Job, client: GeminiClient, limiter: RateLimiter, stats: RunStat
             grace_s=limits.grace_s,
         ),
         count_tokens=client.count_tokens if limits.token_estimate == "count" else None,
-        admission=budget,
+        admission=admission,
         stats=stats,
     )
 
@@ -343,5 +363,6 @@ async def _limited(prompts: AsyncIterator[Prompt], limit: int | None) -> AsyncIt
             return  # without reading a row more
 
 
-def _job_record(job: Job) -> dict[str, Any]:
+def job_record(job: Job) -> dict[str, Any]:
+    """The job's identity as the results folder's manifest records it."""
     return {"file": str(job.file), "model": job.model, "fingerprint": job.fingerprint()}

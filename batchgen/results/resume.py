@@ -42,16 +42,23 @@ def check_job(folder: Path, fingerprint: str, *, force: bool) -> None:
 
 def done_ids(folder: Path, *, retry_failed: bool) -> Done:
     """Ids whose latest row is final; with `retry_failed`, `failed` rows are not final and are sent again."""
+    ids, rows = final_ids(folder, retry_failed=retry_failed)
+    return Done(final=IdSet(in_chunks(ids)), rows=rows)
+
+
+def final_ids(folder: Path, *, retry_failed: bool) -> tuple[pa.Array, int]:
+    """The ids `done_ids` holds, as an Arrow array, and how many rows the folder stores in all."""
     latest = _latest_rows(folder)
     if latest is None:
-        return Done(final=IdSet(), rows=0)
+        return pa.array([], pa.string()), 0
     ids, statuses = latest
     if retry_failed:
         ids = ids.filter(pc.not_equal(statuses, Status.FAILED.value))
-    return Done(final=IdSet(_in_chunks(ids)), rows=len(statuses))
+    return ids, len(statuses)
 
 
-def _in_chunks(ids: pa.Array, size: int = 65_536) -> Iterator[list[str]]:
+def in_chunks(ids: pa.Array, size: int = 65_536) -> Iterator[list[str]]:
+    """The ids as lists of at most `size` strings."""
     # A million ids as one Python list would cost what IdSet saves.
     for start in range(0, len(ids), size):
         yield ids.slice(start, size).to_pylist()
