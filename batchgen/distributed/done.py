@@ -22,23 +22,29 @@ def _digest(value: str) -> bytes:
 
 
 class DoneIds:
-    """A set of ids as sorted 16-byte digests; `in` by binary search."""
+    """A set of ids as 128-bit digests (two 64-bit halves), sorted; `in` by binary search on the first half."""
 
     def __init__(self, chunks: Iterable[list[str]] = ()) -> None:
-        digests = b"".join(_digest(value) for ids in chunks for value in ids)
-        # Fixed-width byte strings sort and compare as bytes (trailing zero bytes are ignored alike on both
-        # sides, so two 16-byte digests compare as they are).
-        self._sorted = np.sort(np.frombuffer(digests, dtype=f"S{_DIGEST}"))
+        digests = np.frombuffer(b"".join(_digest(value) for ids in chunks for value in ids), dtype=">u8")
+        high, low = digests[0::2], digests[1::2]
+        order = np.lexsort((low, high))
+        self._high = high[order]
+        self._low = low[order]
 
     def __len__(self) -> int:
-        return len(self._sorted)
+        return len(self._high)
 
     def __repr__(self) -> str:
         return f"DoneIds({len(self)} ids)"
 
     def __contains__(self, value: object) -> bool:
-        if not isinstance(value, str) or not len(self._sorted):
+        if not isinstance(value, str) or not len(self._high):
             return False
-        key = np.bytes_(_digest(value))
-        position = int(np.searchsorted(self._sorted, key))
-        return position < len(self._sorted) and self._sorted[position] == key
+        high, low = np.frombuffer(_digest(value), dtype=">u8")
+        position = int(np.searchsorted(self._high, high))
+        # Equal first halves sit side by side; among them, nearly always one, the second half decides.
+        while position < len(self._high) and self._high[position] == high:
+            if self._low[position] == low:
+                return True
+            position += 1
+        return False

@@ -6,7 +6,7 @@ acquire`), so a busy worker gets many permits per call and the authority serves 
 hundred calls a second. Permits are only asked for requests that wait: none are held in reserve, so none
 bypass a cooldown; one left over by a request cancelled meanwhile serves the next one.
 
-Everything else goes in reports, at most every `report_s` and at once for a 429 or a stop: token
+Everything else goes in reports, every `report_s` and at once for a 429 or a stop: token
 settlements (in order), 429s, this worker's counters and spend, its fatal error. Each reply brings back what
 the cluster has spent and has in flight, so `refusal` applies the cost cap to the cluster's spend (as
 `Budget.refusal` does to one run's), and the stop, which stops this worker's runner.
@@ -29,7 +29,7 @@ from batchgen.records import Result, RunStats
 from batchgen.report.budget import Budget
 
 REPORT_S: Final = 0.25
-"""Reports go at most this often (a 429 or a stop at once): the cluster's spend is this fresh."""
+"""A worker reports this often (a 429 or a stop at once): the cluster's spend it sees is this fresh."""
 
 MAX_PERMITS: Final = 256
 """Permits asked for in one call at most."""
@@ -82,7 +82,6 @@ class Link:
         self._spare: deque[int] = deque()
         self._outbox = _Outbox()
         self._wanted = asyncio.Event()
-        self._news = asyncio.Event()
         self._urgent = asyncio.Event()
         self._cluster = Reply(spent_usd=0.0, charged_rows=0, in_flight_elsewhere=0)
         self._reported = WorkerState(worker)
@@ -117,7 +116,6 @@ class Link:
     def settle(self, estimated: int, actual: int | None) -> None:
         if actual is not None and actual != estimated:
             self._outbox.settled.append((estimated, actual))
-            self._news.set()
 
     def rate_limited(self, quota_id: str | None, retry_after: float | None) -> None:
         self._outbox.refused.append((quota_id, retry_after))
@@ -145,7 +143,6 @@ class Link:
     def charge(self, result: Result) -> None:
         if self._budget is not None:
             self._budget.charge(result)
-        self._news.set()
 
     # -- the worker's side ---------------------------------------------------------------------------------
 
@@ -201,14 +198,12 @@ class Link:
     async def _reports(self) -> None:
         while True:
             await self._send_report()
-            # At most every `report_s`, unless a 429 or a stop must go at once; then only once there is news.
+            # Every `report_s` whatever happened, so the cluster's spend and stop stay that fresh here; a 429
+            # or a stop goes at once.
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._urgent.wait(), self._report_s)
-            if not (self._news.is_set() or self._urgent.is_set()):
-                await _first_of(self._news, self._urgent)
 
     async def _send_report(self) -> None:
-        self._news.clear()
         self._urgent.clear()
         outbox, self._outbox = self._outbox, _Outbox()
         state = self._state()
@@ -237,12 +232,3 @@ class Link:
         if self._stop is None:
             self._stop = stop
             self._on_stop(stop.error())
-
-
-async def _first_of(*events: asyncio.Event) -> None:
-    waits = [asyncio.ensure_future(event.wait()) for event in events]
-    try:
-        await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
-    finally:
-        for wait in waits:
-            wait.cancel()

@@ -74,12 +74,14 @@ def _jsonl_table(path: str, first: int, lines: list[int], raws: list[bytes]) -> 
 
 
 def _lines(f: pa.NativeFile) -> Iterator[bytes]:
-    """The file's lines (without their newline), read a chunk at a time."""
+    """The file's lines, each with its newline as a local run reads them (a JSON error's column counts it),
+    read a chunk at a time."""
     rest = b""
     while chunk := f.read(_CHUNK):
         parts = (rest + chunk).split(b"\n")
         rest = parts.pop()
-        yield from parts
+        for part in parts:
+            yield part + b"\n"
     if rest:
         yield rest
 
