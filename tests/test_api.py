@@ -11,6 +11,7 @@ from conftest import ROOT, demo_tree
 from pydantic import BaseModel
 
 import batchgen
+import batchgen.cli
 
 
 def test_run_job_runs_a_job_file_and_read_results_reads_it_back(tmp_path: Path) -> None:
@@ -72,3 +73,28 @@ def test_the_one_liner_from_the_issue_works_in_a_fresh_interpreter(tmp_path: Pat
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == "0"
     assert len(list((tmp_path / "out" / "demo").glob("part-*.parquet"))) == 1
+
+
+def test_the_core_never_imports_ray() -> None:
+    """Ray is an optional extra: importing batchgen, its API and its command line loads none of it."""
+    code = "import sys, batchgen, batchgen.cli, batchgen.pipeline; print('ray' in sys.modules)"
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, check=True)
+    assert done.stdout.strip() == "False"
+
+
+def test_engine_ray_without_ray_installed_is_a_config_error(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Without the `ray` extra, `--engine ray` ends with exit 2 and says what to install; nothing is sent."""
+    monkeypatch.setitem(sys.modules, "batchgen.distributed.engine", None)  # what a missing `ray` makes of it
+    job = demo_tree(tmp_path)
+    assert batchgen.cli.main(["run", str(job), "--engine", "ray", "--local-server", "--quiet"]) == 2
+    assert "pip install 'batchgen[ray]'" in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()
+
+
+def test_engine_ray_refuses_what_it_cannot_do_before_starting_ray(tmp_path: Path) -> None:
+    """`--limit` with engine ray is a ConfigError raised before Ray starts."""
+    job = demo_tree(tmp_path)
+    with pytest.raises(batchgen.ConfigError, match="--limit"):
+        batchgen.run_job(job, local_server=True, engine="ray", limit=5)
