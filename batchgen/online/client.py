@@ -95,6 +95,10 @@ class GeminiClient:
             raise self._redacted(exc) from None
         except TimeoutError as exc:
             raise TransportError(f"no complete answer within {self.endpoint.timeout_s:g}s") from exc
+        except aiohttp.ClientConnectorError as exc:
+            # Refused, DNS, TLS (the certificate and SSL errors subclass it): no connection was made at all.
+            # A connect timeout is a TimeoutError above: a slow server, not a wrong address.
+            raise TransportError(self._key.redact(f"{type(exc).__name__}: {exc}"), connect=True) from exc
         except aiohttp.ClientError as exc:
             raise TransportError(self._key.redact(f"{type(exc).__name__}: {exc}")) from exc
 
