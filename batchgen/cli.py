@@ -39,7 +39,8 @@ from batchgen.secret import ApiKey
 
 _EXIT_HELP = """exit codes:
   0    completed
-  1    completed, but more of the job's rows failed than [limits] max_failed_fraction allows
+  1    completed, but no row of the job is ok, or more of its rows failed than [limits]
+       max_failed_fraction allows (default 0.1)
   2    usage or configuration error, or another run is writing the results folder; nothing was sent
   3    stopped by an auth error, a rejected job, a spent daily quota or a write error (resumable)
   4    stopped by the cost cap (resumable)

@@ -85,7 +85,9 @@ class LimitsSpec(_Section):
     # scales them to a shorter one (the local server's --quota-window-s).
     quota_window_s: Annotated[float, Field(gt=0, le=60)] = 60.0
     max_prompt_tokens: PositiveInt | None = None
-    max_failed_fraction: Annotated[float, Field(ge=0, le=1)] = 1.0
+    # Exit 1 above this: a few unusable rows (a malformed line, a row the API refuses) do not fail a nightly run,
+    # a systematic problem (a server failing half the requests, a prompt the model cannot answer) does.
+    max_failed_fraction: Annotated[float, Field(ge=0, le=1)] = 0.1
     max_cost_usd: PositiveFloat | None = None
     # After Ctrl-C / SIGTERM (or a fatal error), rows in flight get this long to finish before they are cancelled.
     grace_s: Annotated[float, Field(ge=0)] = 30.0

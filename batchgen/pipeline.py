@@ -131,14 +131,19 @@ class RunSummary:
     exit_code: ExitCode
     stopped_by: BatchgenError | None = None
     budget: Budget | None = None
-    # Failed rows over the whole results folder after this run (earlier runs included): what exit 1 judges.
-    failed_fraction: float = 0.0
+    # Rows by status over the whole results folder after this run (earlier runs included): what exit 1 judges.
+    tally: resume.Tally = field(default_factory=resume.Tally)
     # The rate limiter as the run left it.
     limiter: LimiterSnapshot | None = None
 
     @property
     def cost_usd(self) -> float | None:
         return None if self.budget is None else self.budget.spent.total
+
+    @property
+    def failed_fraction(self) -> float:
+        """Failed rows over the whole results folder after this run: what exit 1 judges."""
+        return self.tally.failed_fraction
 
 
 def prompt_builder(job: Job) -> PromptBuilder:
@@ -213,15 +218,15 @@ async def execute(
             on_start(LiveRun(options.run_id, stats, limiter, budget, runner))
             prompts = _limited(source.prompts(skip=done.final, duplicates=duplicates), options.limit)
             run = _Recorded(job, options.run_id, runner)
-            failed = await run.drive(prompts, layout, compact=done.rows > 0)
+            tally = await run.drive(prompts, layout, compact=done.rows > 0)
     return RunSummary(
         run_id=options.run_id,
         output=folder,
         stats=stats,
-        exit_code=run.exit_code(failed),
+        exit_code=run.exit_code(tally),
         stopped_by=runner.stopped_by,
         budget=budget,
-        failed_fraction=failed,
+        tally=tally,
         limiter=limiter.snapshot(),
     )
 
@@ -236,8 +241,8 @@ class _Recorded:
         self._runner = runner
         self._started = time.time()
 
-    async def drive(self, prompts: AsyncIterator[Prompt], layout: Layout, *, compact: bool) -> float:
-        """Run the prompts into the folder, compact it and record the run; the folder's failed fraction.
+    async def drive(self, prompts: AsyncIterator[Prompt], layout: Layout, *, compact: bool) -> resume.Tally:
+        """Run the prompts into the folder, compact it and record the run; the folder's rows by status.
 
         A run writes each id once, so only a folder that held rows before it (`compact`) can hold superseded
         rows: a first run skips the pass over every id, which would hold a hash per row.
@@ -251,7 +256,7 @@ class _Recorded:
             flush_rows=job.output.flush_rows,
             flush_seconds=job.output.flush_seconds,
         )
-        failed = 0.0
+        tally = resume.Tally()
         error: BatchgenError | None = None
         try:
             async with sink:
@@ -261,19 +266,24 @@ class _Recorded:
             with anyio.CancelScope(shield=True):
                 if compact:
                     await anyio.to_thread.run_sync(resume.compact, folder, self._run_id)
-                failed = await anyio.to_thread.run_sync(resume.failed_fraction, folder)
+                tally = await anyio.to_thread.run_sync(resume.tally, folder)
         except BatchgenError as exc:  # a write error: the run ends with it
             error = exc
             raise
         finally:
-            self._record(exit_code=self.exit_code(failed, error))
-        return failed
+            self._record(exit_code=self.exit_code(tally, error))
+        return tally
 
-    def exit_code(self, failed_fraction: float, error: BatchgenError | None = None) -> ExitCode:
+    def exit_code(self, tally: resume.Tally, error: BatchgenError | None = None) -> ExitCode:
+        """The run's exit code: the error that stopped it, else exit 1 when no row of the job is `ok` or more
+        of them are `failed` than `max_failed_fraction` allows (over the folder: a rerun's few retried rows
+        do not decide for the whole job), else 0."""
         stopped_by = error or self._runner.stopped_by
         if stopped_by is not None:
             return exit_code_for(stopped_by)
-        if failed_fraction > self._job.limits.max_failed_fraction:
+        if tally.rows and not tally.ok:
+            return ExitCode.FAILED_ROWS
+        if tally.failed_fraction > self._job.limits.max_failed_fraction:
             return ExitCode.FAILED_ROWS
         return ExitCode.OK
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import logging
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager, redirect_stderr, redirect_stdout
 from dataclasses import dataclass
@@ -11,12 +12,13 @@ from pathlib import Path
 from typing import Any
 
 import duckdb
+import orjson
 import pandas as pd
 import polars as pl
 import pyarrow as pa
 import pyarrow.dataset as ds
 import pytest
-from conftest import clean_environment, demo_tree
+from conftest import clean_environment, closed_port, demo_tree
 from servers import server_process, server_stats
 
 from batchgen.cli import main
@@ -106,6 +108,22 @@ def test_bad_job_exits_2_naming_file_and_key(tmp_path: Path, capsys: pytest.Capt
 def test_missing_key_exits_2(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["run", str(DEMO), "--base-url", "http://127.0.0.1:9"]) == 2
     assert "GEMINI_API_KEY is not set" in capsys.readouterr().err
+
+
+def test_nothing_listening_at_the_base_url_stops_at_once_with_exit_3(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Connections refused on every one of the first rows stop the job like a bad key does: exit 3 with the
+    reason, one connection attempt per probe row, nothing written, not minutes of retries per row."""
+    monkeypatch.setenv("GEMINI_API_KEY", KEY)
+    out = tmp_path / "o"
+    began = time.monotonic()
+    assert main(["run", str(DEMO), "--base-url", closed_port(), "--output", str(out)]) == 3
+    assert time.monotonic() - began < 10
+    err = capsys.readouterr().err
+    assert "no connection on any of the first 3 request(s)" in err and "is base_url right" in err
+    assert not list(out.glob("part-*.parquet"))
+    assert [run["exit_code"] for run in orjson.loads((out / "_manifest.json").read_bytes())["runs"]] == [3]
 
 
 def test_wrong_key_stops_after_one_request_with_exit_3(

@@ -305,7 +305,11 @@ def test_sigkill_during_compaction_leaves_readable_parts_and_the_next_run_finish
     rows = 400
     # Every third row's first attempt gets a 500: with one attempt allowed it fails, and its retry succeeds.
     job = write_job(
-        tmp_path, rows, review=lambda i: f"compaction {i}" + (" [[fake:500*1]]" if i % 3 == 0 else ""), max_attempts=1
+        tmp_path,
+        rows,
+        review=lambda i: f"compaction {i}" + (" [[fake:500*1]]" if i % 3 == 0 else ""),
+        max_attempts=1,
+        limits="max_failed_fraction = 1.0",
     )
     out = out_of(job)
     assert run_here(job, server.url) == 0
@@ -395,6 +399,19 @@ def test_grace_period_bounds_the_wait_for_rows_in_flight(tmp_path: Path, server:
 
 
 # --- Exit codes for schedulers ----------------------------------------------------------------------------------
+
+
+def test_exit_1_when_no_row_succeeded_whatever_max_failed_fraction_allows(
+    tmp_path: Path, key: None, server: Server
+) -> None:
+    """A job whose every row failed did not succeed, and a scheduler must hear it: exit 1 with the default
+    `max_failed_fraction` (0.1), and still exit 1 when the job allows every row to fail."""
+    job = write_job(tmp_path, 20, review=lambda i: f"[[fake:500]] row {i}", max_attempts=1)
+    assert run_here(job, server.url) == 1
+    edit(job, "max_attempts = 1", "max_attempts = 1\nmax_failed_fraction = 1.0")
+    assert run_here(job, server.url) == 1  # the failed rows are retried, and fail again
+    assert set(check_parts(out_of(job)).column("status").to_pylist()) == {"failed"}
+    assert [run["exit_code"] for run in manifest(out_of(job))["runs"]] == [1, 1]
 
 
 def test_exit_1_judges_failed_rows_over_the_whole_job_not_the_last_run(
@@ -522,7 +539,8 @@ def plain_job(folder: Path, lines: bytes, *, limits: str = "", request: str = ""
         'model = "gemini-2.5-flash"\n'
         '[input]\npath = "in.jsonl"\nid_field = "id"\nprompt_field = "prompt"\n'
         '[output]\npath = "out"\n'
-        f"[limits]\nconcurrency = 4\nmax_attempts = 2\n{limits}\n"
+        # Every failure allowed: these jobs show what becomes of bad rows, not how a run exits with them.
+        f"[limits]\nconcurrency = 4\nmax_attempts = 2\nmax_failed_fraction = 1.0\n{limits}\n"
         f"[request]\n{request}\n"
     )
     return job

@@ -73,11 +73,12 @@ def test_a_changed_job_is_refused_unless_forced(tmp_path: Path) -> None:
     resume.check_job(tmp_path, "new", force=True)
 
 
-def test_failed_fraction_is_over_each_ids_latest_row_once_compacted(tmp_path: Path) -> None:
+def test_the_tally_is_over_each_ids_latest_row_once_compacted(tmp_path: Path) -> None:
     """How the job as a whole went: a failed row that a later run answered no longer counts."""
-    assert resume.failed_fraction(tmp_path) == 0.0
+    assert resume.tally(tmp_path) == resume.Tally(0, 0, 0) and resume.tally(tmp_path).failed_fraction == 0.0
     part(tmp_path, "part-a-00000.parquet", [("1", "ok", 1), ("2", "failed", 1), ("3", "failed", 1), ("4", "ok", 1)])
-    assert resume.failed_fraction(tmp_path) == 0.5
+    assert resume.tally(tmp_path) == resume.Tally(rows=4, failed=2, ok=2)
+    assert resume.tally(tmp_path).failed_fraction == 0.5
     part(tmp_path, "part-b-00000.parquet", [("2", "ok", 5)])
     resume.compact(tmp_path, "c")
-    assert resume.failed_fraction(tmp_path) == 0.25
+    assert resume.tally(tmp_path).failed_fraction == 0.25

@@ -57,15 +57,29 @@ def _in_chunks(ids: pa.Array, size: int = 65_536) -> Iterator[list[str]]:
         yield ids.slice(start, size).to_pylist()
 
 
-def failed_fraction(folder: Path) -> float:
-    """The fraction of rows that are `failed` in a folder holding one row per id (compacted, or written by
-    one run): how the job as a whole went. Counted part by part over the status column alone."""
-    rows = failed = 0
+@dataclass(frozen=True, slots=True)
+class Tally:
+    """How the job as a whole went: rows in a folder holding one row per id, those `failed` and those `ok`."""
+
+    rows: int = 0
+    failed: int = 0
+    ok: int = 0
+
+    @property
+    def failed_fraction(self) -> float:
+        return self.failed / self.rows if self.rows else 0.0
+
+
+def tally(folder: Path) -> Tally:
+    """Rows by status of a folder holding one row per id (compacted, or written by one run), counted part by
+    part over the status column alone."""
+    rows = failed = ok = 0
     for part in part_files(folder):
         statuses = read_part(part, columns=["status"]).column("status")
         rows += len(statuses)
         failed += pc.sum(pc.equal(statuses, Status.FAILED.value)).as_py() or 0
-    return failed / rows if rows else 0.0
+        ok += pc.sum(pc.equal(statuses, Status.OK.value)).as_py() or 0
+    return Tally(rows, failed, ok)
 
 
 def compact(folder: Path, run_id: str) -> int:
