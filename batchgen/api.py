@@ -58,7 +58,7 @@ def as_job(job: JobLike, **overrides: Any) -> Job:
     return loaded.with_overrides(**_absolute_paths(overrides)) if overrides else loaded
 
 
-def api_key(job: Job, environ: Mapping[str, str] = os.environ) -> ApiKey:
+def key_from_environment(job: Job, environ: Mapping[str, str] = os.environ) -> ApiKey:
     """The key from the environment variable the job names; a ConfigError naming it when it is not set."""
     value = environ.get(job.api_key_env, "").strip()
     if not value:
@@ -137,10 +137,20 @@ class Checked:
     budget: Budget | None
 
 
-def check_job(job: JobLike, *, prices: str | os.PathLike[str] | None = None, **overrides: Any) -> Checked:
-    """Every start-up check of a run (job, schema, input, ids, prices), with nothing sent; raises on the first
-    problem (ConfigError / InputError naming the file and key, line or row)."""
+def check_job(
+    job: JobLike,
+    *,
+    prices: str | os.PathLike[str] | None = None,
+    local_server: bool = False,
+    api_key: str | None = None,
+    **overrides: Any,
+) -> Checked:
+    """Every start-up check of a run (job, schema, key, input, ids, prices), with nothing sent; raises on the
+    first problem (ConfigError / InputError naming the file and key, line or row). The key is checked as a run
+    would look for it: `api_key`, else the job's environment variable, unless `local_server`."""
     resolved = as_job(job, **overrides)
+    if not local_server and api_key is None:
+        key_from_environment(resolved)
     budget = budget_for(resolved.model, _prices(prices), resolved.limits.max_cost_usd, job_file=str(resolved.file))
 
     async def rows() -> int:
@@ -296,7 +306,7 @@ async def _sample_run(job: Job, key: ApiKey, rows: int, prices: Path | None) -> 
 async def _target(job: Job, local_server: bool, key: str | None) -> AsyncIterator[tuple[Job, ApiKey]]:
     """The job and key to send with: as given, or pointed at a local Gemini server started for the call."""
     if not local_server:
-        yield job, ApiKey(key) if key else api_key(job)
+        yield job, ApiKey(key) if key else key_from_environment(job)
         return
     async with fakeserver.FakeServer(fakeserver.ServerConfig()) as server:
         yield job.with_overrides(base_url=server.url), ApiKey(server.api_key)

@@ -61,6 +61,7 @@ class ConfigError(BatchgenError):
         super().__init__(f"{where}: {message}" if where else message)
         self.file = file
         self.key = key
+        self.detail = message
 
 
 class SchemaError(ConfigError):

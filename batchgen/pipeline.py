@@ -116,8 +116,16 @@ class LiveRun:
     _runner: Runner
 
     def stop(self, reason: BatchgenError | None = None) -> None:
-        """Take no new rows; rows in flight get the job's grace period. Safe to call more than once."""
+        """Send nothing more; requests already out get the job's grace period. Safe to call more than once."""
         self._runner.stop(reason)
+
+    def abort(self, reason: BatchgenError | None = None) -> None:
+        """Stop, and cancel the requests still out at once; what finished is still written and recorded."""
+        self._runner.abort(reason)
+
+    @property
+    def stopping(self) -> bool:
+        return self._runner.stopping
 
 
 @dataclass(frozen=True, slots=True)

@@ -53,10 +53,13 @@ def test_a_job_from_a_dict_with_a_pydantic_schema_gets_typed_columns(tmp_path: P
 
 
 def test_check_job_finds_what_check_finds_and_raises_on_a_bad_job(tmp_path: Path) -> None:
-    checked = batchgen.check_job(demo_tree(tmp_path))
+    checked = batchgen.check_job(demo_tree(tmp_path), local_server=True)
     assert checked.rows == 240 and checked.job.model == "gemini-2.5-flash"
+    assert batchgen.check_job(demo_tree(tmp_path), api_key="k").rows == 240
     with pytest.raises(batchgen.ConfigError, match=r"limits\.concurrency"):
-        batchgen.check_job(demo_tree(tmp_path), limits={"concurrency": 0})
+        batchgen.check_job(demo_tree(tmp_path), local_server=True, limits={"concurrency": 0})
+    with pytest.raises(batchgen.ConfigError, match="GEMINI_API_KEY is not set"):
+        batchgen.check_job(demo_tree(tmp_path))  # a run would need the key
 
 
 def test_a_missing_key_names_the_variable(tmp_path: Path) -> None:

@@ -8,6 +8,7 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager, redirect_stderr, redirect_stdout
 from dataclasses import dataclass
+from importlib.metadata import version
 from pathlib import Path
 from typing import Any
 
@@ -94,8 +95,15 @@ def test_changed_job_into_the_same_folder_is_refused(tmp_path: Path, capsys: pyt
 
 
 def test_check_runs_start_up_checks_without_sending(capsys: pytest.CaptureFixture[str]) -> None:
-    assert main(["check", str(DEMO)]) == 0
+    assert main(["check", str(DEMO), "--local-server"]) == 0
     assert "240 input rows" in capsys.readouterr().out
+
+
+def test_version_comes_from_the_package_metadata(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as done:
+        main(["--version"])
+    assert done.value.code == 0
+    assert capsys.readouterr().out.strip() == f"batchgen {version('batchgen')}"
 
 
 def test_bad_job_exits_2_naming_file_and_key(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import mimetypes
+import re
 import string
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -38,10 +39,7 @@ class PromptBuilder:
     _template_fields: tuple[str, ...] = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
-        names: tuple[str, ...] = ()
-        if self.prompt_template is not None:
-            parsed = string.Formatter().parse(self.prompt_template)
-            names = tuple(dict.fromkeys(name for _, name, _, _ in parsed if name))
+        names = () if self.prompt_template is None else template_fields(self.prompt_template)
         object.__setattr__(self, "_template_fields", names)
 
     def build(self, row: Any, index: int, file: str, locator: str) -> Prompt:
@@ -116,6 +114,29 @@ class PromptBuilder:
             return self.prompt_template.format_map(row)  # type: ignore[union-attr]
         except (KeyError, IndexError, ValueError, AttributeError) as exc:
             raise ValueError(f"prompt_template cannot be rendered: {exc}") from exc
+
+
+def template_fields(template: str) -> tuple[str, ...]:
+    """The columns a prompt template names, in order (`{review}`, `{meta.lang}` names `meta`).
+
+    Raises ValueError saying what is wrong with a template that cannot be rendered with a row: an unclosed or
+    stray brace, or a field without a column name (`{}`, `{0}`).
+    """
+    try:
+        parsed = list(string.Formatter().parse(template))
+    except ValueError as exc:
+        raise ValueError(f"{exc} (write {{{{ and }}}} for a literal brace)") from None
+    names: list[str] = []
+    for _, name, _, conversion in parsed:
+        if name is None:
+            continue
+        if conversion not in (None, "r", "s", "a"):
+            raise ValueError(f"{{{name}!{conversion}}}: unknown conversion !{conversion} (only !r, !s, !a)")
+        column = re.split(r"[.\[]", name, maxsplit=1)[0]
+        if not column or column.isdigit():
+            raise ValueError(f"{{{name}}} names no column: put a column name inside the braces, like {{review}}")
+        names.append(column)
+    return tuple(dict.fromkeys(names))
 
 
 def unusable(file: str, locator: str, problem: str) -> Prompt:
