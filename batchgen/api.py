@@ -30,7 +30,17 @@ from batchgen.errors import ApiError, ConfigError
 from batchgen.gemini.request import RequestTemplate
 from batchgen.job import Job, job_from_dict, load_job
 from batchgen.online.client import GeminiClient
-from batchgen.pipeline import LiveRun, RunOptions, RunSummary, endpoint, execute, open_input, run_blocking
+from batchgen.pipeline import (
+    LiveRun,
+    OpenedInput,
+    RunOptions,
+    RunSummary,
+    check_output,
+    endpoint,
+    execute,
+    open_input,
+    run_blocking,
+)
 from batchgen.records import Prompt
 from batchgen.report.breakdown import build_report, load_results
 from batchgen.report.budget import Budget, budget_for
@@ -130,11 +140,14 @@ async def run_job_async(
 
 @dataclass(frozen=True, slots=True)
 class Checked:
-    """What `check_job` found: the job, its input rows, and its budget (None when the model has no price)."""
+    """What `check_job` found: the job, its input rows, its budget (None when the model has no price), and the
+    input lines that are no row at all (they become `failed` rows), with the first one's problem."""
 
     job: Job
     rows: int
     budget: Budget | None
+    unreadable: int = 0
+    first_unreadable: str | None = None
 
 
 def check_job(
@@ -152,11 +165,13 @@ def check_job(
     if not local_server and api_key is None:
         key_from_environment(resolved)
     budget = budget_for(resolved.model, _prices(prices), resolved.limits.max_cost_usd, job_file=str(resolved.file))
+    scan = anyio.run(_opened, resolved).scan
+    check_output(resolved)
+    return Checked(resolved, scan.rows, budget, scan.unreadable, scan.first_unreadable)
 
-    async def rows() -> int:
-        return (await open_input(resolved))[2]
 
-    return Checked(resolved, anyio.run(rows), budget)
+async def _opened(job: Job) -> OpenedInput:
+    return await open_input(job)
 
 
 def estimate_job(
@@ -218,10 +233,11 @@ async def _estimate(
     job: Job, sample: int, count: int, local_server: bool, key: str | None, prices: Path | None, seed: int
 ) -> Estimate:
     price = PriceTable.load(prices).find(job.model)
-    source, duplicates, rows = await open_input(job)
+    opened = await open_input(job)
+    rows = opened.rows
     done = await anyio.to_thread.run_sync(lambda: resume.done_ids(job.output.path, retry_failed=True))
     template = RequestTemplate(job.request)
-    pending = source.prompts(skip=done.final, duplicates=duplicates)
+    pending = opened.source.prompts(skip=done.final, duplicates=opened.duplicates)
     local, picked = await _local_pass(pending, template, count, seed)
     tokens = InputTokens(local, "local estimate (4 characters per token, as the limiter paces)")
     measured: Sample | None = None

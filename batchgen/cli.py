@@ -276,10 +276,18 @@ def _check(args: argparse.Namespace) -> int:
     job, budget = checked.job, checked.budget
     schema = job.schema_
     print(f"{job.file}: ok: model {job.model}, {checked.rows} input rows, output {job.output.path}")
+    print("  local server: ok" if args.local_server else f"  {job.base_url}, key from {job.api_key_env}: ok")
     if schema is not None:
         print(f"  {schema.dialect.value} from {schema.source or 'the job file'}: ok")
     if budget is not None and budget.cap_usd is not None:
         print(f"  cost cap {usd(budget.cap_usd)} per run, priced as {budget.price.model}: ok")
+    elif budget is None:
+        print(f"  no price for {job.model}: runs will not show a cost (pass --prices FILE)")
+    if checked.unreadable:
+        print(
+            f"  warning: {checked.unreadable:,} input line(s) are not rows and will be `failed` rows; "
+            f"first: {checked.first_unreadable}"
+        )
     return ExitCode.OK
 
 

@@ -24,7 +24,7 @@ import anyio
 from batchgen.errors import BatchgenError, ConfigError, ExitCode, InputError, exit_code_for
 from batchgen.gemini.request import RequestTemplate
 from batchgen.input.prompts import PromptBuilder
-from batchgen.input.reader import BATCH_ROWS, InputSource
+from batchgen.input.reader import BATCH_ROWS, TYPE_SAMPLE_ROWS, Columns, IdScan, InputSource
 from batchgen.job import Job
 from batchgen.online.client import Endpoint, GeminiClient
 from batchgen.online.limiter.rate import LimiterSnapshot, Limits, RateLimiter
@@ -34,7 +34,7 @@ from batchgen.records import Prompt, RunStats
 from batchgen.report.budget import Budget, budget_for
 from batchgen.report.pricing import PriceTable
 from batchgen.results import resume
-from batchgen.results.folder import RunRecord, claim, record_run, utc_iso
+from batchgen.results.folder import RunRecord, check_writable, claim, record_run, utc_iso
 from batchgen.results.sink import ParquetSink
 from batchgen.results.table import Layout
 from batchgen.results.verdict import judge
@@ -168,11 +168,26 @@ def prompt_builder(job: Job) -> PromptBuilder:
     )
 
 
-async def open_input(job: Job, *, allow_duplicate_ids: bool = False) -> tuple[InputSource, frozenset[str], int]:
-    """Open the input and check its ids before anything is sent; returns (source, allowed duplicates, rows)."""
+@dataclass(frozen=True, slots=True)
+class OpenedInput:
+    """The input of a job, checked: its source, the duplicate ids allowed (suffixed), and its id scan."""
+
+    source: InputSource
+    duplicates: frozenset[str]
+    scan: IdScan
+
+    @property
+    def rows(self) -> int:
+        return self.scan.rows
+
+
+async def open_input(job: Job, *, allow_duplicate_ids: bool = False) -> OpenedInput:
+    """Open the input and check, before anything is sent, that it has the columns the job names and that its
+    ids are unique (unless allowed); a ConfigError / InputError names the job key or the input file."""
     # Rows carrying media hold whole files in memory: read them in small batches.
     batch_rows = 16 if job.input.media_field else BATCH_ROWS
     source = InputSource(job.input.path, prompt_builder(job), batch_rows=batch_rows)
+    _check_columns(job, source.builder, await source.columns())
     scan = await source.scan_ids()
     if scan.duplicates and not allow_duplicate_ids:
         shown = ", ".join(f"{k!r} x{v}" for k, v in list(scan.duplicates.items())[:5])
@@ -181,7 +196,40 @@ async def open_input(job: Job, *, allow_duplicate_ids: bool = False) -> tuple[In
             f"duplicate ids: {shown}{more} (use --allow-duplicate-ids to suffix them)",
             file=str(job.input.path),
         )
-    return source, frozenset(scan.duplicates), scan.rows
+    return OpenedInput(source, frozenset(scan.duplicates), scan)
+
+
+# Columns named in a "no such column" error, at most.
+_SHOWN_COLUMNS = 20
+
+
+def _check_columns(job: Job, builder: PromptBuilder, columns: Columns) -> None:
+    """Every column the job names must be in the input: a template or id field naming one that is not would
+    fail every row; a kept one would be a column of nulls."""
+    problems = builder.missing_columns(columns.names)
+    if not problems:
+        return
+    key, why = problems[0]
+    names = ", ".join(columns.names[:_SHOWN_COLUMNS]) + (", ..." if len(columns.names) > _SHOWN_COLUMNS else "")
+    names = names or "no columns"
+    has = f"{columns.file} has {names}"
+    if columns.sampled is not None:
+        has = f"the rows of {columns.file} have {names}" + (
+            f" (the first {columns.sampled:,} rows were read)" if columns.sampled >= TYPE_SAMPLE_ROWS else ""
+        )
+    raise ConfigError(f"{why}; {has}", file=str(job.file), key=key)
+
+
+def check_output(job: Job, *, force: bool = False) -> None:
+    """What a run would refuse about the results folder, checked before anything is sent or created: a path
+    that cannot be a folder, and a folder holding another job's results (unless `force`)."""
+    folder = job.output.path
+    try:
+        check_writable(folder)
+    except ConfigError as exc:
+        raise ConfigError(exc.detail, file=str(job.file), key="output.path") from None
+    if folder.is_dir():
+        resume.check_job(folder, job.fingerprint(), force=force)
 
 
 def endpoint(job: Job) -> Endpoint:
@@ -203,7 +251,9 @@ async def execute(
     folder another run holds or another job wrote).
     """
     budget = budget_for(job.model, PriceTable.load(options.prices), job.limits.max_cost_usd, job_file=str(job.file))
-    source, duplicates, rows = await open_input(job, allow_duplicate_ids=options.allow_duplicate_ids)
+    opened = await open_input(job, allow_duplicate_ids=options.allow_duplicate_ids)
+    source, duplicates, rows = opened.source, opened.duplicates, opened.rows
+    check_output(job, force=options.force)
     layout = Layout(
         keep=await source.keep_schema(),
         typed=job.schema_ if job.flatten else None,

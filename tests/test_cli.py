@@ -106,6 +106,91 @@ def test_version_comes_from_the_package_metadata(capsys: pytest.CaptureFixture[s
     assert capsys.readouterr().out.strip() == f"batchgen {version('batchgen')}"
 
 
+@dataclass(frozen=True)
+class Mistake:
+    """A new user's mistake: edits to the demo job, extra flags, whether the key is set, and what the one-line
+    error must say."""
+
+    says: str
+    edits: dict[str, str] | None = None
+    flags: tuple[str, ...] = ()
+    key_set: bool = True
+    output_is_a_file: bool = False
+    run_only: bool = False
+
+
+MISTAKES = [
+    pytest.param(
+        Mistake("input.prompt_template: no column 'reveiw' (did you mean 'review'?)", {"{review}": "{reveiw}"}),
+        id="template-column",
+    ),
+    pytest.param(
+        Mistake("input.id_field: no column 'review_id'", {'id_field = "id"': 'id_field = "review_id"'}), id="id-field"
+    ),
+    pytest.param(Mistake("input: no prompt", {"prompt_template = ": "# prompt_template = "}), id="no-prompt-source"),
+    pytest.param(
+        Mistake("output.keep_columns: no column 'starz' (did you mean 'stars'?)", {'"stars"]': '"starz"]'}),
+        id="keep-column",
+    ),
+    pytest.param(Mistake("environment variable GEMINI_API_KEY is not set", key_set=False), id="key-unset"),
+    pytest.param(Mistake("output.path: ", output_is_a_file=True), id="output-is-a-file"),
+    pytest.param(
+        Mistake("--base-url: must be an http:// or https:// URL", flags=("--base-url", "not-a-url")), id="base-url"
+    ),
+    pytest.param(
+        Mistake(
+            "request.generationConfig.temprature: unknown field (did you mean 'temperature'?)",
+            {"temperature": "temprature"},
+        ),
+        id="request-field-typo",
+    ),
+    pytest.param(Mistake("input.prompt_template: not a usable template", {"{review}": "{review"}), id="unclosed-brace"),
+    pytest.param(
+        Mistake("limits.concurency: unknown key (did you mean 'concurrency'?)", {"concurrency =": "concurency ="}),
+        id="job-key-typo",
+    ),
+    pytest.param(
+        Mistake("argument --concurrency: must be 1 or more, not 0", flags=("--concurrency", "0")), id="concurrency-0"
+    ),
+    pytest.param(
+        Mistake("argument --limit: must be 1 or more, not 0", flags=("--limit", "0"), run_only=True), id="limit-0"
+    ),
+    pytest.param(
+        Mistake("argument --limit: must be 1 or more, not -3", flags=("--limit", "-3"), run_only=True),
+        id="limit-negative",
+    ),
+]
+
+
+@pytest.mark.parametrize("command", ["check", "run"])
+@pytest.mark.parametrize("mistake", MISTAKES)
+def test_a_users_mistake_is_one_line_and_exit_2_before_anything_is_sent_or_created(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], command: str, mistake: Mistake
+) -> None:
+    """`check` rejects what a run would (columns the job names, a prompt source, the key, the output path, the
+    base URL, request field names, the template), and `run` makes the same checks before its first request:
+    each mistake is one line naming the file, key or flag, exit 2, no traceback, no results folder made.
+    (Nothing listens at the base URL: a mistake that got through would exit 3.)"""
+    if mistake.run_only and command == "check":
+        pytest.skip("a flag of `run` only")
+    job = demo_tree(tmp_path, mistake.edits)
+    out = tmp_path / "out" / "demo"
+    if mistake.output_is_a_file:
+        out.parent.mkdir()
+        out.write_text("not a folder")
+    if mistake.key_set:
+        monkeypatch.setenv("GEMINI_API_KEY", KEY)
+    assert main([command, str(job), "--base-url", closed_port(), *mistake.flags]) == 2
+    captured = capsys.readouterr()
+    lines = captured.err.splitlines()
+    assert len(lines) == 1 and lines[0].startswith("batchgen: error: "), captured.err
+    assert mistake.says in lines[0]
+    assert "Traceback" not in captured.err + captured.out
+    assert out.is_file() if mistake.output_is_a_file else not out.exists()
+    if mistake.flags and "--base-url" not in mistake.flags:
+        assert str(job) not in lines[0]  # a flag's value is not the job file's fault
+
+
 def test_bad_job_exits_2_naming_file_and_key(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     job = demo_tree(tmp_path, {"concurrency = 32": "concurrency = -1"})
     assert main(["run", str(job), "--local-server"]) == 2

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import difflib
 import mimetypes
 import re
 import string
@@ -41,6 +42,40 @@ class PromptBuilder:
     def __post_init__(self) -> None:
         names = () if self.prompt_template is None else template_fields(self.prompt_template)
         object.__setattr__(self, "_template_fields", names)
+
+    def missing_columns(self, columns: Sequence[str]) -> list[tuple[str, str]]:
+        """What the job names that the input's `columns` lack, as (job key, why): the id field, the columns
+        the template or prompt field read (or a prompt source at all), kept and media columns.
+
+        Rows carrying `contents_field` need no prompt column; when none of them does, the prompt must come
+        from somewhere else.
+        """
+        have = set(columns)
+        named: list[tuple[str, str]] = []
+        if self.id_field is not None:
+            named.append(("input.id_field", self.id_field))
+        if self.contents_field not in have:
+            if self.prompt_template is not None:
+                named.extend(("input.prompt_template", name) for name in self._template_fields)
+            elif self.prompt_field is not None:
+                named.append(("input.prompt_field", self.prompt_field))
+            else:
+                return [
+                    (
+                        "input",
+                        f"no prompt: set prompt_template or prompt_field, or give the rows a "
+                        f"{self.contents_field!r} column (Gemini contents)",
+                    )
+                ]
+        named.extend(("output.keep_columns", name) for name in self.keep_columns)
+        for key, name in (
+            ("input.media_field", self.media_field),
+            ("input.media_uri_field", self.media_uri_field),
+            ("input.mime_field", self.mime_field),
+        ):
+            if name is not None:
+                named.append((key, name))
+        return [(key, f"no column {name!r}{_closest(name, columns)}") for key, name in named if name not in have]
 
     def build(self, row: Any, index: int, file: str, locator: str) -> Prompt:
         """The prompt for row number `index` (0-based), found in `file` at `locator` ("line:12", "row:7")."""
@@ -137,6 +172,11 @@ def template_fields(template: str) -> tuple[str, ...]:
             raise ValueError(f"{{{name}}} names no column: put a column name inside the braces, like {{review}}")
         names.append(column)
     return tuple(dict.fromkeys(names))
+
+
+def _closest(name: str, columns: Sequence[str]) -> str:
+    close = difflib.get_close_matches(name, list(columns), n=1, cutoff=0.6)
+    return f" (did you mean {close[0]!r}?)" if close else ""
 
 
 def unusable(file: str, locator: str, problem: str) -> Prompt:

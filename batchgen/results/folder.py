@@ -74,6 +74,20 @@ def write_part(folder: Path, name: str, table: pa.Table) -> None:
         raise OutputError(f"cannot write part {name}: {exc.strerror or exc}", path=str(folder)) from exc
 
 
+def check_writable(folder: Path) -> None:
+    """Raise ConfigError when `folder` cannot become a results folder: it is a file, lies under one, or its
+    nearest existing parent cannot be written. Nothing is created."""
+    if folder.exists() and not folder.is_dir():
+        raise ConfigError(f"{folder} is a file; results go to a folder (of Parquet parts): name a folder")
+    existing = next((path for path in (folder, *folder.parents) if path.exists()), None)
+    if existing is None:
+        return
+    if not existing.is_dir():
+        raise ConfigError(f"cannot create {folder}: {existing} is a file")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise ConfigError(f"cannot write in {existing} (permission denied)")
+
+
 @contextmanager
 def claim(folder: Path) -> Iterator[None]:
     """Hold the folder for one run: refuse a concurrent run, and clear what a killed run left behind.
