@@ -72,16 +72,23 @@ def out_of(job: Path) -> Path:
 
 @dataclass
 class Run:
-    """A `batchgen run` subprocess; its output goes to files so a full pipe can never stall it."""
+    """A `batchgen run` subprocess; its stdout and stderr go to files so a full pipe can never stall it."""
 
     process: subprocess.Popen[bytes]
     log: Path
+    errors: Path
 
     def wait(self, timeout: float = 60) -> int:
         return self.process.wait(timeout=timeout)
 
-    def output(self) -> str:
+    def stdout(self) -> str:
         return self.log.read_text(errors="replace")
+
+    def stderr(self) -> str:
+        return self.errors.read_text(errors="replace")
+
+    def output(self) -> str:
+        return self.stdout() + self.stderr()
 
 
 _STARTED: list[Run] = []
@@ -99,16 +106,17 @@ def _no_run_outlives_its_test() -> Iterator[None]:
 
 def start(job: Path, url: str, *flags: str) -> Run:
     """Start `python -m batchgen run JOB --base-url URL FLAGS...` with the test key."""
-    log = job.parent / f"run-{time.monotonic_ns()}.log"
+    stamp = time.monotonic_ns()
+    log, errors = job.parent / f"run-{stamp}.log", job.parent / f"run-{stamp}.err"
     env = {**os.environ, "PYTHONPATH": str(ROOT), "GEMINI_API_KEY": KEY}
-    with log.open("wb") as sink:
+    with log.open("wb") as out, errors.open("wb") as err:
         process = subprocess.Popen(
             [sys.executable, "-m", "batchgen", "run", str(job), "--base-url", url, *flags],
-            stdout=sink,
-            stderr=subprocess.STDOUT,
+            stdout=out,
+            stderr=err,
             env=env,
         )
-    _STARTED.append(Run(process, log))
+    _STARTED.append(Run(process, log, errors))
     return _STARTED[-1]
 
 
@@ -346,7 +354,8 @@ def test_signal_stops_cleanly_writes_every_response_and_the_rerun_pays_nothing_t
     wait_for(lambda: len(parts(out)) >= 2, run)
     run.process.send_signal(signum)
     assert run.wait(30) == code, run.output()
-    assert "stopping" in run.output()
+    again = "press Ctrl-C again to quit now" if signum == signal.SIGINT else "send SIGTERM again to quit now"
+    assert f"stopping on {signum.name}" in run.stderr() and again in run.stderr()
     stopped = check_parts(out)
     assert 0 < stopped.num_rows < rows and len(set(ids(stopped))) == stopped.num_rows
     assert sum(stopped.column("responses").to_pylist()) == server.ledger()["billed_responses"]
@@ -360,16 +369,17 @@ def test_signal_stops_cleanly_writes_every_response_and_the_rerun_pays_nothing_t
     assert ledger["billed_responses"] == rows
 
 
-def test_second_interrupt_quits_at_once_without_corrupting_anything(tmp_path: Path, server: Server) -> None:
+def test_second_interrupt_quits_at_once_and_still_reports_in_json(tmp_path: Path, server: Server) -> None:
     """A second Ctrl-C does not wait for the rows in flight: the run exits 130 at once, what was received is
-    flushed whole, and the run is recorded as ended."""
+    flushed whole, the run is recorded as ended, the summary is printed and `run_finished` is logged; with
+    `--log-format json` every line on stderr is a JSON object, the stopping notices included."""
     job = write_job(tmp_path, 200, review=lambda i: "fast" if i == 0 else "[[fake:slow]] stalls")
     out = out_of(job)
-    run = start(job, server.url)
+    run = start(job, server.url, "--log-format", "json")
     # The first row (alone, fast) is answered; then every worker waits on a stalled request.
     wait_for_requests(server, CONCURRENCY, run)
     run.process.send_signal(signal.SIGINT)
-    wait_for(lambda: "stopping" in run.output(), run, pace=0.01)
+    wait_for(lambda: "stopping" in run.stderr(), run, pace=0.01)
     began = time.monotonic()
     run.process.send_signal(signal.SIGINT)
     assert run.wait(20) == 130
@@ -378,6 +388,37 @@ def test_second_interrupt_quits_at_once_without_corrupting_anything(tmp_path: Pa
     assert ids(table) == ["r00000"] and temporaries(out) == []
     record = manifest(out)["runs"][-1]
     assert record["ended_at"] is not None and record["exit_code"] == 130
+    events = [orjson.loads(line) for line in run.stderr().splitlines()]  # each line parses
+    names = [event["event"] for event in events]
+    assert names[0] == "run_started" and names[-1] == "run_finished", names
+    assert {"stopping", "quitting"} <= set(names)
+    assert events[-1]["exit_code"] == 130 and events[-1]["rows"] == 1 and events[-1]["stopped_by"] == "Interrupted"
+    assert "run " in run.stdout() and ": 1 rows (ok 1)" in run.stdout()
+
+
+@pytest.mark.parametrize(
+    "signum", [pytest.param(signal.SIGINT, id="SIGINT"), pytest.param(signal.SIGTERM, id="SIGTERM")]
+)
+def test_after_a_signal_rows_waiting_on_the_rate_limiter_are_not_sent(
+    tmp_path: Path, key: None, server: Server, signum: signal.Signals
+) -> None:
+    """Stopping means stopping: rows queued at the rate limiter when the signal comes are never sent (the
+    rerun sends them), so the run ends as soon as the requests already out are answered, not after a grace
+    period spent sending more."""
+    job = write_job(tmp_path, 200, rpm=240)  # 4 requests a second: most of the 16 workers wait for admission
+    run = start(job, server.url, "--log-format", "json")
+    wait_for_requests(server, 4, run)
+    run.process.send_signal(signum)
+    at_signal = server.ledger()["requests"]
+    began = time.monotonic()
+    assert run.wait(20) == (130 if signum == signal.SIGINT else 143), run.output()
+    assert time.monotonic() - began < 5  # the grace period is 30 s
+    # A request admitted the moment the signal came may still go out; the queue behind it does not.
+    assert server.ledger()["requests"] - at_signal <= 1
+    stopping = next(orjson.loads(line) for line in run.stderr().splitlines() if '"stopping"' in line)
+    assert stopping["signal"] == signum.name
+    written = check_parts(out_of(job)).num_rows if parts(out_of(job)) else 0
+    assert written == server.ledger()["billed_responses"]
 
 
 @pytest.mark.parametrize("slow_from", [pytest.param(0, id="first-request"), pytest.param(1, id="rows-in-flight")])
