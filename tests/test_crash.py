@@ -590,7 +590,7 @@ def plain_job(folder: Path, lines: bytes, *, limits: str = "", request: str = ""
 BAD_LINES = [
     (b'{"id": "a", "prompt": "hello"}', "a", None),
     (b'{"id": "b", "prompt": ', "line:2", "line 2: malformed JSON line"),
-    (b'{"id": "c", "prompt": "caf\xe9"}', "line:3", "line 3: malformed JSON line: str is not valid UTF-8"),
+    (b'{"id": "c", "prompt": "caf\xe9"}', "line:3", "line 3: not valid UTF-8: byte 0xe9 at column 27"),
     (b"[1, 2, 3]", "line:4", "line 4: row is a JSON list, not an object"),
     (b'{"id": "e", "prompt": 42}', "e", "line 5: prompt field 'prompt' is missing or not a string"),
     (b'{"id": "f", "prompt": "  "}', "f", "line 6: prompt is empty"),

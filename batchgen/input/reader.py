@@ -197,20 +197,50 @@ def _input_files(path: Path) -> list[Path]:
     return files
 
 
+_UTF8_BOM = b"\xef\xbb\xbf"
+_UTF16_BOMS = (b"\xff\xfe", b"\xfe\xff")
+
+
 def _jsonl_rows(file: Path) -> Iterator[tuple[str, Any, str | None]]:
-    """(locator, row, problem) per non-blank line; a line that is not JSON comes with its problem."""
+    """(locator, row, problem) per non-blank line; a line that is not JSON comes with its problem.
+
+    A UTF-8 byte-order mark (Excel's "CSV UTF-8", Notepad) is skipped; a UTF-16 file is refused whole.
+    """
     try:
         handle = file.open("rb")
     except OSError as exc:
         raise InputError(f"cannot read: {exc.strerror or exc}", file=str(file)) from exc
     with handle:
+        offset = 0
         for number, line in enumerate(handle, start=1):
+            start, offset = offset, offset + len(line)
+            if number == 1:
+                line = _first_line(line, file)
             if not line.strip():
                 continue
             try:
                 yield f"line:{number}", orjson.loads(line), None
             except orjson.JSONDecodeError as exc:
-                yield f"line:{number}", None, f"malformed JSON line: {exc}"
+                yield f"line:{number}", None, _not_json(line, start, exc)
+
+
+def _first_line(line: bytes, file: Path) -> bytes:
+    if line.startswith(_UTF16_BOMS):
+        raise InputError("the file is UTF-16 (Excel's \"Unicode Text\"?): save it as UTF-8", file=str(file))
+    return line.removeprefix(_UTF8_BOM)
+
+
+def _not_json(line: bytes, start: int, error: orjson.JSONDecodeError) -> str:
+    """Why a line is not a row: its bytes are not UTF-8 (where, and how to fix the file), or not JSON."""
+    try:
+        line.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        byte = line[exc.start]
+        return (
+            f"not valid UTF-8: byte 0x{byte:02x} at column {exc.start + 1} (byte offset {start + exc.start} of the "
+            "file); save the input as UTF-8 (from Excel: \"CSV UTF-8\"; or iconv -f latin1 -t utf-8)"
+        )
+    return f"malformed JSON line: {error}"
 
 
 def _parquet_rows(file: Path, batch_rows: int) -> Iterator[tuple[str, Any, str | None]]:
