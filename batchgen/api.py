@@ -15,7 +15,7 @@ import functools
 import os
 import random
 import tempfile
-from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Container, Mapping, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -235,18 +235,22 @@ async def _estimate(
     price = PriceTable.load(prices).find(job.model)
     opened = await open_input(job)
     rows = opened.rows
-    done = await anyio.to_thread.run_sync(lambda: resume.done_ids(job.output.path, retry_failed=True))
+    done = await anyio.to_thread.run_sync(
+        lambda: resume.done_ids(job.output.path, retry_failed=True, fingerprint=job.fingerprint())
+    )
     template = RequestTemplate(job.request)
     pending = opened.source.prompts(skip=done.final, duplicates=opened.duplicates)
     local, picked = await _local_pass(pending, template, count, seed)
     tokens = InputTokens(local, "local estimate (4 characters per token, as the limiter paces)")
     measured: Sample | None = None
+    # Only rows a run would send are worth paying for: none when the job is done.
+    sample = min(sample, max(0, rows - len(done.final)))
     if picked or sample:
         async with _target(job, local_server, key) as (target, api):
             if picked:
                 tokens = await _counted(target, api, template, picked, local)
             if sample:
-                measured = await _sample_run(target, api, sample, prices)
+                measured = await _sample_run(target, api, sample, prices, skip=done.final)
     return Estimate(job=job, rows=rows, done=len(done.final), input=tokens, sample=measured, price=price)
 
 
@@ -291,11 +295,12 @@ async def _counted(job: Job, key: ApiKey, template: RequestTemplate, picked: lis
     )
 
 
-async def _sample_run(job: Job, key: ApiKey, rows: int, prices: Path | None) -> Sample:
-    """The first `rows` rows run exactly as `batchgen run` would, into a temporary folder, and measured."""
+async def _sample_run(job: Job, key: ApiKey, rows: int, prices: Path | None, *, skip: Container[str]) -> Sample:
+    """The first `rows` rows a run would send (not those in `skip`, already done) run exactly as `batchgen run`
+    would, into a temporary folder, and measured."""
     with tempfile.TemporaryDirectory(prefix="batchgen-sample-") as folder:
         sample_job = job.with_overrides(output={"path": Path(folder)})
-        summary = await execute(sample_job, key, RunOptions(limit=rows, prices=prices))
+        summary = await execute(sample_job, key, RunOptions(limit=rows, prices=prices, skip=skip))
         if isinstance(summary.stopped_by, ApiError):  # a bad key or model: no estimate is worth showing
             raise summary.stopped_by
         if not summary.stats.done:

@@ -102,7 +102,8 @@ class BudgetExhausted(BatchgenError):
     def __init__(self, *, cap_usd: float, spent_usd: float, projected_usd: float) -> None:
         super().__init__(
             f"cost cap ${cap_usd:,.4f} reached: ${spent_usd:,.4f} spent, ${projected_usd:,.4f} with the rows "
-            "in flight; rerun with a higher max_cost_usd (or --max-cost) to resume"
+            "in flight; the cap is per run: rerun to resume (spending up to the cap again), or raise "
+            "max_cost_usd (--max-cost) to go further in one run"
         )
         self.cap_usd = cap_usd
         self.spent_usd = spent_usd

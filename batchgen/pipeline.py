@@ -12,7 +12,7 @@ import functools
 import gc
 import secrets
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Container, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -99,6 +99,8 @@ class RunOptions:
     # A price file merged over the shipped table (`--prices`), for the running cost and the cost cap.
     prices: Path | None = None
     run_id: str = field(default_factory=new_run_id)
+    # Ids not to send besides those the folder holds (an estimate's sample skips the rows already done).
+    skip: Container[str] | None = None
 
     def __post_init__(self) -> None:
         if self.limit is not None and self.limit <= 0:
@@ -264,7 +266,9 @@ async def execute(
     # written, and store them twice.
     with claim(folder):
         resume.check_job(folder, job.fingerprint(), force=options.force)
-        done = await anyio.to_thread.run_sync(lambda: resume.done_ids(folder, retry_failed=options.retry_failed))
+        done = await anyio.to_thread.run_sync(
+            lambda: resume.done_ids(folder, retry_failed=options.retry_failed, fingerprint=job.fingerprint())
+        )
         remaining = max(0, rows - len(done.final))
         stats = RunStats(
             total_rows=remaining if options.limit is None else min(remaining, options.limit),
@@ -274,7 +278,8 @@ async def execute(
         async with GeminiClient(endpoint(job), key, connections=job.limits.concurrency) as client:
             runner = _runner(job, client, limiter, stats, budget)
             on_start(LiveRun(options.run_id, stats, limiter, budget, runner))
-            prompts = _limited(source.prompts(skip=done.final, duplicates=duplicates), options.limit)
+            skip = done.final if options.skip is None else _Either(done.final, options.skip)
+            prompts = _limited(source.prompts(skip=skip, duplicates=duplicates), options.limit)
             run = _Recorded(job, options.run_id, runner)
             tally = await run.drive(prompts, layout, compact=done.rows > 0)
     return RunSummary(
@@ -303,7 +308,8 @@ class _Recorded:
         """Run the prompts into the folder, compact it and record the run; the folder's rows by status.
 
         A run writes each id once, so only a folder that held rows before it (`compact`) can hold superseded
-        rows: a first run skips the pass over every id, which would hold a hash per row.
+        rows: a first run skips the pass over every id, which would hold a hash per row. Small parts (a slow
+        run flushes a few rows every `flush_seconds`; a killed run leaves its own) are merged either way.
         """
         job, folder = self._job, self._job.output.path
         sink = ParquetSink(
@@ -322,8 +328,11 @@ class _Recorded:
                 self._record(exit_code=None)
                 await self._runner.run(prompts, sink)
             with anyio.CancelScope(shield=True):
-                if compact:
-                    await anyio.to_thread.run_sync(resume.compact, folder, self._run_id)
+                await anyio.to_thread.run_sync(
+                    functools.partial(
+                        resume.compact, folder, self._run_id, superseded=compact, target_rows=job.output.flush_rows
+                    )
+                )
                 tally = await anyio.to_thread.run_sync(resume.tally, folder)
         except BatchgenError as exc:  # a write error: the run ends with it
             error = exc
@@ -358,6 +367,7 @@ class _Recorded:
             counts={status.value: count for status, count in stats.counts.items()},
             tokens=stats.usage.totals(),
             stopped_by=None if stopped_by is None else f"{type(stopped_by).__name__}: {stopped_by}",
+            fingerprint=self._job.fingerprint(),
         )
         record_run(self._job.output.path, _job_record(self._job), run)
 
@@ -409,6 +419,17 @@ async def _limited(prompts: AsyncIterator[Prompt], limit: int | None) -> AsyncIt
         count += 1
         if count >= limit:
             return  # without reading a row more
+
+
+class _Either:
+    """Ids in either of two containers."""
+
+    def __init__(self, first: Container[str], second: Container[str]) -> None:
+        self._first = first
+        self._second = second
+
+    def __contains__(self, value: object) -> bool:
+        return value in self._first or value in self._second
 
 
 def _job_record(job: Job) -> dict[str, Any]:

@@ -51,17 +51,20 @@ def write_job(
     limits: str = "",
     rpm: int = 30000,
     max_attempts: int = 6,
+    small_flushes: bool = True,
 ) -> Path:
-    """The demo job, its schema and a generated input of `rows` reviews, in `folder`; small flush intervals.
+    """The demo job, its schema and a generated input of `rows` reviews, in `folder`; small flush intervals
+    unless `small_flushes` is false (then the job's defaults).
 
     `limits` holds extra `[limits]` lines.
     """
     lines = (orjson.dumps({"id": f"r{i:05d}", "review": review(i), "stars": i % 5 + 1}) for i in range(rows))
+    flushes = f"\nflush_rows = {FLUSH_ROWS}\nflush_seconds = 0.5" if small_flushes else ""
     edits = {
         "concurrency = 32": f"concurrency = {CONCURRENCY}",
         "max_attempts = 6": f"max_attempts = {max_attempts}",
         "requests_per_minute = 6000": f"requests_per_minute = {rpm}\n{limits}",
-        'path = "../out/demo"': f'path = "../out/crash"\nflush_rows = {FLUSH_ROWS}\nflush_seconds = 0.5',
+        'path = "../out/demo"': f'path = "../out/crash"{flushes}',
     }
     return demo_tree(folder, edits, reviews=b"\n".join(lines) + b"\n")
 
@@ -205,9 +208,14 @@ def during_flush(folder: Path) -> bool:
     return any(n.startswith(".part-") for n in temporaries(folder)) and len(parts(folder)) >= 2
 
 
-def during_compaction(folder: Path) -> bool:
-    """Compaction has rewritten its first part (`part-RUN-cNNNNN.parquet`)."""
-    return any(n.rsplit("-", 1)[-1].startswith("c") for n in parts(folder))
+def compacted(folder: Path) -> set[str]:
+    """The parts compaction wrote (`part-RUN-cNNNNN.parquet`)."""
+    return {n for n in parts(folder) if n.rsplit("-", 1)[-1].startswith("c")}
+
+
+def during_compaction(before: set[str]) -> Callable[[Path], bool]:
+    """Compaction has rewritten a first part since `before` (the compacted parts earlier runs left)."""
+    return lambda folder: bool(compacted(folder) - before)
 
 
 def check_parts(folder: Path) -> pa.Table:
@@ -302,6 +310,25 @@ def test_sigkill_then_rerun_keeps_every_id_once_and_resends_only_what_was_lost(
     assert sum(table.column("responses").to_pylist()) == rows
     lost = ledger["billed_responses"] - rows
     assert 0 <= lost <= kills * KILL_LOSS_BOUND
+    # The killed runs' small parts were merged by the rerun: at most one part is under half the flush size.
+    small = [n for n in parts(out) if pq.ParquetFile(out / n).metadata.num_rows < FLUSH_ROWS // 2]
+    assert len(small) <= 1, small
+
+
+def test_with_the_default_flush_interval_a_sigkill_loses_seconds_of_answers_not_a_first_flush(
+    tmp_path: Path, key: None, server: Server
+) -> None:
+    """The default `flush_seconds` (2 s) bounds what a SIGKILL loses: the answers of the last two seconds and
+    the requests out. With the old 10 s, a run killed a few seconds in had written nothing at all."""
+    rate = 40  # rows a second (rpm 2,400)
+    job = write_job(tmp_path, 2000, rpm=rate * 60, small_flushes=False)
+    run = start(job, server.url, "--quiet")
+    wait_for(lambda: server.ledger()["billed_responses"] >= 4 * rate, run, pace=0.01)
+    run.process.kill()
+    run.wait()
+    billed = server.ledger()["billed_responses"]
+    written = check_parts(out_of(job)).num_rows if parts(out_of(job)) else 0
+    assert billed - written <= 2 * rate + CONCURRENCY + 10, (billed, written)
 
 
 def test_sigkill_during_compaction_leaves_readable_parts_and_the_next_run_finishes_it(
@@ -323,7 +350,7 @@ def test_sigkill_during_compaction_leaves_readable_parts_and_the_next_run_finish
     assert run_here(job, server.url) == 0
     failed = check_parts(out).column("status").to_pylist().count("failed")
     assert failed == len(range(0, rows, 3))
-    kill_when(job, server.url, during_compaction)
+    kill_when(job, server.url, during_compaction(compacted(out)))
     killed = check_parts(out)
     assert set(ids(killed)) == set(every_id(rows))
     assert killed.num_rows > rows, "the kill landed after compaction had finished"
@@ -440,6 +467,29 @@ def test_grace_period_bounds_the_wait_for_rows_in_flight(tmp_path: Path, server:
 
 
 # --- Exit codes for schedulers ----------------------------------------------------------------------------------
+
+
+def test_force_after_changing_the_prompt_sends_the_rows_again_and_replaces_their_answers(
+    tmp_path: Path, key: None, server: Server
+) -> None:
+    """A changed job is refused in the old folder; with --force it sends the old job's rows again (it sent 0
+    and kept the old answers), a limited forced run leaves the rest for the next plain run, and in the end
+    every row answers the changed job, once."""
+    job = write_job(tmp_path, 30)
+    assert run_here(job, server.url) == 0
+    edit(job, "Classify the sentiment", "Rate the sentiment")
+    assert run_here(job, server.url) == 2
+    assert run_here(job, server.url, "--force", "--limit", "10") == 0
+    assert server.ledger()["requests"] == 30 + 10
+    assert run_here(job, server.url) == 0  # the job is the changed one now: no --force, the other 20 go out
+    assert run_here(job, server.url) == 0  # and then nothing
+    assert server.ledger()["requests"] == 30 + 10 + 20
+    out = out_of(job)
+    table = check_parts(out)
+    assert ids(table) == every_id(30)
+    runs = manifest(out)["runs"]
+    assert set(table.column("run_id").to_pylist()) == {runs[1]["run_id"], runs[2]["run_id"]}
+    assert runs[0]["fingerprint"] != runs[1]["fingerprint"] == runs[2]["fingerprint"]
 
 
 def test_exit_1_when_no_row_succeeded_whatever_max_failed_fraction_allows(

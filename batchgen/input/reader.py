@@ -226,7 +226,7 @@ def _jsonl_rows(file: Path) -> Iterator[tuple[str, Any, str | None]]:
 
 def _first_line(line: bytes, file: Path) -> bytes:
     if line.startswith(_UTF16_BOMS):
-        raise InputError("the file is UTF-16 (Excel's \"Unicode Text\"?): save it as UTF-8", file=str(file))
+        raise InputError('the file is UTF-16 (Excel\'s "Unicode Text"?): save it as UTF-8', file=str(file))
     return line.removeprefix(_UTF8_BOM)
 
 
@@ -238,7 +238,7 @@ def _not_json(line: bytes, start: int, error: orjson.JSONDecodeError) -> str:
         byte = line[exc.start]
         return (
             f"not valid UTF-8: byte 0x{byte:02x} at column {exc.start + 1} (byte offset {start + exc.start} of the "
-            "file); save the input as UTF-8 (from Excel: \"CSV UTF-8\"; or iconv -f latin1 -t utf-8)"
+            'file); save the input as UTF-8 (from Excel: "CSV UTF-8"; or iconv -f latin1 -t utf-8)'
         )
     return f"malformed JSON line: {error}"
 

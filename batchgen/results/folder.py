@@ -61,6 +61,14 @@ def part_schema(part: Path) -> pa.Schema:
         raise OutputError(f"unreadable results part (remove it to resend its rows): {exc}", path=str(part)) from exc
 
 
+def part_row_count(part: Path) -> int:
+    """How many rows a part holds, read from its footer alone."""
+    try:
+        return int(pq.ParquetFile(part).metadata.num_rows)
+    except (OSError, pa.ArrowException) as exc:
+        raise OutputError(f"unreadable results part (remove it to resend its rows): {exc}", path=str(part)) from exc
+
+
 def write_part(folder: Path, name: str, table: pa.Table) -> None:
     """Write `table` to `folder/name` so that the file appears whole or not at all."""
     temporary = folder / f".{name}.tmp"
@@ -136,6 +144,8 @@ class RunRecord:
     counts: Mapping[str, int] = field(default_factory=dict)
     tokens: Mapping[str, int] = field(default_factory=dict)
     stopped_by: str | None = None
+    # The fingerprint of the job the run ran: its rows answer that version of the job.
+    fingerprint: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -168,10 +178,18 @@ def read_manifest(folder: Path) -> Manifest | None:
 
 
 def record_run(folder: Path, job: Mapping[str, Any], run: RunRecord) -> None:
-    """Record `run` (replacing an earlier record of the same run) and the job's identity, atomically."""
+    """Record `run` (replacing an earlier record of the same run) and the job's identity, atomically.
+
+    Runs recorded without a fingerprint (by an older batchgen) get the one the manifest held until now, so
+    they keep naming the job they ran once a changed job takes the folder over.
+    """
     manifest = read_manifest(folder) or Manifest()
-    runs = (*(r for r in manifest.runs if r.run_id != run.run_id), run)
-    _save(folder, Manifest(job=dict(job), runs=runs))
+    earlier = (
+        r if r.fingerprint is not None else replace(r, fingerprint=manifest.fingerprint)
+        for r in manifest.runs
+        if r.run_id != run.run_id
+    )
+    _save(folder, Manifest(job=dict(job), runs=(*earlier, run)))
 
 
 def record_exit_code(folder: Path, run_id: str, code: int) -> None:
@@ -217,6 +235,7 @@ def _run_record(run: Mapping[str, Any]) -> RunRecord:
         counts=counts("counts"),
         tokens=counts("tokens"),
         stopped_by=text("stopped_by"),
+        fingerprint=text("fingerprint"),
     )
 
 
