@@ -77,7 +77,7 @@ def key_from_environment(job: Job, environ: Mapping[str, str] = os.environ) -> A
             file=str(job.file),
             key="api_key_env",
         )
-    return ApiKey(value)
+    return ApiKey(value, source=f"environment variable {job.api_key_env}")
 
 
 def run_job(
@@ -327,7 +327,7 @@ async def _sample_run(job: Job, key: ApiKey, rows: int, prices: Path | None, *, 
 async def _target(job: Job, local_server: bool, key: str | None) -> AsyncIterator[tuple[Job, ApiKey]]:
     """The job and key to send with: as given, or pointed at a local Gemini server started for the call."""
     if not local_server:
-        yield job, ApiKey(key) if key else key_from_environment(job)
+        yield job, ApiKey(key, source="the api_key argument") if key else key_from_environment(job)
         return
     async with fakeserver.FakeServer(fakeserver.ServerConfig()) as server:
         yield job.with_overrides(base_url=server.url), ApiKey(server.api_key)

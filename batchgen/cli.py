@@ -6,6 +6,7 @@ Exit codes for schedulers are `errors.ExitCode`; `batchgen --help` lists them.
 from __future__ import annotations
 
 import argparse
+import shutil
 import signal
 import sys
 from collections.abc import Callable, Sequence
@@ -35,7 +36,6 @@ from batchgen.report.estimate import render as render_estimate
 from batchgen.report.html import write_html
 from batchgen.report.pricing import PriceTable
 from batchgen.report.text import FORMATS, render
-from batchgen.secret import ApiKey
 
 _EXIT_HELP = """exit codes:
   0    completed
@@ -294,7 +294,8 @@ def _check(args: argparse.Namespace) -> int:
 def _report(args: argparse.Namespace) -> int:
     table = load_results(args.folders)
     report = build_report(table, PriceTable.load(args.prices), runs=load_runs(args.folders))
-    print(render(report, args.format), end="")
+    width = shutil.get_terminal_size().columns if sys.stdout.isatty() else None
+    print(render(report, args.format, width=width), end="")
     if args.html:
         write_html(args.html, report, table)
         print(f"wrote {args.html}", file=sys.stderr)
@@ -334,7 +335,7 @@ def _run(args: argparse.Namespace) -> int:
         "prices": args.prices,
     }
     interrupted: list[int] = []
-    summary = run_blocking(_run_async, job, key, args.local_server, options, view, interrupted)
+    summary = run_blocking(_run_async, job, args.local_server, options, view, interrupted)
     if summary is None:  # a signal before the first request, or a third one: nothing more to report
         code = Interrupted(interrupted[0]).exit_code if interrupted else ExitCode.SIGINT
         logs.failed("interrupted before the run could finish; rerun the same command to resume", code)
@@ -359,10 +360,14 @@ class _View:
 
 
 async def _run_async(
-    job: Job, key: ApiKey | None, local_server: bool, options: dict[str, Any], view: _View, interrupted: list[int]
+    job: Job, local_server: bool, options: dict[str, Any], view: _View, interrupted: list[int]
 ) -> RunSummary | None:
-    """The run, with the signal watcher and the progress display beside it; None when a second signal
-    cancelled it outright."""
+    """The run, with the signal watcher and the progress display beside it; None when a signal came before
+    the run started, or a third one cancelled it outright.
+
+    The key is read from the job's environment variable by the run itself (the value `_run` read for the log's
+    redaction), so that an auth error can name the variable.
+    """
     runs: list[LiveRun] = []
     showing = anyio.CancelScope()
     summary: RunSummary | None = None
@@ -380,7 +385,6 @@ async def _run_async(
             summary = await api.run_job_async(
                 job,
                 local_server=local_server,
-                api_key=None if key is None else key.reveal(),
                 on_start=started,
                 **options,
             )

@@ -229,6 +229,19 @@ def test_wrong_key_stops_after_one_request_with_exit_3(
         assert server_stats(url)["requests"] == 1
     err = capsys.readouterr().err
     assert "stopped" in err and "INVALID_ARGUMENT" in err
+    assert "(the key in environment variable GEMINI_API_KEY)" in err  # which key was refused
+
+
+def test_an_unpriced_model_says_its_cost_is_unknown(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """The summary's cost line does not silently vanish for a model the price table lacks."""
+    model = ["--model", "gemini-2.5-flash-image"]
+    assert main(["check", str(DEMO), "--local-server", *model]) == 0
+    assert "no price for gemini-2.5-flash-image" in capsys.readouterr().out
+    out = tmp_path / "o"
+    assert main(["run", str(DEMO), "--local-server", "--output", str(out), "--limit", "3", "--quiet", *model]) == 0
+    printed = capsys.readouterr().out.splitlines()
+    assert "cost: unknown: no price for gemini-2.5-flash-image (pass --prices FILE to price it)" in printed
+    assert printed[-1].startswith("results: ")
 
 
 @dataclass(frozen=True)

@@ -14,7 +14,7 @@ from typing import Any, Literal, Self
 
 import aiohttp
 
-from batchgen.errors import ApiError, BatchgenError, TransportError
+from batchgen.errors import ApiError, AuthError, BatchgenError, TransportError
 from batchgen.gemini.errors import error_from_response
 from batchgen.gemini.response import decode_json
 from batchgen.gemini.stream import SseDecoder, merge_stream
@@ -103,8 +103,11 @@ class GeminiClient:
             raise TransportError(self._key.redact(f"{type(exc).__name__}: {exc}")) from exc
 
     def _redacted(self, exc: ApiError) -> ApiError:
+        """The error without the key in its message; an auth error also says which key was refused."""
         text = str(exc)
         clean = self._key.redact(text)
+        if isinstance(exc, AuthError) and self._key.source:
+            clean += f" (the key in {self._key.source})"
         if clean != text:
             exc.args = (clean,)
         return exc
