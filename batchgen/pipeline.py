@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import functools
 import gc
+import logging
 import secrets
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Container, Iterator
@@ -34,13 +35,15 @@ from batchgen.records import Prompt, RunStats
 from batchgen.report.budget import Budget, budget_for
 from batchgen.report.pricing import PriceTable
 from batchgen.results import resume
-from batchgen.results.folder import RunRecord, check_writable, claim, record_run, utc_iso
+from batchgen.results.folder import RunRecord, check_writable, claim, folder_schema, record_run, utc_iso
 from batchgen.results.sink import ParquetSink
-from batchgen.results.table import Layout
+from batchgen.results.table import Layout, features_of
 from batchgen.results.verdict import judge
 from batchgen.secret import ApiKey
 
 T = TypeVar("T")
+
+log = logging.getLogger(__name__)
 
 
 def run_blocking(function: Callable[..., Awaitable[T]], *args: Any, **kwargs: Any) -> T:
@@ -260,12 +263,17 @@ async def execute(
         keep=await source.keep_schema(),
         typed=job.schema_ if job.flatten else None,
         prefix=job.output.column_prefix,
+        features=features_of(job.request),
     )
     folder = job.output.path
     # Held until the run is recorded: a second run into the folder meanwhile would resend every row not yet
     # written, and store them twice.
     with claim(folder):
         resume.check_job(folder, job.fingerprint(), force=options.force)
+        # Parts keep the shape of those the folder holds: one schema per folder (duckdb and pyarrow datasets
+        # read a folder by its first part's).
+        layout = layout.within(await anyio.to_thread.run_sync(folder_schema, folder))
+        _warn_left_out(layout, folder)
         done = await anyio.to_thread.run_sync(
             lambda: resume.done_ids(folder, retry_failed=options.retry_failed, fingerprint=job.fingerprint())
         )
@@ -292,6 +300,18 @@ async def execute(
         tally=tally,
         limiter=limiter.snapshot(),
     )
+
+
+def _warn_left_out(layout: Layout, folder: Path) -> None:
+    missing = layout.left_out()
+    if missing:
+        log.warning(
+            "%s was written by an earlier batchgen or job: its parts have no %s column(s), so this run's parts "
+            "leave them out too (one schema per folder); write to a new --output to get them",
+            folder,
+            ", ".join(missing),
+            extra={"event": "columns_left_out", "output": str(folder), "columns": missing},
+        )
 
 
 class _Recorded:

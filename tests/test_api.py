@@ -2,15 +2,21 @@
 
 from __future__ import annotations
 
+import logging
 import subprocess
 import sys
 from pathlib import Path
 
+import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
 from conftest import ROOT, demo_tree
 from pydantic import BaseModel
 
 import batchgen
+from batchgen.report.breakdown import build_report, load_results
+from batchgen.report.pricing import PriceTable
+from batchgen.results.columns import CONTRACT, METADATA
 
 
 def test_run_job_runs_a_job_file_and_read_results_reads_it_back(tmp_path: Path) -> None:
@@ -75,3 +81,35 @@ def test_the_one_liner_from_the_issue_works_in_a_fresh_interpreter(tmp_path: Pat
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == "0"
     assert len(list((tmp_path / "out" / "demo").glob("part-*.parquet"))) == 1
+
+
+def test_a_rerun_into_a_folder_of_the_old_layout_keeps_its_schema_and_still_reads(tmp_path: Path) -> None:
+    """A folder written before row_index and the feature columns (contract order, every metadata column) keeps
+    its schema when a rerun adds rows (parts of one folder never differ), with a warning naming what is left
+    out; the results, the report and resume read it as before, row_index as null."""
+    job = demo_tree(tmp_path)
+    out = tmp_path / "o"
+    batchgen.run_job(job, local_server=True, limit=5, output={"path": out})
+    (part,) = out.glob("part-*.parquet")
+    table = pq.read_table(part).drop_columns(["row_index"])
+    for name in METADATA.names:
+        if name not in table.column_names:
+            table = table.append_column(METADATA.field(name), pa.nulls(table.num_rows, METADATA.field(name).type))
+    old = [*(n for n in CONTRACT.names if n != "row_index"), "review", "stars", "out_sentiment", "out_confidence"]
+    old_table = table.select([*old, "out_aspects"])
+    pq.write_table(old_table, part)
+    seen: list[logging.LogRecord] = []
+    handler = logging.Handler()
+    handler.emit = seen.append  # type: ignore[method-assign]
+    logging.getLogger("batchgen.pipeline").addHandler(handler)
+    try:
+        summary = batchgen.run_job(job, local_server=True, limit=5, output={"path": out})
+    finally:
+        logging.getLogger("batchgen.pipeline").removeHandler(handler)
+    assert summary.stats.done == 5 and summary.exit_code == 0
+    assert all(pq.read_schema(p).equals(old_table.schema) for p in out.glob("part-*.parquet"))
+    assert any(getattr(record, "columns", None) == ["row_index"] for record in seen)
+    assert batchgen.read_results(out).num_rows == 10
+    indexes = batchgen.read_results(out, columns=["id", "row_index", "grounding_chunks"]).column("row_index")
+    assert indexes.null_count == 10
+    assert build_report(load_results([out]), PriceTable.load()).totals.rows == 10

@@ -23,7 +23,7 @@ from conftest import clean_environment, closed_port, demo_tree
 from servers import server_process, server_stats
 
 from batchgen.cli import main
-from batchgen.results.columns import CONTRACT
+from batchgen.results.columns import CONTRACT, OPTIONAL
 
 ROOT = Path(__file__).resolve().parent.parent
 DEMO = ROOT / "jobs" / "demo.toml"
@@ -46,9 +46,17 @@ def test_demo_job_writes_one_typed_row_per_input_row(tmp_path: Path, capsys: pyt
     assert "240 rows" in printed
     table = results(out)
     assert table.num_rows == 240
-    assert set(CONTRACT.names) <= set(table.column_names)
-    assert {"review", "stars", "out_sentiment", "out_confidence"} <= set(table.column_names)
+    # Which row, what went in, what came out, whether it is usable; then the rest of the contract.
+    first = ["id", "row_index", "review", "stars", "out_sentiment", "out_confidence", "out_aspects", "status"]
+    assert table.column_names[: len(first)] == first
+    assert set(CONTRACT.names) - OPTIONAL <= set(table.column_names)
+    # A job without tools or citations (JSON mode) has no empty feature columns.
+    assert not {"function_calls", "grounding_chunks", "citations", "url_context"} & set(table.column_names)
     assert sorted(table.column("id").to_pylist()) == [f"r{i:04d}" for i in range(240)]
+    # row_index is the input position: sorting by it gives the input order back.
+    ordered = table.sort_by("row_index")
+    assert ordered.column("row_index").to_pylist() == list(range(240))
+    assert ordered.column("id").to_pylist() == [f"r{i:04d}" for i in range(240)]
     assert table.column("status").unique().to_pylist() == ["ok"]
     # every tool a user reaches for reads it
     assert len(pd.read_parquet(out)) == 240

@@ -143,3 +143,15 @@ async def test_a_utf16_file_is_refused_whole(tmp_path: Path) -> None:
     path.write_bytes('{"id": "a", "p": "x"}\n'.encode("utf-16"))
     with pytest.raises(InputError, match="UTF-16"):
         await InputSource(path, BUILDER).scan_ids()
+
+
+@pytest.mark.anyio
+async def test_each_prompt_knows_its_position_in_the_input_across_files(tmp_path: Path) -> None:
+    """`index` (the results' row_index) counts rows from 0 over the files in name order, bad rows included,
+    so results can be sorted back to input order."""
+    folder = tmp_path / "in"
+    folder.mkdir()
+    (folder / "b.jsonl").write_bytes(b'{"id": "c", "p": "x"}\n')
+    (folder / "a.jsonl").write_bytes(b'{"id": "a", "p": "x"}\nnot json\n\n{"id": "b", "p": "y"}\n')
+    prompts = await collect(InputSource(folder, BUILDER))
+    assert [(p.id, p.index) for p in prompts] == [("a", 0), ("a.jsonl:line:2", 1), ("b", 2), ("c", 3)]

@@ -80,17 +80,17 @@ class PromptBuilder:
     def build(self, row: Any, index: int, file: str, locator: str) -> Prompt:
         """The prompt for row number `index` (0-based), found in `file` at `locator` ("line:12", "row:7")."""
         if not isinstance(row, Mapping):
-            return unusable(file, locator, f"row is a JSON {type(row).__name__}, not an object")
+            return unusable(file, locator, f"row is a JSON {type(row).__name__}, not an object", index)
         row_id = self._row_id(row, index)
         where = _where(file, locator)
         if row_id is None:
-            return unusable(file, locator, f"id field {self.id_field!r} is missing or not a string/integer")
+            return unusable(file, locator, f"id field {self.id_field!r} is missing or not a string/integer", index)
         keep = {name: row.get(name) for name in self.keep_columns}
         try:
             contents = self._contents(row)
         except ValueError as exc:
-            return Prompt(id=row_id, where=where, contents=b"", keep=keep, problem=str(exc))
-        return Prompt(id=row_id, where=where, contents=contents, keep=keep)
+            return Prompt(id=row_id, where=where, contents=b"", keep=keep, problem=str(exc), index=index)
+        return Prompt(id=row_id, where=where, contents=contents, keep=keep, index=index)
 
     def _row_id(self, row: Mapping[str, Any], index: int) -> str | None:
         if self.id_field is None:
@@ -179,9 +179,9 @@ def _closest(name: str, columns: Sequence[str]) -> str:
     return f" (did you mean {close[0]!r}?)" if close else ""
 
 
-def unusable(file: str, locator: str, problem: str) -> Prompt:
+def unusable(file: str, locator: str, problem: str, index: int | None = None) -> Prompt:
     """A row whose id cannot be read: its locator is its id, so it is still reported exactly once."""
-    return Prompt(id=locator, where=_where(file, locator), contents=b"", problem=problem)
+    return Prompt(id=locator, where=_where(file, locator), contents=b"", problem=problem, index=index)
 
 
 def _where(file: str, locator: str) -> str:

@@ -104,7 +104,7 @@ class InputSource:
             for line_or_row, row, problem in rows:
                 locator = prefix + line_or_row
                 if problem is not None:
-                    batch.append(unusable(str(file), locator, problem))
+                    batch.append(unusable(str(file), locator, problem, index))
                 else:
                     batch.append(self.builder.build(row, index, str(file), locator))
                 index += 1

@@ -256,11 +256,11 @@ class Runner:
         sent, or (`probing`) its one attempt could not connect; the error is then that connection error.
         """
         if prompt.problem is not None:
-            return Result(prompt.id, Status.FAILED, error=f"{prompt.where}: {prompt.problem}", keep=prompt.keep), None
+            return self._unsendable(prompt, prompt.problem), None
         estimate = self._template.estimate_tokens(prompt.contents)
         if self._policy.max_prompt_tokens and estimate > self._policy.max_prompt_tokens:
             problem = f"prompt is about {estimate} tokens, over max_prompt_tokens={self._policy.max_prompt_tokens}"
-            return Result(prompt.id, Status.FAILED, error=f"{prompt.where}: {problem}", keep=prompt.keep), None
+            return self._unsendable(prompt, problem), None
         tally = _Tally()
         template = self._template
         reasks = 0
@@ -367,6 +367,7 @@ class Runner:
             function_calls=reply.function_calls,
             metadata=reply.metadata,
             keep=prompt.keep,
+            row_index=prompt.index,
         )
 
     def _failed(self, prompt: Prompt, tally: _Tally, reasks: int, error: ApiError) -> Result:
@@ -382,7 +383,13 @@ class Runner:
             error=f"{type(error).__name__}{tries}: {error}",
             http_status=error.http_status,
             keep=prompt.keep,
+            row_index=prompt.index,
         )
+
+    def _unsendable(self, prompt: Prompt, problem: str) -> Result:
+        """A row failed before any request: its input problem, where it is."""
+        error = f"{prompt.where}: {problem}"
+        return Result(prompt.id, Status.FAILED, error=error, keep=prompt.keep, row_index=prompt.index)
 
     def _latency(self, tally: _Tally) -> float | None:
         return None if tally.first_sent is None else (self._clock() - tally.first_sent) * 1000.0

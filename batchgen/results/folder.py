@@ -61,6 +61,12 @@ def part_schema(part: Path) -> pa.Schema:
         raise OutputError(f"unreadable results part (remove it to resend its rows): {exc}", path=str(part)) from exc
 
 
+def folder_schema(folder: Path) -> pa.Schema | None:
+    """The schema of the folder's newest part (the one a run into it writes its own parts in), or None."""
+    parts = part_files(folder)
+    return part_schema(parts[-1]) if parts else None
+
+
 def part_row_count(part: Path) -> int:
     """How many rows a part holds, read from its footer alone."""
     try:

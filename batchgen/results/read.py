@@ -8,7 +8,7 @@ from pathlib import Path
 import pyarrow as pa
 
 from batchgen.errors import ConfigError, InputError, OutputError
-from batchgen.results.columns import CONTRACT, select
+from batchgen.results.columns import CONTRACT, OPTIONAL, select
 from batchgen.results.folder import MANIFEST, part_files, part_schema, read_part
 
 
@@ -47,8 +47,14 @@ def _read_part(part: Path, columns: Sequence[str] | None) -> pa.Table:
     if columns is None:
         return read_part(part)
     wanted = list(columns)
-    missing = [name for name in wanted if name not in part_schema(part).names]
+    present = part_schema(part).names
+    missing = [name for name in wanted if name not in present and name not in OPTIONAL]
     if missing:
         message = f"{part.name} is not a batchgen results part: no column {', '.join(missing)}"
         raise InputError(message, file=str(part.parent))
-    return read_part(part, columns=wanted).cast(select(wanted))
+    table = read_part(part, columns=[name for name in wanted if name in present])
+    # An optional column (a feature the job did not use, row_index in an older folder) reads as nulls.
+    for name in wanted:
+        if name not in present:
+            table = table.append_column(CONTRACT.field(name), pa.nulls(table.num_rows, CONTRACT.field(name).type))
+    return table.select(wanted).cast(select(wanted))
