@@ -199,6 +199,27 @@ def test_a_users_mistake_is_one_line_and_exit_2_before_anything_is_sent_or_creat
         assert str(job) not in lines[0]  # a flag's value is not the job file's fault
 
 
+def test_with_json_logs_a_usage_or_job_error_is_one_json_object(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A scheduler reading `--log-format json` gets JSON for every stderr line, errors before the run too."""
+    for arguments in (["--limit", "0"], ["--base-url", "not-a-url"]):
+        assert main(["run", str(DEMO), "--local-server", "--log-format", "json", *arguments]) == 2
+        (line,) = capsys.readouterr().err.splitlines()
+        event = orjson.loads(line)
+        assert event["event"] == "error" and event["level"] == "error" and event["exit_code"] == 2
+
+
+def test_check_counts_input_lines_that_cannot_be_rows(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """A Latin-1 line is not a mistake in the job, but `check` says a run will fail it, where and why."""
+    reviews = (ROOT / "data" / "reviews.jsonl").read_bytes() + b'{"id": "x", "review": "caf\xe9", "stars": 1}\n'
+    job = demo_tree(tmp_path, reviews=reviews)
+    assert main(["check", str(job), "--local-server"]) == 0
+    out = capsys.readouterr().out
+    assert "warning: 1 input line(s) are not rows and will be `failed` rows; first: " in out
+    assert "line 241: not valid UTF-8: byte 0xe9" in out
+
+
 def test_bad_job_exits_2_naming_file_and_key(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     job = demo_tree(tmp_path, {"concurrency = 32": "concurrency = -1"})
     assert main(["run", str(job), "--local-server"]) == 2
