@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import asyncio
 import io
-from collections.abc import AsyncIterator
 from typing import Any
 
 import aiohttp
@@ -30,17 +29,6 @@ from batchgen.fakeserver import BatchConfig, FakeServer, ServerConfig
 # Jobs are waited for in real time: `slow` starts the module first under pytest-xdist.
 pytestmark = pytest.mark.slow
 TOPICS = ["tides", "volcanoes", "glaciers", "comets", "rivers", "deserts", "forests", "storms", "reefs", "caves"]
-
-
-@pytest.fixture
-def anyio_backend() -> str:
-    return "asyncio"
-
-
-@pytest.fixture
-async def session() -> AsyncIterator[aiohttp.ClientSession]:
-    async with aiohttp.ClientSession() as client:
-        yield client
 
 
 def serve(**batch: Any) -> FakeServer:
