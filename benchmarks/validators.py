@@ -140,11 +140,13 @@ def _fastjsonschema_check(schema: dict[str, Any]) -> Callable[[Any], bool]:
 
 
 def _jsonschema_rs_check(schema: dict[str, Any]) -> Callable[[Any], bool]:
-    return jsonschema_rs.validator_for(schema, validate_formats=False, offline=True).is_valid
+    check: Callable[[Any], bool] = jsonschema_rs.validator_for(schema, validate_formats=False, offline=True).is_valid
+    return check
 
 
 def _jsonschema_check(schema: dict[str, Any]) -> Callable[[Any], bool]:
-    return jsonschema.validators.validator_for(schema)(schema).is_valid
+    check: Callable[[Any], bool] = jsonschema.validators.validator_for(schema)(schema).is_valid
+    return check
 
 
 LIBRARIES: dict[str, tuple[str, Callable[[dict[str, Any]], Callable[[Any], bool]]]] = {

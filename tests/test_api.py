@@ -83,6 +83,17 @@ def test_the_one_liner_from_the_issue_works_in_a_fresh_interpreter(tmp_path: Pat
     assert len(list((tmp_path / "out" / "demo").glob("part-*.parquet"))) == 1
 
 
+class Collected(logging.Handler):
+    """Keeps the records it is given."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.records: list[logging.LogRecord] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.records.append(record)
+
+
 def test_a_rerun_into_a_folder_of_the_old_layout_keeps_its_schema_and_still_reads(tmp_path: Path) -> None:
     """A folder written before row_index and the feature columns (contract order, every metadata column) keeps
     its schema when a rerun adds rows (parts of one folder never differ), with a warning naming what is left
@@ -98,9 +109,7 @@ def test_a_rerun_into_a_folder_of_the_old_layout_keeps_its_schema_and_still_read
     old = [*(n for n in CONTRACT.names if n != "row_index"), "review", "stars", "out_sentiment", "out_confidence"]
     old_table = table.select([*old, "out_aspects"])
     pq.write_table(old_table, part)
-    seen: list[logging.LogRecord] = []
-    handler = logging.Handler()
-    handler.emit = seen.append  # type: ignore[method-assign]
+    handler = Collected()
     logging.getLogger("batchgen.pipeline").addHandler(handler)
     try:
         summary = batchgen.run_job(job, local_server=True, limit=5, output={"path": out})
@@ -108,7 +117,7 @@ def test_a_rerun_into_a_folder_of_the_old_layout_keeps_its_schema_and_still_read
         logging.getLogger("batchgen.pipeline").removeHandler(handler)
     assert summary.stats.done == 5 and summary.exit_code == 0
     assert all(pq.read_schema(p).equals(old_table.schema) for p in out.glob("part-*.parquet"))
-    assert any(getattr(record, "columns", None) == ["row_index"] for record in seen)
+    assert any(getattr(record, "columns", None) == ["row_index"] for record in handler.records)
     assert batchgen.read_results(out).num_rows == 10
     indexes = batchgen.read_results(out, columns=["id", "row_index", "grounding_chunks"]).column("row_index")
     assert indexes.null_count == 10

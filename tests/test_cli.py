@@ -61,7 +61,7 @@ def test_demo_job_writes_one_typed_row_per_input_row(tmp_path: Path, capsys: pyt
     # every tool a user reaches for reads it
     assert len(pd.read_parquet(out)) == 240
     assert pl.read_parquet(out / "*.parquet").height == 240
-    count = duckdb.sql(f"select count(*) from '{out}/*.parquet' where prompt_token_count > 0").fetchall()
+    count = duckdb.execute(f"select count(*) from '{out}/*.parquet' where prompt_token_count > 0").fetchall()
     assert count == [(240,)]
     assert (out / "_manifest.json").exists()
 

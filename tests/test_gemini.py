@@ -84,7 +84,7 @@ def _error(code: int, status: str, *details: dict[str, object]) -> bytes:
     return orjson.dumps({"error": {"code": code, "message": "m", "status": status, "details": list(details)}})
 
 
-RETRY = {"@type": "type.googleapis.com/google.rpc.RetryInfo", "retryDelay": "22.5s"}
+RETRY: dict[str, object] = {"@type": "type.googleapis.com/google.rpc.RetryInfo", "retryDelay": "22.5s"}
 
 
 def _quota(quota_id: str) -> dict[str, object]:

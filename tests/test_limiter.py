@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 from collections.abc import Callable
+from typing import Any
 
 import pytest
 
@@ -67,7 +68,7 @@ async def admit_all(limiter: RateLimiter, sizes: list[int]) -> list[float]:
         pytest.param({"window_s": 2.0, "burst": 3.0}, id="burst-over-the-window"),
     ],
 )
-def test_limits_reject_values_that_cannot_work(kwargs: dict[str, float]) -> None:
+def test_limits_reject_values_that_cannot_work(kwargs: dict[str, Any]) -> None:
     """A limit of zero or a knob out of range is a configuration error naming the key, before any request."""
     with pytest.raises(ConfigError) as caught:
         Limits(**kwargs)
@@ -317,6 +318,7 @@ async def test_the_quota_named_by_the_429_is_the_one_slowed(quota_id: str | None
     await limiter.acquire(1_000)
     limiter.rate_limited(quota_id, 1.0)
     snap = limiter.snapshot()
+    assert snap.rpm is not None and snap.tpm is not None
     assert (snap.rpm < 100, snap.tpm < 100_000) == (slowed == "rpm", slowed == "tpm")
 
 
@@ -333,7 +335,7 @@ async def test_isolated_shared_capacity_429s_are_absorbed_without_slowing_everyo
     for _ in range(4):
         limiter.rate_limited(None, 2.0)
     snap = limiter.snapshot()
-    assert snap.cooling_down_until is not None and snap.rpm < 6000
+    assert snap.cooling_down_until is not None and snap.rpm is not None and snap.rpm < 6000
 
 
 async def test_a_burst_of_429s_is_one_congestion_event() -> None:
@@ -358,8 +360,10 @@ async def test_rate_climbs_back_to_the_configured_limit_after_a_quiet_period() -
     seen = []
     for _ in range(60):
         await asyncio.sleep(5)
-        seen.append(limiter.snapshot().tpm)
-    assert seen[0] is not None and seen[0] < 50_000
+        tpm = limiter.snapshot().tpm
+        assert tpm is not None
+        seen.append(tpm)
+    assert seen[0] < 50_000
     assert seen == sorted(seen)
     assert seen[-1] == 50_000
 

@@ -21,7 +21,7 @@ from batchgen.errors import ServerError
 from batchgen.gemini.request import RequestTemplate, user_contents
 from batchgen.online.retry import Retrier, RetryPolicy
 from batchgen.online.runner import Runner, RunPolicy
-from batchgen.records import Prompt, Result, Status
+from batchgen.records import Prompt, Result
 from batchgen.report.breakdown import build_report, load_results
 from batchgen.report.pricing import PriceTable
 from batchgen.results.verdict import judge
@@ -121,11 +121,6 @@ def test_configuring_again_replaces_the_handler() -> None:
     finally:
         logging.getLogger(logs.LOGGER).handlers.clear()
     assert first.getvalue() == "" and len(second.getvalue().splitlines()) == 1
-
-
-def test_counts_text_lists_usable_rows_first_and_skips_zeros() -> None:
-    assert logs.counts_text({Status.FAILED: 3, Status.OK: 97, Status.BLOCKED: 0}) == "ok 97, failed 3"
-    assert logs.counts_text({}) == "no rows"
 
 
 @pytest.mark.anyio

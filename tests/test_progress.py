@@ -169,19 +169,6 @@ def test_no_pace_or_no_total_means_no_eta() -> None:
     assert progress.line(reading).startswith("progress: 5 rows, ETA ?")
 
 
-@pytest.mark.parametrize(
-    ("seconds", "text"),
-    [
-        pytest.param(0.4, "0s", id="zero"),
-        pytest.param(45, "45s", id="seconds"),
-        pytest.param(245, "4m05s", id="minutes"),
-        pytest.param(7380, "2h03m", id="hours"),
-    ],
-)
-def test_durations_read_naturally(seconds: float, text: str) -> None:
-    assert progress.duration(seconds) == text
-
-
 def test_the_live_panel_shows_the_same_figures() -> None:
     clock = Clock()
     run, _ = busy_run(clock)

@@ -23,6 +23,7 @@ from servers import server_process, server_stats
 
 from batchgen.cli import main
 from batchgen.job import load_job
+from batchgen.online.limiter.rate import LimiterSnapshot
 from batchgen.pipeline import LiveRun, RunOptions, RunSummary, execute
 from batchgen.secret import ApiKey
 
@@ -95,11 +96,16 @@ def achieved(stats: dict[str, Any]) -> tuple[float, float]:
     return (n - 1) / span * 60, admitted["tokens"] * (n - 1) / n / span * 60
 
 
+def snapshot(outcome: RunSummary) -> LimiterSnapshot:
+    assert outcome.limiter is not None
+    return outcome.limiter
+
+
 def achieved_lately(stats: dict[str, Any], seconds: int) -> float:
     """Requests per minute the server admitted over the last `seconds` whole seconds before the last one."""
     per_second = {int(k): v[0] for k, v in stats["admissions"]["per_second"].items()}
     last = max(per_second)
-    return sum(per_second.get(s, 0) for s in range(last - seconds, last)) / seconds * 60
+    return float(sum(per_second.get(s, 0) for s in range(last - seconds, last)) / seconds * 60)
 
 
 def quota_429s(stats: dict[str, Any]) -> int:
@@ -154,7 +160,8 @@ async def test_without_limits_the_run_converges_on_the_quota_with_few_429s(tmp_p
         stats = server_stats(url)
     timeline = stats["admissions"]["per_second"]
     assert 1 <= quota_429s(stats) <= 64, timeline
-    assert outcome.limiter.rpm is not None and 0.85 * 6000 <= outcome.limiter.rpm <= 6000, timeline
+    rpm = snapshot(outcome).rpm
+    assert rpm is not None and 0.85 * 6000 <= rpm <= 6000, timeline
     assert achieved_lately(stats, 3) >= 0.8 * 6000, timeline
     assert len(results(tmp_path / "out")) == 1100
 
@@ -222,9 +229,9 @@ async def test_faults_while_limiting_leak_nothing_and_trip_no_quota(tmp_path: Pa
     written = results(tmp_path / "out")
     assert sorted(r["id"] for r in written) == [f"q{i:05d}" for i in range(rows)]
     assert {r["status"] for r in written} <= {"ok", "failed"}
-    snapshot = outcome.limiter
-    assert snapshot.waiting == 0
-    assert snapshot.admitted == stats["requests_by_method"]["generateContent"] == stats["admissions"]["requests"]
+    left = snapshot(outcome)
+    assert left.waiting == 0
+    assert left.admitted == stats["requests_by_method"]["generateContent"] == stats["admissions"]["requests"]
     # While rows remain, admissions keep to the quota's pace; the retries of the last rows trail off after.
     per_second = stats["admissions"]["per_second"]
     first = int(stats["admissions"]["first_s"])
@@ -251,7 +258,7 @@ async def test_stop_drains_the_rows_in_flight_and_writes_them(tmp_path: Path) ->
                 group.start_soon(interrupt)
                 outcome = await run_in_process(job, url, on_start=runs.append)
         stats = server_stats(url)
-    assert outcome.limiter.waiting == 0
+    assert snapshot(outcome).waiting == 0
     written = results(tmp_path / "out")
     assert 1 <= len(written) < 400
     assert len(written) == stats["billed_responses"] == stats["admissions"]["requests"]
@@ -273,4 +280,4 @@ async def test_token_estimate_count_paces_on_exact_counts(tmp_path: Path) -> Non
         stats = server_stats(url)
     assert stats["requests_by_method"] == {"countTokens": rows, "generateContent": rows}
     assert quota_429s(stats) == 0
-    assert outcome.limiter.tokens == stats["admissions"]["tokens"]
+    assert snapshot(outcome).tokens == stats["admissions"]["tokens"]

@@ -101,7 +101,7 @@ ROWS: list[tuple[Any, ...]] = [
 # fmt: on
 
 # (rows, prompt, cached, candidates, thoughts, tool_use, total, input $, cached $, output $, cost $)
-EXPECTED = {
+EXPECTED: dict[tuple[str, ...], tuple[Any, ...]] = {
     ("total",): (7, 565_400, 51_500, 10_992, 15_500, 100, 591_992, 0.888795, 0.012545, 0.18017, 1.08151),
     (FLASH,): (4, 5_400, 1_500, 1_300, 12_000, 0, 18_700, 0.00117, 0.000045, 0.03325, 0.034465),
     # pro input: 0.5 + 0.375125 + 0.0125 = 0.887625; output: 0.045 + 0.02 + 0.08192 = 0.14692

@@ -130,7 +130,7 @@ def normalised(body: dict[str, Any]) -> dict[str, Any]:
         del out["generationConfig"]
     if "tools" in out:
         out["tools"] = sorted(out["tools"], key=lambda tool: json.dumps(tool, sort_keys=True, default=str))
-    return out
+    return dict(out)
 
 
 # --- the two clients ---------------------------------------------------------------------------------------------
@@ -225,7 +225,7 @@ JSON_SCHEMA = {
     "required": ["home_city"],
     "additionalProperties": False,
 }
-WEATHER_TOOL = {
+WEATHER_TOOL: dict[str, Any] = {
     "name": "get_weather",
     "description": "Current weather for a city.",
     "parameters": {
@@ -333,7 +333,11 @@ CASES = [
             f"tools = [{{ functionDeclarations = [{toml(WEATHER_TOOL)}] }}]\n"
             'toolConfig = { functionCallingConfig = { mode = "ANY", allowedFunctionNames = ["get_weather"] } }',
             lambda: types.GenerateContentConfig(
-                tools=[types.Tool(function_declarations=[types.FunctionDeclaration(**copy.deepcopy(WEATHER_TOOL))])],
+                tools=[
+                    types.Tool(
+                        function_declarations=[types.FunctionDeclaration.model_validate(copy.deepcopy(WEATHER_TOOL))]
+                    )
+                ],
                 tool_config=types.ToolConfig(
                     function_calling_config=types.FunctionCallingConfig(
                         mode=types.FunctionCallingConfigMode.ANY, allowed_function_names=["get_weather"]
@@ -391,7 +395,7 @@ CASES = [
         Case(
             'cachedContent = "cachedContents/abc123"\nserviceTier = "flex"\nlabels = { team = "research" }',
             lambda: types.GenerateContentConfig(
-                cached_content="cachedContents/abc123", service_tier="flex", labels={"team": "research"}
+                cached_content="cachedContents/abc123", service_tier=types.ServiceTier.FLEX, labels={"team": "research"}
             ),
         ),
         id="cached-content-service-tier-labels",
@@ -528,8 +532,10 @@ def _config(**fields: Any) -> Callable[[], types.GenerateContentConfig]:
 
 
 _WEATHER_CALLS = _config(
-    tools=[types.Tool(function_declarations=[types.FunctionDeclaration(**copy.deepcopy(WEATHER_TOOL))])],
-    tool_config=types.ToolConfig(function_calling_config=types.FunctionCallingConfig(mode="ANY")),
+    tools=[types.Tool(function_declarations=[types.FunctionDeclaration.model_validate(copy.deepcopy(WEATHER_TOOL))])],
+    tool_config=types.ToolConfig(
+        function_calling_config=types.FunctionCallingConfig(mode=types.FunctionCallingConfigMode.ANY)
+    ),
     automatic_function_calling=types.AutomaticFunctionCallingConfig(disable=True),
 )
 
@@ -755,6 +761,7 @@ async def test_citations_parse_alike(fake: FakeServer) -> None:
 async def test_json_mode_output_equals_the_sdks_parsed_value(fake: FakeServer) -> None:
     """With a responseSchema, the value batchgen validates and stores is the SDK's `.parsed`."""
     kind = KINDS[-1].values[0]
+    assert isinstance(kind, Kind)
     with CaptureServer(upstream=fake.url) as tap:
         async with sdk_client(tap.url) as client:
             sdk, exchange = await sdk_exchange(client, tap, kind)

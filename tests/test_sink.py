@@ -9,6 +9,7 @@ from typing import Any
 import orjson
 import pyarrow as pa
 import pyarrow.dataset as ds
+import pyarrow.parquet as pq
 import pytest
 
 from batchgen.errors import ConfigError, OutputError
@@ -81,13 +82,12 @@ async def test_keep_value_of_another_type_is_kept_as_text(tmp_path: Path) -> Non
 async def test_write_error_is_an_output_error_and_leaves_no_partial_part(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import batchgen.results.folder as writer
 
     def full_disk(table: pa.Table, where: Path, **kwargs: Any) -> None:
         Path(where).write_bytes(b"PAR1 half")
         raise OSError(errno.ENOSPC, "No space left on device")
 
-    monkeypatch.setattr(writer.pq, "write_table", full_disk)
+    monkeypatch.setattr(pq, "write_table", full_disk)
     out = sink(tmp_path, flush_rows=1)
     with pytest.raises(OutputError, match="No space left"):
         async with out:
@@ -144,12 +144,10 @@ async def test_a_failed_timed_flush_is_raised_by_the_next_write(
     """A disk-full error in the background flush reaches the run as a plain OutputError on its next write."""
     import anyio
 
-    import batchgen.results.folder as writer
-
     def full_disk(table: pa.Table, where: Path, **kwargs: Any) -> None:
         raise OSError(errno.ENOSPC, "No space left on device")
 
-    monkeypatch.setattr(writer.pq, "write_table", full_disk)
+    monkeypatch.setattr(pq, "write_table", full_disk)
     out = sink(tmp_path, flush_rows=1000, flush_seconds=0.05)
     with pytest.raises(OutputError, match="No space left"):
         async with out:

@@ -91,12 +91,12 @@ def test_typed_columns_read_back_in_duckdb(tmp_path: Path, monkeypatch: pytest.M
     with server_process("--api-key", KEY) as url:
         assert main(["run", str(job), "--base-url", url]) == 0
     described = {
-        row[0]: row[1] for row in duckdb.sql(f"describe select * from '{tmp_path / 'out'}/*.parquet'").fetchall()
+        row[0]: row[1] for row in duckdb.execute(f"describe select * from '{tmp_path / 'out'}/*.parquet'").fetchall()
     }
     assert described["out_sentiment"] == "VARCHAR"
     assert described["out_confidence"] == "DOUBLE"
     assert described["out_aspects"] == "VARCHAR[]"
-    ok = duckdb.sql(
+    ok = duckdb.execute(
         f"select count(*) from '{tmp_path / 'out'}/*.parquet' "
         "where out_sentiment in ('positive', 'negative', 'neutral', 'mixed')"
     ).fetchall()
