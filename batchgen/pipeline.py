@@ -269,7 +269,10 @@ async def execute(
     # Held until the run is recorded: a second run into the folder meanwhile would resend every row not yet
     # written, and store them twice.
     with claim(folder):
-        resume.check_job(folder, job.fingerprint(), force=options.force)
+        changed = resume.check_job(folder, job.fingerprint(), force=options.force)
+        if changed:
+            # A changed job takes the folder over (--force) and sends every row again: the folder takes its shape.
+            await anyio.to_thread.run_sync(resume.reshape, folder, options.run_id, layout.natural)
         # Parts keep the shape of those the folder holds: one schema per folder (duckdb and pyarrow datasets
         # read a folder by its first part's).
         layout = layout.within(await anyio.to_thread.run_sync(folder_schema, folder))

@@ -122,3 +122,23 @@ def test_a_rerun_into_a_folder_of_the_old_layout_keeps_its_schema_and_still_read
     indexes = batchgen.read_results(out, columns=["id", "row_index", "grounding_chunks"]).column("row_index")
     assert indexes.null_count == 10
     assert build_report(load_results([out]), PriceTable.load()).totals.rows == 10
+
+
+def test_a_changed_schema_forced_into_a_folder_gives_it_the_new_shape(tmp_path: Path) -> None:
+    """--force with another response schema: the folder's parts take the changed job's typed columns, so the
+    folder keeps one schema, and the rows the old job answered are answered again."""
+    job = demo_tree(tmp_path)
+    out = tmp_path / "o"
+    batchgen.run_job(job, local_server=True, limit=4, output={"path": out})
+    schema_file = tmp_path / "schemas" / "sentiment.json"
+    schema_file.write_text(schema_file.read_text().replace('"confidence"', '"certainty"'))
+    with pytest.raises(batchgen.ConfigError, match="different job"):
+        batchgen.run_job(job, local_server=True, limit=2, output={"path": out})
+    summary = batchgen.run_job(job, local_server=True, limit=2, force=True, output={"path": out})
+    assert summary.exit_code == 0 and summary.stats.done == 2
+    schemas = [pq.read_schema(p) for p in out.glob("part-*.parquet")]
+    assert all(schema.equals(schemas[0]) for schema in schemas)
+    assert "out_certainty" in schemas[0].names and "out_confidence" not in schemas[0].names
+    assert batchgen.run_job(job, local_server=True, output={"path": out}).stats.done == 240 - 2
+    table = batchgen.read_results(out)
+    assert table.num_rows == 240 and table.column("out_certainty").null_count == 0

@@ -138,3 +138,19 @@ def test_runs_recorded_before_fingerprints_keep_the_job_they_ran(tmp_path: Path)
     record_run(tmp_path, {"fingerprint": "new"}, RunRecord("r2", fingerprint="new"))
     manifest = read_manifest(tmp_path)
     assert manifest is not None and [(r.run_id, r.fingerprint) for r in manifest.runs] == [("r1", "old"), ("r2", "new")]
+
+
+def test_reshaping_rewrites_parts_of_another_schema_under_new_names(tmp_path: Path) -> None:
+    """A changed job forced into the folder gives it its shape: parts of the old schema are rewritten (a
+    dropped column goes, a new one is null, types are cast), under names no other part has."""
+    part(tmp_path, "part-a-00000.parquet", [("1", "ok", 1), ("2", "ok", 1)])
+    write_part(tmp_path, "part-b-c00000.parquet", pa.table({"id": ["3"]}))
+    new = pa.schema([("id", pa.string()), ("status", pa.string()), ("out_n", pa.int64())])
+    write_part(tmp_path, "part-b-c00001.parquet", pa.Table.from_pylist([{"id": "4"}], schema=new))
+    assert resume.reshape(tmp_path, "b", new) == 2
+    names = sorted(p.name for p in tmp_path.glob("part-*.parquet"))
+    assert names == ["part-b-c00001.parquet", "part-b-c00002.parquet", "part-b-c00003.parquet"]
+    table = ds.dataset(tmp_path).to_table()
+    assert all(pq.read_schema(tmp_path / name).equals(new) for name in names)
+    assert sorted(table.column("id").to_pylist()) == ["1", "2", "3", "4"]
+    assert table.column("out_n").null_count == 4

@@ -18,6 +18,7 @@ from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field, replace
 from datetime import UTC, datetime
+from itertools import count
 from pathlib import Path
 from typing import Any
 
@@ -36,6 +37,15 @@ _FORMAT = 1
 def part_name(run_id: str, sequence: int, *, compacted: bool = False) -> str:
     """The file name of a run's `sequence`-th part (or of a part compaction rewrote)."""
     return f"part-{run_id}-{'c' if compacted else ''}{sequence:05d}.parquet"
+
+
+def compacted_names(folder: Path, run_id: str) -> Iterator[str]:
+    """Names for the parts run `run_id` rewrites (compaction, reshaping), skipping those the folder has: a
+    rename onto an existing part would replace its rows."""
+    for sequence in count():
+        name = part_name(run_id, sequence, compacted=True)
+        if not (folder / name).exists():
+            yield name
 
 
 def part_files(folder: Path) -> list[Path]:

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from dataclasses import dataclass
-from itertools import count
 from pathlib import Path
 
 import pyarrow as pa
@@ -22,13 +21,15 @@ from batchgen.input.ids import IdHashes, IdSet
 from batchgen.records import Status
 from batchgen.results.folder import (
     Manifest,
+    compacted_names,
     part_files,
-    part_name,
     part_row_count,
+    part_schema,
     read_manifest,
     read_part,
     write_part,
 )
+from batchgen.results.table import conformed
 
 
 @dataclass(frozen=True, slots=True)
@@ -39,12 +40,15 @@ class Done:
     rows: int
 
 
-def check_job(folder: Path, fingerprint: str, *, force: bool) -> None:
-    """Refuse to mix a changed job's answers into a folder written by another job, unless forced."""
+def check_job(folder: Path, fingerprint: str, *, force: bool) -> bool:
+    """Refuse to mix a changed job's answers into a folder written by another job, unless forced; whether the
+    folder holds another job's results (and `force` lets this one take it over)."""
     manifest = read_manifest(folder)
     previous = None if manifest is None else manifest.fingerprint
-    if previous is None or previous == fingerprint or force:
-        return
+    if previous is None or previous == fingerprint:
+        return False
+    if force:
+        return True
     raise ConfigError(
         f"{folder} holds results of a different job (model, request, schema or prompt changed); "
         "use another --output, or --force to run the changed job here (its rows are sent again and replace "
@@ -135,6 +139,24 @@ def compact(folder: Path, run_id: str, *, superseded: bool = True, target_rows: 
     return dropped
 
 
+def reshape(folder: Path, run_id: str, schema: pa.Schema) -> int:
+    """Rewrite every part whose columns are not `schema`'s into it (a changed job forced into the folder: its
+    typed or kept columns differ), so the folder keeps one schema; returns the parts rewritten.
+
+    A column the new schema lacks is dropped, a new one is null until the row is answered again (a forced job
+    sends every row again). Each part is written anew before the old one is deleted.
+    """
+    names = compacted_names(folder, run_id)
+    rewritten = 0
+    for part in part_files(folder):
+        if part_schema(part).equals(schema):
+            continue
+        write_part(folder, next(names), conformed(read_part(part), schema))
+        part.unlink()
+        rewritten += 1
+    return rewritten
+
+
 class _Merge:
     """Parts read for rewriting, written back as few parts as `target` rows allow (one schema per part)."""
 
@@ -142,7 +164,7 @@ class _Merge:
         self._folder = folder
         self._run_id = run_id
         self._target = target
-        self._sequence = count()
+        self._names = compacted_names(folder, run_id)
         self._group: list[tuple[Path, pa.Table]] = []
         self._changed = False
 
@@ -162,7 +184,7 @@ class _Merge:
             return
         merged = pa.concat_tables([table for _, table in group])
         if merged.num_rows:
-            write_part(self._folder, part_name(self._run_id, next(self._sequence), compacted=True), merged)
+            write_part(self._folder, next(self._names), merged)
         for part, _ in group:
             part.unlink()
 

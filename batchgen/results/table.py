@@ -112,6 +112,15 @@ def results_table(rows: Sequence[tuple[Result, float]], layout: Layout, *, run_i
     return pa.Table.from_arrays([_fitted(arrays.get(f.name), f, len(rows)) for f in schema], schema=schema)
 
 
+def conformed(table: pa.Table, schema: pa.Schema) -> pa.Table:
+    """`table` in `schema`: its columns in that order and of those types; one it lacks (or cannot be cast) is
+    null, one `schema` lacks is dropped."""
+    rows = table.num_rows
+    present = set(table.column_names)
+    arrays = [_fitted(table[f.name].combine_chunks() if f.name in present else None, f, rows) for f in schema]
+    return pa.Table.from_arrays(arrays, schema=schema)
+
+
 def _fitted(array: pa.Array | None, column: pa.Field, rows: int) -> pa.Array:
     """`array` as the type of `column` (a folder's schema may differ from this job's), or nulls."""
     if array is None:
