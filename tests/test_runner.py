@@ -572,3 +572,30 @@ async def test_abort_cancels_the_requests_out_at_once_and_run_returns() -> None:
     with anyio.fail_after(2):
         await runner.run(prompts(*"abcdef"), sink)
     assert [r.id for r in sink.results] == ["r0"]
+
+
+@pytest.mark.anyio
+async def test_a_server_that_answered_is_not_unreachable() -> None:
+    """A 400 is an answer: connection failures beside it on the first rows do not make the job Unreachable,
+    and the rows that could not connect go out again once the probe is over."""
+    calls: list[str] = []
+
+    async def generate(body: bytes) -> Any:
+        text = prompt_text(body)
+        calls.append(text)
+        if text == "a":
+            raise RequestRejected("prompt too long", http_status=400)
+        if calls.count(text) == 1:
+            raise refused()
+        return response('{"label": "x"}')
+
+    runner = make_runner(generate)
+    sink = ListSink()
+    await runner.run(prompts(*"abcd"), sink)
+    assert runner.stopped_by is None
+    assert {r.id: r.status for r in sink.results} == {
+        "r0": Status.FAILED,
+        "r1": Status.OK,
+        "r2": Status.OK,
+        "r3": Status.OK,
+    }

@@ -175,12 +175,15 @@ class Runner:
         rejections: list[str] = []
         held: list[Prompt] = []
         refused: ApiError | None = None
+        reached = False  # some request got an answer from the server (a 400 is one)
         while not self._refused():
             prompt = await anext(rows, None)
-            if prompt is None and refused is not None and not self.stopping:
-                raise _unreachable(len(held), refused)
-            if prompt is None or self.stopping:
+            if self.stopping:
                 return None
+            if prompt is None:
+                if refused is not None and not reached:
+                    raise _unreachable(len(held), refused)
+                return held or None
             result, error = await self._process(prompt, probing=True)
             if result is None:
                 if error is None:
@@ -188,11 +191,14 @@ class Runner:
                 held.append(prompt)
                 refused = error
                 if len(held) >= self._policy.probe_rows:
-                    raise _unreachable(len(held), refused)
+                    if not reached:
+                        raise _unreachable(len(held), refused)
+                    return held  # the server answered before: these go out again, with retries
                 continue
             await self._emit(result, sink)
             if prompt.problem is not None:
                 continue
+            reached = True
             if not isinstance(error, RequestRejected):
                 return held
             if error.http_status == 404:
