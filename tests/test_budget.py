@@ -148,8 +148,11 @@ def test_a_cap_for_a_model_without_a_price_exits_2_before_sending(
     assert not out.exists()
 
 
-def test_check_reports_the_cap_and_refuses_one_without_a_price(capsys: pytest.CaptureFixture[str]) -> None:
-    assert main(["check", str(DEMO), "--max-cost", "3", "--local-server"]) == 0
+def test_check_reports_the_cap_and_refuses_one_without_a_price(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    base = ["check", str(DEMO), "--max-cost", "3", "--local-server", "--output", str(tmp_path / "o")]
+    assert main(base) == 0
     assert "cost cap $3.000000 per run, priced as gemini-2.5-flash: ok" in capsys.readouterr().out
-    assert main(["check", str(DEMO), "--max-cost", "3", "--model", "gemini-9-ultra", "--local-server"]) == 2
+    assert main([*base, "--model", "gemini-9-ultra"]) == 2
     assert "limits.max_cost_usd" in capsys.readouterr().err

@@ -102,8 +102,8 @@ def test_changed_job_into_the_same_folder_is_refused(tmp_path: Path, capsys: pyt
     )
 
 
-def test_check_runs_start_up_checks_without_sending(capsys: pytest.CaptureFixture[str]) -> None:
-    assert main(["check", str(DEMO), "--local-server"]) == 0
+def test_check_runs_start_up_checks_without_sending(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["check", str(DEMO), "--local-server", "--output", str(tmp_path / "o")]) == 0
     assert "240 input rows" in capsys.readouterr().out
 
 
@@ -270,9 +270,9 @@ def test_wrong_key_stops_after_one_request_with_exit_3(
 def test_an_unpriced_model_says_its_cost_is_unknown(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     """The summary's cost line does not silently vanish for a model the price table lacks."""
     model = ["--model", "gemini-2.5-flash-image"]
-    assert main(["check", str(DEMO), "--local-server", *model]) == 0
-    assert "no price for gemini-2.5-flash-image" in capsys.readouterr().out
     out = tmp_path / "o"
+    assert main(["check", str(DEMO), "--local-server", "--output", str(out), *model]) == 0
+    assert "no price for gemini-2.5-flash-image" in capsys.readouterr().out
     assert main(["run", str(DEMO), "--local-server", "--output", str(out), "--limit", "3", "--quiet", *model]) == 0
     printed = capsys.readouterr().out.splitlines()
     assert "cost: unknown: no price for gemini-2.5-flash-image (pass --prices FILE to price it)" in printed
