@@ -7,9 +7,8 @@ sink does. It counts the run's rows and prices them as they are committed, so th
 the cost shown are those of the rows in the folder, and logs each row that did not end `ok`, with the worker
 that made it.
 
-Should an id ever arrive twice (a delivery Ray repeated), its hash repeats in `IdHashes` and the run ends by
-compacting the folder, which keeps one row per id by the usual rule (newest first): the folder holds one row
-per id whatever happened on the way.
+Should an id ever arrive twice (a delivery Ray repeated), the compaction every run on Ray ends with keeps one
+row per id by the usual rule (newest first): the folder holds one row per id whatever happened on the way.
 """
 
 from __future__ import annotations
@@ -22,7 +21,6 @@ import anyio
 import pyarrow as pa
 
 from batchgen.distributed.worker import WORKER
-from batchgen.input.ids import IdHashes
 from batchgen.records import Result, RunStats, Status
 from batchgen.report.budget import Budget
 from batchgen.results.columns import USAGE_COLUMNS, usage_of
@@ -59,16 +57,10 @@ class Committer:
         self._parts = 0
         self._flushed_at = time.monotonic()
         self._lock = anyio.Lock()
-        self._ids = IdHashes()
         self.rows = 0
 
     def __repr__(self) -> str:
         return f"Committer({str(self._folder)!r}, rows={self.rows}, buffered={self._buffered}, parts={self._parts})"
-
-    @property
-    def repeated(self) -> bool:
-        """Whether some id was committed twice in this run (then the folder needs compacting)."""
-        return bool(self._ids.repeated())
 
     async def add(self, table: pa.Table) -> None:
         if not table.num_rows:
@@ -101,7 +93,6 @@ class Committer:
     def _count(self, table: pa.Table) -> None:
         stats, budget = self._stats, self._budget
         rows = table.select(_COUNTED).to_pylist()
-        self._ids.add(row["id"] for row in rows)
         for row in rows:
             result = Result(
                 row["id"],

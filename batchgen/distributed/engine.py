@@ -32,23 +32,23 @@ from batchgen.distributed.commit import Committer
 from batchgen.distributed.done import DoneIds
 from batchgen.distributed.rows import InputRows
 from batchgen.distributed.worker import Plan, RunnerUDF
-from batchgen.errors import BatchgenError, ConfigError, ExitCode, InputError, OutputError, exit_code_for
+from batchgen.errors import BatchgenError, ConfigError, InputError, OutputError
 from batchgen.input.reader import InputSource
 from batchgen.job import Job, RaySpec
 from batchgen.online.limiter.rate import LimiterSnapshot
-from batchgen.pipeline import LiveRun, RunOptions, RunSummary, job_record, limits_for, open_input
+from batchgen.pipeline import LiveRun, Recorded, RunOptions, RunSummary, limits_for, prepare, take_over
 from batchgen.records import RunStats
-from batchgen.report.budget import Budget, budget_for
-from batchgen.report.pricing import PriceTable
+from batchgen.report.budget import Budget
 from batchgen.results import resume
-from batchgen.results.folder import RunRecord, claim, record_run, utc_iso
-from batchgen.results.table import Layout
+from batchgen.results.folder import claim
 from batchgen.secret import ApiKey
 
 log = logging.getLogger("batchgen.distributed")
 
 STATUS_S: Final = 0.5
 """How often the driver reads the authority's status for the display (shared limiter, workers in flight)."""
+
+_BOM: Final = b"\xef\xbb\xbf"
 
 OBJECT_STORE_BYTES: Final = 512 * 1024**2
 """A local instance's object store: blocks of results are small; Ray's default would take 30 % of RAM."""
@@ -61,37 +61,36 @@ async def execute(
 
     Raises ConfigError / InputError before anything is sent, as a local run does.
     """
-    if options.limit is not None:
-        raise ConfigError("--limit is not supported with engine ray (run the sample locally)")
-    budget = budget_for(job.model, PriceTable.load(options.prices), job.limits.max_cost_usd, job_file=str(job.file))
-    source, duplicates, rows = await open_input(job, allow_duplicate_ids=options.allow_duplicate_ids)
-    if duplicates:
+    if options.limit is not None or options.skip is not None:
+        raise ConfigError("--limit is not supported with engine ray (run a sample locally)")
+    budget, opened, layout = await prepare(job, options)
+    if opened.duplicates:
         raise ConfigError("--allow-duplicate-ids is not supported with engine ray: make the input's ids unique")
-    layout = Layout(
-        keep=await source.keep_schema(), typed=job.schema_ if job.flatten else None, prefix=job.output.column_prefix
-    )
+    source = opened.source
     folder = job.output.path
     with claim(folder):
-        resume.check_job(folder, job.fingerprint(), force=options.force)
-        final, stored = await anyio.to_thread.run_sync(
-            lambda: resume.final_ids(folder, retry_failed=options.retry_failed)
+        layout = await take_over(folder, job, options, layout)
+        final, _ = await anyio.to_thread.run_sync(
+            lambda: resume.final_ids(folder, retry_failed=options.retry_failed, fingerprint=job.fingerprint())
         )
         done = await anyio.to_thread.run_sync(lambda: DoneIds(resume.in_chunks(final)))
-        stats = RunStats(total_rows=max(0, rows - len(done)), skipped_rows=len(done))
-        offsets = {} if job.input.id_field else await anyio.to_thread.run_sync(_offsets, source)
+        stats = RunStats(total_rows=max(0, opened.rows - len(done)), skipped_rows=len(done))
+        offsets = await anyio.to_thread.run_sync(_offsets, source)
         plan = Plan(job, options.run_id, layout, done, offsets, len(source.files) > 1, _fresh(budget))
         with _session(job, key):
             run = _Run(job, options.run_id, stats, budget, plan, source)
             on_start(LiveRun(options.run_id, stats, run, budget, run))
-            failed = await run.drive(compact=stored > 0)
+            recorded = Recorded(job, options.run_id, run)
+            # Compacted whatever the folder held: should Ray ever deliver an id twice, the newest row stays.
+            tally = await recorded.around(run.drive, compact=True)
     return RunSummary(
         run_id=options.run_id,
         output=folder,
         stats=stats,
-        exit_code=run.exit_code(failed),
+        exit_code=recorded.exit_code(tally),
         stopped_by=run.stopped_by,
         budget=budget,
-        failed_fraction=failed,
+        tally=tally,
         limiter=run.snapshot(),
     )
 
@@ -116,6 +115,7 @@ class _Run:
         self._authority: Any = ray.remote(Authority).options(num_cpus=0, max_concurrency=1000).remote(limits_for(job))
         self._status: Status | None = None
         self._stopping: BatchgenError | None = None
+        self._aborted = False
         self._committer = Committer(
             job.output.path,
             run_id,
@@ -145,42 +145,33 @@ class _Run:
             self._stopping = reason
             self._authority.stop.remote(Stop.of(reason))
 
-    async def drive(self, *, compact: bool) -> float:
-        """Run the dataset into the folder, compact it and record the run; the folder's failed fraction."""
-        folder = self._job.output.path
-        failed = 0.0
-        error: BatchgenError | None = None
+    @property
+    def stats(self) -> RunStats:
+        return self._stats
+
+    @property
+    def stopping(self) -> bool:
+        return self._stopping is not None or (self._status is not None and self._status.stop is not None)
+
+    def abort(self, reason: BatchgenError | None = None) -> None:
+        """Stop, and stop receiving at once: blocks not yet received are lost to this run (the next sends them)."""
+        self.stop(reason)
+        self._aborted = True
+
+    async def drive(self) -> None:
+        """Receive every block the workers answer and commit it; the authority's last status is kept."""
         try:
-            self._record(exit_code=None)
             async with anyio.create_task_group() as group:
                 group.start_soon(self._watch)
                 group.start_soon(self._committer.flush_periodically)
                 await self._consume()
                 group.cancel_scope.cancel()
+        finally:
             with anyio.CancelScope(shield=True):
                 await self._committer.flush()
                 await self._read_status()
                 self._log_workers()
-                if compact or self._committer.repeated:
-                    await anyio.to_thread.run_sync(resume.compact, folder, self._run_id)
-                failed = await anyio.to_thread.run_sync(resume.failed_fraction, folder)
-        except BatchgenError as exc:
-            error = exc
-            raise
-        finally:
-            with anyio.CancelScope(shield=True):
-                await self._committer.flush()
-            self._record(exit_code=self.exit_code(failed, error))
-            ray.kill(self._authority)
-        return failed
-
-    def exit_code(self, failed_fraction: float, error: BatchgenError | None = None) -> ExitCode:
-        stopped_by = error or self.stopped_by
-        if stopped_by is not None:
-            return exit_code_for(stopped_by)
-        if failed_fraction > self._job.limits.max_failed_fraction:
-            return ExitCode.FAILED_ROWS
-        return ExitCode.OK
+                ray.kill(self._authority)
 
     async def _consume(self) -> None:
         batches = iter(self._dataset().iter_batches(batch_size=None, batch_format="pyarrow", prefetch_batches=2))
@@ -189,7 +180,7 @@ class _Run:
                 # Not abandoned on cancel: a thread still inside Ray after the session ends would start a new
                 # local instance (Ray's auto-init). A second Ctrl-C waits for the block being received.
                 table = await anyio.to_thread.run_sync(_next_block, batches)
-                if table is None:
+                if table is None or self._aborted:
                     return
                 await self._committer.add(table)
         finally:
@@ -258,22 +249,6 @@ class _Run:
                 },
             )
 
-    def _record(self, *, exit_code: ExitCode | None) -> None:
-        stats, stopped_by = self._stats, self.stopped_by
-        run = RunRecord(
-            run_id=self._run_id,
-            started_at=utc_iso(self._started_wall),
-            ended_at=None if exit_code is None else utc_iso(time.time()),
-            model=self._job.model,
-            exit_code=None if exit_code is None else int(exit_code),
-            rows=stats.done,
-            skipped_rows=stats.skipped_rows,
-            counts={status.value: count for status, count in stats.counts.items()},
-            tokens=stats.usage.totals(),
-            stopped_by=None if stopped_by is None else f"{type(stopped_by).__name__}: {stopped_by}",
-        )
-        record_run(self._job.output.path, job_record(self._job), run)
-
 
 @contextmanager
 def _session(job: Job, key: ApiKey) -> Iterator[None]:
@@ -338,7 +313,8 @@ def _rows_in(file: Path, kind: str) -> int:
         if kind == "parquet":
             return int(pq.ParquetFile(file).metadata.num_rows)
         with file.open("rb") as handle:
-            return sum(1 for line in handle if line.strip())
+            # As `input.reader` counts rows: non-blank lines, a UTF-8 byte-order mark on the first not counted.
+            return sum(1 for n, line in enumerate(handle) if (line if n else line.removeprefix(_BOM)).strip())
     except (OSError, pa.ArrowException) as exc:
         raise InputError(f"cannot read: {exc}", file=str(file)) from exc
 

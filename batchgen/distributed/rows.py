@@ -1,37 +1,41 @@
 """The job's input as Ray Data reads it, and each block of it back into the same `Prompt`s a local run builds.
 
-Ray's own JSON reader parses a file whole with Arrow, so one malformed line fails the whole job, and it
-numbers no lines. `InputRows` reads JSONL line by line instead, each non-blank line with its file, line number
-and row number, raw (a bad line becomes a `failed` row, as in a local run); Parquet row by row with its file
-and row number. `Prompts` then builds each row's `Prompt` with the job's own `PromptBuilder`, with the same
-locators (`line:N`, `row:N`, the file name in front in a folder) and, when the job has no id field, the same
-index as id: the row's position in the whole input, from the per-file row counts the driver took.
+Ray's own JSON reader parses a file whole with Arrow: one malformed line fails the whole job, and no line is
+numbered. `InputRows` reads each file with batchgen's own reader (`input.reader.file_rows`: the same
+byte-order-mark, UTF-8 and JSON checks, the same `line:N` / `row:N` locators) in Ray's read tasks, and
+`Prompts` builds each row's `Prompt` in the worker with the job's own `PromptBuilder`: the same ids, the file
+name in front of a folder's locators, and the same index (the row's place in the whole input, from the
+per-file row counts the driver took), so a row's id, `row_index` and problem are those of a local run.
 """
 
 from __future__ import annotations
 
+import pickle
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final
 
-import orjson
 import pyarrow as pa
-import pyarrow.parquet as pq
 from ray.data.datasource import FileBasedDatasource
 
 from batchgen.input.prompts import PromptBuilder, unusable
+from batchgen.input.reader import file_rows
 from batchgen.records import Prompt
 
-FILE: Final = "__batchgen_file"
-ROW: Final = "__batchgen_row"
-LINE: Final = "__batchgen_line"
-RAW: Final = "__batchgen_raw"
-_CHUNK = 1 << 20
+FILE: Final = "file"
+ROW: Final = "row"
+LOCATOR: Final = "locator"
+VALUES: Final = "values"
+PROBLEM: Final = "problem"
 
 
 class InputRows(FileBasedDatasource):
-    """A Ray Data datasource over the job's input files: one row per input row, with its place in its file."""
+    """A Ray Data datasource over the job's input files: one row per input row, with its place in its file.
+
+    A row's values travel pickled (a JSON object, or a Parquet row with its exact types) to the worker that
+    builds its prompt; a row that cannot be read travels as its problem.
+    """
 
     def __init__(self, files: Sequence[Path], kind: str, *, block_rows: int) -> None:
         super().__init__([str(f) for f in files], file_extensions=[kind])
@@ -39,69 +43,36 @@ class InputRows(FileBasedDatasource):
         self._block_rows = block_rows
 
     def _read_stream(self, f: pa.NativeFile, path: str) -> Iterator[pa.Table]:
-        if self._kind == "jsonl":
-            yield from _jsonl_blocks(f, path, self._block_rows)
-        else:
-            yield from _parquet_blocks(f, path, self._block_rows)
+        # Read by path with batchgen's reader, which needs a local file: the driver checked the same files.
+        block: list[tuple[int, str, bytes | None, str | None]] = []
+        for number, (locator, values, problem) in enumerate(file_rows(Path(path), self._kind, self._block_rows)):
+            block.append((number, locator, None if problem is not None else pickle.dumps(values), problem))
+            if len(block) >= self._block_rows:
+                yield _table(path, block)
+                block = []
+        if block:
+            yield _table(path, block)
 
 
-def _jsonl_blocks(f: pa.NativeFile, path: str, block_rows: int) -> Iterator[pa.Table]:
-    row = 0
-    lines: list[int] = []
-    raws: list[bytes] = []
-    for number, line in enumerate(_lines(f), start=1):
-        if not line.strip():
-            continue  # as a local run reads it: blank lines are not rows
-        lines.append(number)
-        raws.append(line)
-        if len(raws) >= block_rows:
-            yield _jsonl_table(path, row, lines, raws)
-            row += len(raws)
-            lines, raws = [], []
-    if raws:
-        yield _jsonl_table(path, row, lines, raws)
-
-
-def _jsonl_table(path: str, first: int, lines: list[int], raws: list[bytes]) -> pa.Table:
+def _table(path: str, block: list[tuple[int, str, bytes | None, str | None]]) -> pa.Table:
+    rows, locators, values, problems = zip(*block, strict=True)
     return pa.table(
         {
-            FILE: pa.array([path] * len(raws), pa.string()),
-            ROW: pa.array(range(first, first + len(raws)), pa.int64()),
-            LINE: pa.array(lines, pa.int64()),
-            RAW: pa.array(raws, pa.binary()),
+            FILE: pa.array([path] * len(block), pa.string()),
+            ROW: pa.array(rows, pa.int64()),
+            LOCATOR: pa.array(locators, pa.string()),
+            VALUES: pa.array(values, pa.binary()),
+            PROBLEM: pa.array(problems, pa.string()),
         }
     )
 
 
-def _lines(f: pa.NativeFile) -> Iterator[bytes]:
-    """The file's lines, each with its newline as a local run reads them (a JSON error's column counts it),
-    read a chunk at a time."""
-    rest = b""
-    while chunk := f.read(_CHUNK):
-        parts = (rest + chunk).split(b"\n")
-        rest = parts.pop()
-        for part in parts:
-            yield part + b"\n"
-    if rest:
-        yield rest
-
-
-def _parquet_blocks(f: pa.NativeFile, path: str, block_rows: int) -> Iterator[pa.Table]:
-    first = 0
-    for batch in pq.ParquetFile(f).iter_batches(batch_size=block_rows, use_threads=False):
-        count = batch.num_rows
-        table = pa.Table.from_batches([batch])
-        table = table.append_column(FILE, pa.array([path] * count, pa.string()))
-        yield table.append_column(ROW, pa.array(range(first, first + count), pa.int64()))
-        first += count
-
-
 @dataclass(frozen=True, slots=True)
 class Prompts:
-    """Builds the prompts of a block as `InputSource` would: same ids, locators, problems and kept values.
+    """Builds the prompts of a block as `InputSource.prompts` would.
 
-    `offsets` is each file's first row number in the whole input (only needed when the job has no id field,
-    whose ids are those numbers); `prefixed`: the input is a folder, so locators carry the file's name.
+    `offsets` is each file's first row number in the whole input; `prefixed`: the input is a folder, so
+    locators carry the file's name.
     """
 
     builder: PromptBuilder
@@ -109,28 +80,15 @@ class Prompts:
     prefixed: bool
 
     def of(self, block: pa.Table) -> Iterator[Prompt]:
-        files = block.column(FILE).to_pylist()
-        rows = block.column(ROW).to_pylist()
-        if LINE in block.column_names:
-            lines = block.column(LINE).to_pylist()
-            for file, row, line, raw in zip(files, rows, lines, block.column(RAW).to_pylist(), strict=True):
-                yield self._jsonl(file, row, line, raw)
-        else:
-            data = block.drop_columns([FILE, ROW]).to_pylist()
-            for file, row, values in zip(files, rows, data, strict=True):
-                yield self._built(values, file, row, f"row:{row}")
+        columns = [block.column(name).to_pylist() for name in (FILE, ROW, LOCATOR, VALUES, PROBLEM)]
+        for file, row, locator, values, problem in zip(*columns, strict=True):
+            yield self._prompt(file, row, locator, values, problem)
 
-    def _jsonl(self, file: str, row: int, line: int, raw: bytes) -> Prompt:
-        locator = f"line:{line}"
-        try:
-            values = orjson.loads(raw)
-        except orjson.JSONDecodeError as exc:
-            return unusable(file, self._prefix(file) + locator, f"malformed JSON line: {exc}")
-        return self._built(values, file, row, locator)
-
-    def _built(self, values: Any, file: str, row: int, locator: str) -> Prompt:
-        index = self.offsets.get(file, 0) + row
-        return self.builder.build(values, index, file, self._prefix(file) + locator)
-
-    def _prefix(self, file: str) -> str:
-        return f"{Path(file).name}:" if self.prefixed else ""
+    def _prompt(self, file: str, row: int, locator: str, values: bytes | None, problem: str | None) -> Prompt:
+        index = self.offsets[file] + row
+        if self.prefixed:
+            locator = f"{Path(file).name}:{locator}"
+        if problem is not None or values is None:
+            return unusable(file, locator, problem or "unreadable row", index)
+        row_values: Any = pickle.loads(values)
+        return self.builder.build(row_values, index, file, locator)

@@ -1,8 +1,11 @@
-"""The results contract: every column a results part holds, in order, with its Arrow type. Defined here only.
+"""The results contract: every column a results part may hold, with its Arrow type. Defined here only.
 
-A part is the fixed columns, then the reply-metadata columns, then the job's kept input columns, then its typed
-`out_*` columns. Writers build parts against `CONTRACT`; readers (the report, resume, the Python API) select
-and cast with it, so a column's name or type is never restated elsewhere.
+A part holds the fixed columns, the reply-metadata columns its job can produce (`FEATURES`: a job without
+tools has no grounding columns), the job's kept input columns and its typed `out_*` columns; `table.Layout`
+decides which and in what order. Writers build parts against `CONTRACT`; readers (the report, resume, the
+Python API) select and cast with it, so a column's name or type is never restated elsewhere. A reader must
+expect `OPTIONAL` columns to be missing: feature columns of jobs without the feature, and `row_index` in
+folders written before it existed.
 """
 
 from __future__ import annotations
@@ -28,6 +31,8 @@ USAGE_COLUMNS: Final = (
 FIXED: Final = pa.schema(
     [
         ("id", pa.string()),
+        # The row's 0-based position in the input (in a folder, across its files in name order).
+        ("row_index", pa.int64()),
         ("status", pa.string()),
         ("text", pa.string()),
         ("output_json", pa.string()),
@@ -87,8 +92,20 @@ METADATA: Final = pa.schema(
     ]
 )
 
+# Metadata columns a part holds only when its job's request can produce them (see `table.features_of`); the
+# others (safety ratings, log-probabilities) any reply may carry.
+FEATURES: Final = {
+    "function_calls": ("function_calls",),
+    "grounding": ("grounding_queries", "grounding_chunks", "grounding_supports"),
+    "citations": ("citations",),
+    "url_context": ("url_context",),
+}
+
 CONTRACT: Final = pa.schema([*FIXED, *METADATA])
-"""Every column a batchgen results part holds whatever the job; a kept input column may not reuse a name."""
+"""Every column a batchgen results part may hold; a kept input column may not reuse a name."""
+
+OPTIONAL: Final = frozenset({"row_index", *(name for names in FEATURES.values() for name in names)})
+"""Contract columns a part may lack: a reader gets them as nulls."""
 
 
 def select(names: list[str] | tuple[str, ...]) -> pa.Schema:

@@ -17,13 +17,14 @@ from batchgen.records import FunctionCall, Result
 from batchgen.results.columns import METADATA
 
 
-def metadata_columns(results: Sequence[Result]) -> list[pa.Array]:
-    """One array per `METADATA` column, one value per result."""
+def metadata_columns(results: Sequence[Result], columns: pa.Schema = METADATA) -> list[pa.Array]:
+    """One array per column of `columns` (`METADATA`, or the part of it a job's layout has), one value per
+    result."""
     if not any(r.metadata or r.function_calls for r in results):
         # The usual part: no grounding, calls, citations or ratings anywhere, so no row needs converting.
-        return [pa.nulls(len(results), f.type) for f in METADATA]
+        return [pa.nulls(len(results), f.type) for f in columns]
     rows = [_row(r.metadata, r.function_calls) for r in results]
-    return [pa.array([row[f.name] for row in rows], type=f.type) for f in METADATA]
+    return [pa.array([row[f.name] for row in rows], type=f.type) for f in columns]
 
 
 def _row(metadata: Mapping[str, Any], calls: Sequence[FunctionCall]) -> dict[str, Any]:
