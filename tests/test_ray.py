@@ -70,7 +70,7 @@ def write_job(folder: Path, rows: int, limits: dict[str, Any], *, bad_lines: int
         f"{request}"
         f"[limits]\n{settings}\n\n"
         '[output]\npath = "out"\nkeep_columns = ["stars"]\nflush_rows = 100\nflush_seconds = 0.5\n\n'
-        "[ray]\nworkers = 2\nblock_rows = 50\n"
+        "[ray]\nworkers = 2\nblock_rows = 50\nblocks_per_worker = 2\n"
     )
     return job
 
@@ -109,8 +109,8 @@ def worker_log() -> Iterator[WorkerLog]:
 
 def test_the_same_job_gives_the_same_rows_as_a_local_run(tmp_path: Path, worker_log: WorkerLog) -> None:
     """JSON mode, a kept column and two malformed lines: every column of every row is what `--engine local`
-    writes (bar the run's id, the times and the response id), the manifest records the run, both workers worked."""
-    job = write_job(tmp_path, 300, {"concurrency": 16}, bad_lines=2, json_mode=True)
+    writes (bar the run's id, the times and the response id), and the manifest records the run."""
+    job = write_job(tmp_path, 200, {"concurrency": 16}, bad_lines=2, json_mode=True)
     with server() as url:
         assert run(job, url) == 0
         assert run(job, url, "--engine", "local", "--output", str(tmp_path / "local")) == 0
@@ -119,15 +119,15 @@ def test_the_same_job_gives_the_same_rows_as_a_local_run(tmp_path: Path, worker_
     assert on_ray.schema == local.schema
     varying = ["run_id", "finished_at", "latency_ms", "response_id"]  # response_id: the server numbers responses
     assert on_ray.drop_columns(varying).equals(local.drop_columns(varying))
-    assert on_ray.num_rows == 302 and Counter(on_ray.column("status").to_pylist())["failed"] == 2
+    assert on_ray.num_rows == 202 and Counter(on_ray.column("status").to_pylist())["failed"] == 2
     manifest = orjson.loads((tmp_path / "out" / "_manifest.json").read_bytes())
     assert [r["exit_code"] for r in manifest["runs"]] == [0]
-    assert len(worker_log.workers) == 2 and sum(worker_log.workers.values()) == 302
+    assert sum(worker_log.workers.values()) == 202
 
 
-def test_a_quota_configured_for_the_job_holds_across_workers(tmp_path: Path) -> None:
-    """RPM set to the server's quota: the two workers together draw no 429 and stay under the quota in every
-    window the server counts (its own ledger, per second)."""
+def test_a_quota_configured_for_the_job_holds_across_workers(tmp_path: Path, worker_log: WorkerLog) -> None:
+    """RPM set to the server's quota: the two workers, both sending, together draw no 429 and stay under the
+    quota in every window the server counts (its own ledger, per second)."""
     rows, rpm = 400, 6000
     job = write_job(tmp_path, rows, {"concurrency": 32, "requests_per_minute": rpm, "quota_window_s": WINDOW_S})
     with server("--rpm", str(rpm), "--quota-window-s", str(WINDOW_S), *LATENCY) as url:
@@ -138,6 +138,7 @@ def test_a_quota_configured_for_the_job_holds_across_workers(tmp_path: Path) -> 
     busiest = max(sum(per_second.get(s + d, 0) for d in range(WINDOW_S)) for s in per_second)
     assert busiest <= rpm * WINDOW_S / 60
     assert len(ids(tmp_path / "out")) == rows
+    assert len(worker_log.workers) == 2 and all(worker_log.workers.values()), worker_log.workers
 
 
 def test_an_unknown_quota_is_learnt_once_for_the_cluster_without_a_429_storm(tmp_path: Path) -> None:
@@ -151,6 +152,33 @@ def test_an_unknown_quota_is_learnt_once_for_the_cluster_without_a_429_storm(tmp
     refused = sum(stats["quota_rejections"].values())
     assert 1 <= refused <= 2 * 32, stats["admissions"]["per_second"]
     assert len(ids(tmp_path / "out")) == rows
+
+
+@pytest.mark.parametrize(
+    ("limits", "code", "stop"),
+    [
+        pytest.param({"requests_per_day": 60}, 3, "QuotaExhausted", id="daily-quota"),
+        pytest.param({"max_cost_usd": 0.15}, 4, "BudgetExhausted", id="cost-cap"),
+    ],
+)
+def test_the_daily_quota_and_the_cost_cap_stop_the_whole_cluster(
+    tmp_path: Path, limits: dict[str, Any], code: int, stop: str
+) -> None:
+    """A daily quota of 60 requests is 60 requests for the two workers together (the shared limiter counts
+    them); a cost cap stops both workers near it. Either way the run ends with its exit code, every request
+    sent is a row written, and the manifest says why."""
+    rows = 200
+    job = write_job(tmp_path, rows, {"concurrency": 8, **limits})
+    with server(*LATENCY) as url:
+        assert run(job, url) == code
+        stats = server_stats(url)
+    written = batchgen.read_results(tmp_path / "out", columns=["id", "status"])
+    assert 0 < written.num_rows < rows and set(written.column("status").to_pylist()) == {"ok"}
+    assert stats["requests"] == written.num_rows
+    if "requests_per_day" in limits:
+        assert written.num_rows == limits["requests_per_day"]
+    manifest = orjson.loads((tmp_path / "out" / "_manifest.json").read_bytes())
+    assert stop in manifest["runs"][-1]["stopped_by"]
 
 
 def worker_pids() -> list[int]:
@@ -170,14 +198,14 @@ def worker_pids() -> list[int]:
 def test_a_killed_worker_loses_and_duplicates_no_row(tmp_path: Path) -> None:
     """SIGKILL one worker mid-run: Ray restarts it and runs its blocks again; the folder still holds every id
     exactly once (the driver commits what Ray delivers once), and the run ends with exit 0."""
-    rows = 600
+    rows = 400
     job = write_job(tmp_path, rows, {"concurrency": 8})
     killed: list[int] = []
 
     def kill_one(url: str) -> None:
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline and not killed:
-            if server_stats(url)["requests"] >= 150 and (pids := worker_pids()):
+            if server_stats(url)["requests"] >= 100 and (pids := worker_pids()):
                 os.kill(pids[0], signal.SIGKILL)
                 killed.append(pids[0])
             time.sleep(0.05)
