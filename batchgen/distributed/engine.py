@@ -171,7 +171,8 @@ class _Run:
                 await self._committer.flush()
                 await self._read_status()
                 self._log_workers()
-                ray.kill(self._authority)
+        # The authority is not killed here: workers still report to it as the pool shuts down. Ray ends it once
+        # the last handle (this run's, the workers') is gone, or with the session.
 
     async def _consume(self) -> None:
         batches = iter(self._dataset().iter_batches(batch_size=None, batch_format="pyarrow", prefetch_batches=2))

@@ -27,6 +27,7 @@ from typing import Any
 
 import anyio
 import pyarrow as pa
+import ray
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
 from batchgen.distributed.authority import Grant, Reply, Report
@@ -170,14 +171,14 @@ class Worker:
             GeminiClient(endpoint(job), key, connections=job.limits.concurrency) as client,
             anyio.create_task_group() as group,
         ):
-            group.start_soon(link.run)
+            group.start_soon(_linked, link)
             self._runner = runner = runner_for(job, client, link, self._stats, link, generate=_Watched(client, link))
             self._started.set()
             await runner.run(_prompts(self._receive), self._router)
             if runner.stopped_by is not None:
                 link.fail(runner.stopped_by)
             self._router.finish()
-            await link.flush()
+            await _linked(link, final=True)
             group.cancel_scope.cancel()
 
     def _stopped(self, error: BatchgenError) -> None:
@@ -241,6 +242,15 @@ class _Watched:
         except FatalApiError as exc:
             self._link.fail(exc)
             raise
+
+
+async def _linked(link: Link, *, final: bool = False) -> None:
+    """The link's background work (or, `final`, its last report) until the authority is gone: it ends with the
+    run, when the driver has every answer, while the pool may still be shutting down."""
+    try:
+        await (link.flush() if final else link.run())
+    except* ray.exceptions.RayActorError:
+        pass
 
 
 async def _prompts(receive: MemoryObjectReceiveStream[Prompt]) -> AsyncIterator[Prompt]:
