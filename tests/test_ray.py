@@ -164,8 +164,8 @@ def test_an_unknown_quota_is_learnt_once_for_the_cluster_without_a_429_storm(tmp
 def test_the_daily_quota_and_the_cost_cap_stop_the_whole_cluster(
     tmp_path: Path, limits: dict[str, Any], code: int, stop: str
 ) -> None:
-    """A daily quota of 60 requests is 60 requests for the two workers together (the shared limiter counts
-    them); a cost cap stops both workers near it. Either way the run ends with its exit code, every request
+    """A daily quota of 60 requests is at most 60 requests for the two workers together (the shared limiter
+    counts them); a cost cap stops both workers near it. Either way the run ends with its exit code, every request
     sent is a row written, and the manifest says why."""
     rows = 200
     job = write_job(tmp_path, rows, {"concurrency": 8, **limits})
@@ -176,7 +176,8 @@ def test_the_daily_quota_and_the_cost_cap_stop_the_whole_cluster(
     assert 0 < written.num_rows < rows and set(written.column("status").to_pylist()) == {"ok"}
     assert stats["requests"] == written.num_rows
     if "requests_per_day" in limits:
-        assert written.num_rows == limits["requests_per_day"]
+        # Never over; a permit granted as the stop reached its worker may go unused.
+        assert limits["requests_per_day"] - 8 <= written.num_rows <= limits["requests_per_day"]
     manifest = orjson.loads((tmp_path / "out" / "_manifest.json").read_bytes())
     assert stop in manifest["runs"][-1]["stopped_by"]
 
