@@ -119,7 +119,12 @@ class Result:
 
 @dataclass(slots=True)
 class RunStats:
-    """Rows finished by status, tokens billed, requests in flight; updated by the runner as rows finish."""
+    """Rows finished by status, requests sent, tokens billed, rows in flight; updated by the runner live.
+
+    Requests and responses are counted as they happen, not when their row is written: a row cut off by a fatal
+    answer or by the end of a stop's grace period is not written (the next run sends it again), but what it
+    sent and was billed for happened all the same.
+    """
 
     total_rows: int | None = None
     skipped_rows: int = 0
@@ -136,11 +141,18 @@ class RunStats:
     def done(self) -> int:
         return sum(self.counts.values())
 
+    def sent(self) -> None:
+        """One HTTP attempt went out."""
+        self.attempts += 1
+
+    def answered(self, usage: Usage) -> None:
+        """One response came back, billed for `usage`."""
+        self.responses += 1
+        self.usage = self.usage + usage
+
     def record(self, result: Result) -> None:
+        """A row finished and was written (its attempts and responses were counted as they happened)."""
         self.counts[result.status] += 1
-        self.usage = self.usage + result.usage
-        self.attempts += result.attempts
-        self.responses += result.responses
         self.reasks += result.reasks
 
 

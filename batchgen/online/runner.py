@@ -231,6 +231,7 @@ class Runner:
         async def attempt(number: int) -> Reply:
             await self._limiter.acquire(estimate)
             tally.attempts += 1
+            self.stats.sent()
             if tally.first_sent is None:
                 tally.first_sent = self._clock()
             try:
@@ -244,6 +245,7 @@ class Runner:
             self._limiter.settle(estimate, reply.usage.prompt)
             tally.responses += 1
             tally.usage = tally.usage + reply.usage
+            self.stats.answered(reply.usage)
             return reply
 
         try:
