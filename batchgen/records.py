@@ -43,9 +43,18 @@ class Prompt:
     problem: str | None = None
 
 
+Modalities = tuple[tuple[str, int], ...]
+"""Token counts by modality (`TEXT`, `IMAGE`, `AUDIO`, `VIDEO`, `DOCUMENT`), in the order first reported."""
+
+
 @dataclass(frozen=True, slots=True)
 class Usage:
-    """Token counts from `usageMetadata`; None where the API never reported the field."""
+    """Token counts from `usageMetadata`; None where the API never reported the field.
+
+    The `*_details` are the per-modality breakdowns (`promptTokensDetails`, `candidatesTokensDetails`,
+    `cacheTokensDetails`, `toolUsePromptTokensDetails`); they need not add up to their count (an image answer
+    reported IMAGE 1120 of 1392 candidates tokens).
+    """
 
     prompt: int | None = None
     candidates: int | None = None
@@ -53,6 +62,10 @@ class Usage:
     cached: int | None = None
     tool_use: int | None = None
     total: int | None = None
+    prompt_details: Modalities | None = None
+    candidates_details: Modalities | None = None
+    cache_details: Modalities | None = None
+    tool_use_details: Modalities | None = None
 
     def __add__(self, other: Usage) -> Usage:
         # A row is billed for every response it received, so usage adds up across attempts and re-asks;
@@ -65,7 +78,17 @@ class Usage:
             _plus(self.cached, other.cached),
             _plus(self.tool_use, other.tool_use),
             _plus(self.total, other.total),
+            _plus_modalities(self.prompt_details, other.prompt_details),
+            _plus_modalities(self.candidates_details, other.candidates_details),
+            _plus_modalities(self.cache_details, other.cache_details),
+            _plus_modalities(self.tool_use_details, other.tool_use_details),
         )
+
+    @classmethod
+    def of_counts(cls, counts: Mapping[str, int | None]) -> Usage:
+        """The usage of the six counts only, by field name (`prompt`, ..., `total`; as `totals()` gives them)."""
+        get = counts.get
+        return cls(get("prompt"), get("candidates"), get("thoughts"), get("cached"), get("tool_use"), get("total"))
 
     def totals(self) -> dict[str, int]:
         """Every count by field name, 0 where never reported (for manifests and logs)."""
@@ -83,12 +106,26 @@ def _plus(a: int | None, b: int | None) -> int | None:
     return b if a is None else a if b is None else a + b
 
 
+def _plus_modalities(a: Modalities | None, b: Modalities | None) -> Modalities | None:
+    """Two breakdowns summed per modality."""
+    if a is None or b is None:
+        return b if a is None else a
+    if len(a) == len(b) == 1 and a[0][0] == b[0][0]:  # the usual case: TEXT only, on both sides
+        return ((a[0][0], a[0][1] + b[0][1]),)
+    sums = dict(a)
+    for modality, count in b:
+        sums[modality] = sums.get(modality, 0) + count
+    return tuple(sums.items())
+
+
 @dataclass(frozen=True, slots=True)
 class FunctionCall:
     """A `functionCall` part of a reply: the function the model asks for and its arguments (an object)."""
 
     name: str | None
     args: Mapping[str, Any]
+    id: str | None = None
+    """The call's id, which a `functionResponse` answers by; sent by some models only (gemini-3.1)."""
 
 
 @dataclass(slots=True)
@@ -115,6 +152,12 @@ class Result:
     function_calls: tuple[FunctionCall, ...] = ()
     metadata: Mapping[str, Any] = field(default_factory=dict)
     keep: Mapping[str, Any] = field(default_factory=dict)
+    finish_message: str | None = None
+    block_reason_message: str | None = None
+    service_tier: str | None = None
+    traffic_type: str | None = None
+    tool_parts: tuple[Mapping[str, Any], ...] = ()
+    error_details: str | None = None
 
 
 @dataclass(slots=True)

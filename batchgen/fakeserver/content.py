@@ -51,6 +51,7 @@ class Outcome:
     answers: tuple[Answer, ...]
     usage: Usage
     signature: str | None = None
+    service_tier: str = "standard"
 
     @property
     def blocked(self) -> bool:
@@ -60,7 +61,8 @@ class Outcome:
 def compose(request: GenerateRequest, rng: random.Random, fault: str | None) -> Outcome:
     """The answer to `request`, with output fault `fault` applied (transport faults are not handled here)."""
     if fault == "blocked":
-        return Outcome((), Usage(prompt=request.prompt_tokens, cached=request.cached_tokens))
+        usage = Usage(prompt=request.prompt_tokens, cached=request.cached_tokens)
+        return Outcome((), usage, service_tier=request.service_tier)
     words = keywords(request.prompt)
     thoughts = request.thinking.draw_tokens(rng)
     if request.max_output_tokens is not None:
@@ -78,7 +80,7 @@ def compose(request: GenerateRequest, rng: random.Random, fault: str | None) -> 
         tool_use=rng.randint(50, 400) if request.google_search else 0,
     )
     signature = base64.b64encode(rng.randbytes(48)).decode() if request.thinking.signatures else None
-    return Outcome(answers, usage, signature)
+    return Outcome(answers, usage, signature, request.service_tier)
 
 
 def _answer(

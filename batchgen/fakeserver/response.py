@@ -41,10 +41,16 @@ def unary_body(outcome: Outcome, model: str, response_id: str) -> dict[str, Any]
             _candidate(answer, index, _parts(answer, outcome.signature), final=True, unary=True)
             for index, answer in enumerate(outcome.answers)
         ]
-    body["usageMetadata"] = outcome.usage.to_json()
+    body["usageMetadata"] = _served(outcome.usage.to_json(), outcome)
     body["modelVersion"] = model
     body["responseId"] = response_id
     return body
+
+
+def _served(usage: dict[str, Any], outcome: Outcome) -> dict[str, Any]:
+    # The Gemini API writes the tier that served the call into usageMetadata, on every stream event too.
+    usage["serviceTier"] = outcome.service_tier
+    return usage
 
 
 def no_candidates_body(model: str, response_id: str) -> dict[str, Any]:
@@ -74,6 +80,8 @@ def _candidate(
         candidate["content"] = {"role": "model"}
     if final:
         candidate["finishReason"] = answer.finish_reason
+        if answer.function_call is not None:
+            candidate["finishMessage"] = "Model generated function call(s)."  # as 2.5-flash-lite and 3-pro say
         candidate["safetyRatings"] = _UNSAFE if answer.finish_reason == "SAFETY" else _SAFE
         if answer.citations is not None:
             candidate["citationMetadata"] = answer.citations
@@ -138,10 +146,11 @@ def stream_events(outcome: Outcome, model: str, response_id: str) -> list[dict[s
         if number == 0:
             event["promptFeedback"] = {"safetyRatings": _SAFE}
         usage = outcome.usage
-        event["usageMetadata"] = (
+        event["usageMetadata"] = _served(
             usage.to_json()
             if final
-            else usage.partial_json(None if number == 0 else calls + sum(map(count_text, sent)))
+            else usage.partial_json(None if number == 0 else calls + sum(map(count_text, sent))),
+            outcome,
         )
         event["modelVersion"] = model
         event["responseId"] = response_id

@@ -99,10 +99,13 @@ class GeminiClient:
             raise TransportError(self._key.redact(f"{type(exc).__name__}: {exc}")) from exc
 
     def _redacted(self, exc: ApiError) -> ApiError:
+        # An error body can echo the key: google.rpc.DebugInfo says "Invalid API key: <key>".
         text = str(exc)
         clean = self._key.redact(text)
         if clean != text:
             exc.args = (clean,)
+        if exc.details is not None:
+            exc.details = self._key.redact(exc.details)
         return exc
 
 

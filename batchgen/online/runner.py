@@ -283,6 +283,11 @@ class Runner:
             function_calls=reply.function_calls,
             metadata=reply.metadata,
             keep=prompt.keep,
+            finish_message=reply.finish_message,
+            block_reason_message=reply.block_reason_message,
+            service_tier=reply.service_tier,
+            traffic_type=reply.traffic_type,
+            tool_parts=reply.tool_parts,
         )
 
     def _failed(self, prompt: Prompt, tally: _Tally, reasks: int, error: ApiError) -> Result:
@@ -298,6 +303,7 @@ class Runner:
             error=f"{type(error).__name__}{tries}: {error}",
             http_status=error.http_status,
             keep=prompt.keep,
+            error_details=error.details,
         )
 
     def _latency(self, tally: _Tally) -> float | None:

@@ -171,7 +171,7 @@ def _grouped(table: pa.Table) -> Iterable[tuple[dict[str, Any], dict[str, int]]]
 
 
 def _priced(key: Mapping[str, Any], sums: Mapping[str, int], used: Mapping[str, Price]) -> Line:
-    usage = Usage(**{name: sums[name] for name in _TOKENS})
+    usage = Usage.of_counts({name: sums[name] for name in _TOKENS})
     return Line(
         key=(),
         rows=sums["rows"],
