@@ -8,15 +8,16 @@ from pathlib import Path
 import pyarrow as pa
 
 from batchgen.errors import ConfigError, InputError, OutputError
-from batchgen.results.columns import select
+from batchgen.results.columns import METADATA, select
 from batchgen.results.folder import part_files, part_schema, read_part
 
 
 def read_results(folders: Sequence[Path], columns: Sequence[str] | None = None) -> pa.Table:
     """Every row of the folders' parts: all their columns, or only `columns` (contract columns, cast to their
-    contract types, so that folders written by different jobs or versions line up).
+    contract types, so that folders written by different jobs or versions line up). A reply-metadata column
+    a part lacks (written before the column existed) reads as null: never reported.
 
-    Raises InputError naming a folder that is missing, holds no parts, lacks a column, or cannot be read.
+    Raises InputError naming a folder that is missing, holds no parts, lacks a fixed column, or cannot be read.
     """
     if not folders:
         raise ConfigError("no results folder given")
@@ -43,8 +44,14 @@ def _read_part(part: Path, columns: Sequence[str] | None) -> pa.Table:
     if columns is None:
         return read_part(part)
     wanted = list(columns)
-    missing = [name for name in wanted if name not in part_schema(part).names]
+    held = set(part_schema(part).names)
+    missing = [name for name in wanted if name not in held and name not in METADATA.names]
     if missing:
         message = f"{part.name} is not a batchgen results part: no column {', '.join(missing)}"
         raise InputError(message, file=str(part.parent))
-    return read_part(part, columns=wanted).cast(select(wanted))
+    table = read_part(part, columns=[name for name in wanted if name in held])
+    schema = select(wanted)
+    columns_in_order = [
+        table[name] if name in held else pa.nulls(table.num_rows, schema.field(name).type) for name in wanted
+    ]
+    return pa.Table.from_arrays(columns_in_order, names=wanted).cast(schema)
