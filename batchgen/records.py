@@ -78,10 +78,28 @@ class Usage:
             _plus(self.cached, other.cached),
             _plus(self.tool_use, other.tool_use),
             _plus(self.total, other.total),
-            _plus_modalities(self.prompt_details, other.prompt_details),
-            _plus_modalities(self.candidates_details, other.candidates_details),
-            _plus_modalities(self.cache_details, other.cache_details),
-            _plus_modalities(self.tool_use_details, other.tool_use_details),
+            # Inline None checks: most breakdowns are absent on one side (the run's first response, a count
+            # the model never reports), and a call per field costs as much as the sum.
+            self.prompt_details
+            if other.prompt_details is None
+            else other.prompt_details
+            if self.prompt_details is None
+            else _plus_modalities(self.prompt_details, other.prompt_details),
+            self.candidates_details
+            if other.candidates_details is None
+            else other.candidates_details
+            if self.candidates_details is None
+            else _plus_modalities(self.candidates_details, other.candidates_details),
+            self.cache_details
+            if other.cache_details is None
+            else other.cache_details
+            if self.cache_details is None
+            else _plus_modalities(self.cache_details, other.cache_details),
+            self.tool_use_details
+            if other.tool_use_details is None
+            else other.tool_use_details
+            if self.tool_use_details is None
+            else _plus_modalities(self.tool_use_details, other.tool_use_details),
         )
 
     @classmethod
@@ -106,10 +124,8 @@ def _plus(a: int | None, b: int | None) -> int | None:
     return b if a is None else a if b is None else a + b
 
 
-def _plus_modalities(a: Modalities | None, b: Modalities | None) -> Modalities | None:
+def _plus_modalities(a: Modalities, b: Modalities) -> Modalities:
     """Two breakdowns summed per modality."""
-    if a is None or b is None:
-        return b if a is None else a
     if len(a) == len(b) == 1 and a[0][0] == b[0][0]:  # the usual case: TEXT only, on both sides
         return ((a[0][0], a[0][1] + b[0][1]),)
     sums = dict(a)

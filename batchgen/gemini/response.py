@@ -46,24 +46,34 @@ def parse_usage(meta: Mapping[str, Any] | None) -> Usage:
     if not meta:
         return Usage()
     get = meta.get
+    if _DETAILS.isdisjoint(meta):  # no breakdown (older responses, the local server's early stream events)
+        details: tuple[Modalities | None, ...] = (None, None, None, None)
+    else:
+        details = tuple(_modalities(get(key)) for key in _DETAIL_ORDER)
     return Usage(
-        prompt=get("promptTokenCount", 0),
-        candidates=get("candidatesTokenCount", 0),
-        thoughts=get("thoughtsTokenCount", 0),
-        cached=get("cachedContentTokenCount", 0),
-        tool_use=get("toolUsePromptTokenCount", 0),
-        total=get("totalTokenCount", 0),
-        prompt_details=_modalities(get("promptTokensDetails")),
-        candidates_details=_modalities(get("candidatesTokensDetails")),
-        cache_details=_modalities(get("cacheTokensDetails")),
-        tool_use_details=_modalities(get("toolUsePromptTokensDetails")),
+        get("promptTokenCount", 0),
+        get("candidatesTokenCount", 0),
+        get("thoughtsTokenCount", 0),
+        get("cachedContentTokenCount", 0),
+        get("toolUsePromptTokenCount", 0),
+        get("totalTokenCount", 0),
+        *details,
     )
+
+
+# The per-modality breakdowns, in the order of `Usage`'s *_details fields.
+_DETAIL_ORDER = ("promptTokensDetails", "candidatesTokensDetails", "cacheTokensDetails", "toolUsePromptTokensDetails")
+_DETAILS = frozenset(_DETAIL_ORDER)
 
 
 def _modalities(details: Any) -> Modalities | None:
     # [{"modality": "TEXT", "tokenCount": 8}]; a count at 0 is left out by proto3 JSON, as elsewhere.
     if not isinstance(details, list):
         return None
+    if len(details) == 1 and isinstance(only := details[0], dict):  # the usual case: TEXT alone
+        modality, count = only.get("modality", "MODALITY_UNSPECIFIED"), only.get("tokenCount", 0)
+        if type(modality) is str and type(count) is int:
+            return ((modality, count),)
     return tuple(
         (str(d.get("modality", "MODALITY_UNSPECIFIED")), int(d.get("tokenCount", 0)))
         for d in details
@@ -95,43 +105,40 @@ def parse_response(data: Any) -> Reply:
     block_reason = feedback.get("blockReason")
     candidates = data.get("candidates")
     usage_meta = data.get("usageMetadata") or {}
-    common: dict[str, Any] = {
-        "usage": parse_usage(usage_meta),
-        "model_version": data.get("modelVersion"),
-        "response_id": data.get("responseId"),
-        "block_reason": block_reason,
-        "block_reason_message": feedback.get("blockReasonMessage"),
-        "service_tier": usage_meta.get("serviceTier"),
-        "traffic_type": usage_meta.get("trafficType"),
-    }
     if not candidates:
-        if block_reason:
-            ratings = {"safetyRatings": feedback["safetyRatings"]} if "safetyRatings" in feedback else {}
-            return Reply(text=None, thoughts=None, finish_reason=None, metadata=ratings, **common)
-        raise MalformedResponse("response has no candidates and no promptFeedback.blockReason")
-    if not isinstance(candidates, Sequence) or not isinstance(candidates[0], Mapping):
+        if not block_reason:
+            raise MalformedResponse("response has no candidates and no promptFeedback.blockReason")
+        candidate: Mapping[str, Any] = {}
+        parts: _Parts = (None, None, (), ())
+        # No candidate: the safety ratings are the prompt's (the category that blocked it).
+        metadata = {"safetyRatings": feedback["safetyRatings"]} if "safetyRatings" in feedback else {}
+    elif not isinstance(candidates, Sequence) or not isinstance(candidates[0], Mapping):
         raise MalformedResponse("response candidates are not a list of objects")
-    candidate = candidates[0]
-    parts = _split_parts((candidate.get("content") or {}).get("parts") or ())
-    metadata = {key: candidate[key] for key in CANDIDATE_METADATA if key in candidate}
+    else:
+        candidate = candidates[0]
+        parts = _split_parts((candidate.get("content") or {}).get("parts") or ())
+        metadata = {key: candidate[key] for key in CANDIDATE_METADATA if key in candidate}
+    text, thoughts, calls, tools = parts
     return Reply(
-        text=parts.text,
-        thoughts=parts.thoughts,
+        text=text,
+        thoughts=thoughts,
         finish_reason=candidate.get("finishReason"),
-        finish_message=candidate.get("finishMessage"),
-        function_calls=parts.calls,
-        tool_parts=parts.tools,
+        block_reason=block_reason,
+        usage=parse_usage(usage_meta),
+        model_version=data.get("modelVersion"),
+        response_id=data.get("responseId"),
+        function_calls=calls,
         metadata=metadata,
-        **common,
+        finish_message=candidate.get("finishMessage"),
+        block_reason_message=feedback.get("blockReasonMessage"),
+        service_tier=usage_meta.get("serviceTier"),
+        traffic_type=usage_meta.get("trafficType"),
+        tool_parts=tools,
     )
 
 
-@dataclass(frozen=True, slots=True)
-class _Parts:
-    text: str | None
-    thoughts: str | None
-    calls: tuple[FunctionCall, ...]
-    tools: tuple[Mapping[str, Any], ...]
+# text, thoughts, function calls, tool parts
+_Parts = tuple[str | None, str | None, tuple[FunctionCall, ...], tuple[Mapping[str, Any], ...]]
 
 
 def _split_parts(parts: Sequence[Any]) -> _Parts:
@@ -152,9 +159,7 @@ def _split_parts(parts: Sequence[Any]) -> _Parts:
             calls.append(FunctionCall(call.get("name"), args if isinstance(args, Mapping) else {}, call.get("id")))
         elif any(kind in part for kind in TOOL_PARTS):
             tools.append({key: value for key, value in part.items() if key != "thoughtSignature"})
-    return _Parts(
-        "".join(texts) if texts else None, "".join(thoughts) if thoughts else None, tuple(calls), tuple(tools)
-    )
+    return ("".join(texts) if texts else None, "".join(thoughts) if thoughts else None, tuple(calls), tuple(tools))
 
 
 def decode_json(body: bytes) -> Any:

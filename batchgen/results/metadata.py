@@ -12,6 +12,7 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from batchgen.records import FunctionCall, Modalities, Result
 from batchgen.results.columns import METADATA, METADATA_GROUPS, USAGE_DETAIL_COLUMNS
@@ -24,15 +25,26 @@ Builder = Callable[[Sequence[Result], pa.Schema], list[pa.Array]]
 def metadata_columns(results: Sequence[Result], schema: pa.Schema = METADATA) -> list[pa.Array]:
     """One array per column of `schema` (`METADATA`, or any of its columns), one value per result."""
     wanted = set(schema.names)
+    # The usual part: no row has candidate metadata, calls or tool parts, so those groups need no conversion.
+    plain = not any(r.metadata or r.function_calls or r.tool_parts for r in results)
     arrays: dict[str, pa.Array] = {}
     for name, group in METADATA_GROUPS.items():
-        if wanted.intersection(group.names):
+        if not wanted.intersection(group.names):
+            continue
+        if plain and name not in ("reply_details", "usage_details"):
+            arrays.update((field.name, pa.nulls(len(results), field.type)) for field in group)
+        else:
             arrays.update(zip(group.names, _BUILDERS[name](results, group), strict=True))
     return [arrays[name] for name in schema.names]
 
 
 def _reply_details(results: Sequence[Result], group: pa.Schema) -> list[pa.Array]:
-    return [pa.array([getattr(r, field.name) for r in results], type=field.type) for field in group]
+    return [_strings([getattr(r, name) for r in results]) for name in group.names]
+
+
+def _strings(values: list[str | None]) -> pa.Array:
+    # Most of these are null in most parts (finish and block messages, traffic type, error details).
+    return pa.nulls(len(values), pa.string()) if values.count(None) == len(values) else pa.array(values, pa.string())
 
 
 def _usage_details(results: Sequence[Result], group: pa.Schema) -> list[pa.Array]:
@@ -44,20 +56,18 @@ def _usage_details(results: Sequence[Result], group: pa.Schema) -> list[pa.Array
 
 
 def _modalities(breakdowns: list[Modalities | None], kind: pa.DataType) -> pa.Array:
-    """Breakdowns as list<struct<modality, token_count>>, built from flat arrays (every row has one)."""
-    offsets = [0]
-    modalities: list[str] = []
-    counts: list[int] = []
-    for breakdown in breakdowns:
-        for modality, count in breakdown or ():
-            modalities.append(modality)
-            counts.append(count)
-        offsets.append(len(counts))
+    """Breakdowns as list<struct<modality, token_count>>, built from flat arrays rather than row by row."""
+    if all(breakdown is None for breakdown in breakdowns):
+        return pa.nulls(len(breakdowns), kind)
+    pairs = [pair for breakdown in breakdowns if breakdown for pair in breakdown]
+    lengths = pa.array([len(b) if b else 0 for b in breakdowns], pa.int32())
+    offsets = pa.concat_arrays([pa.array([0], pa.int32()), pc.cumulative_sum(lengths)])
     entries = pa.StructArray.from_arrays(
-        [pa.array(modalities, pa.string()), pa.array(counts, pa.int64())], fields=list(kind.value_type)
+        [pa.array([m for m, _ in pairs], pa.string()), pa.array([c for _, c in pairs], pa.int64())],
+        fields=list(kind.value_type),
     )
     mask = pa.array([b is None for b in breakdowns], pa.bool_())
-    return pa.ListArray.from_arrays(pa.array(offsets, pa.int32()), entries, type=kind, mask=mask)
+    return pa.ListArray.from_arrays(offsets, entries, type=kind, mask=mask)
 
 
 def _rows(convert: Callable[[Result], dict[str, Any] | None]) -> Builder:
@@ -65,8 +75,7 @@ def _rows(convert: Callable[[Result], dict[str, Any] | None]) -> Builder:
 
     def build(results: Sequence[Result], group: pa.Schema) -> list[pa.Array]:
         rows = [convert(r) for r in results]
-        if not any(rows):
-            # The usual part: no row used the feature, so nothing to convert.
+        if not any(rows):  # no row used the feature
             return [pa.nulls(len(results), field.type) for field in group]
         return [
             pa.array([None if row is None else row[field.name] for row in rows], type=field.type) for field in group
