@@ -50,8 +50,11 @@ class ReplayServer:
     async def _answer(self, request: web.Request) -> web.StreamResponse:
         payload = orjson.loads(await request.read())
         name = payload["contents"][-1]["parts"][-1]["text"]
-        recording = self.recordings[name]
         self.seen[name] += 1
+        recording = self.recordings.get(name)
+        if recording is None:
+            error = {"error": {"code": 400, "message": f"no recording named {name!r}", "status": "INVALID_ARGUMENT"}}
+            return web.Response(status=400, body=orjson.dumps(error), content_type=_JSON)
         if recording.kind == "error":
             return web.Response(status=recording.http_status, body=orjson.dumps(recording.body), content_type=_JSON)
         if not request.match_info["call"].endswith(":streamGenerateContent"):

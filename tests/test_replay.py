@@ -20,7 +20,7 @@ from typing import Any
 import anyio
 import orjson
 import pytest
-from recorded_fixtures import Recording, load_all
+from recorded_fixtures import RECORDED, Recording, Source, load_all
 from replay import ReplayServer
 
 from batchgen.errors import ApiError, ExitCode, JobRejected
@@ -420,3 +420,33 @@ def test_a_key_echoed_by_an_error_body_is_written_nowhere(replayed: Replayed) ->
     assert KEY not in str(stopped) and KEY not in stopped.details
     assert "Invalid API key: ***" in stopped.details
     assert not [path for path in _files(replayed.folders) if KEY.encode() in path.read_bytes()]
+
+
+# Not a recording: no recorded 401 from the Gemini API was found (it answers a bad key with 400
+# API_KEY_INVALID); this is the google.rpc body Google APIs send for a missing or expired OAuth token.
+UNAUTHENTICATED = Recording(
+    file=RECORDED / "synthetic" / "error-401-unauthenticated.json",
+    source=Source(repo="synthetic/none", path="-", commit=None, note="written for this test, not recorded"),
+    model="gemini-2.5-flash",
+    kind="error",
+    http_status=401,
+    body={
+        "error": {
+            "code": 401,
+            "message": "Request had invalid authentication credentials. Expected OAuth 2 access token, login "
+            "cookie or other valid authentication credential.",
+            "status": "UNAUTHENTICATED",
+        }
+    },
+)
+
+
+@pytest.mark.anyio
+async def test_a_401_stops_the_run_and_counts_its_one_request(tmp_path: Path) -> None:
+    """A refused token (as with `auth = "bearer"`) stops the run at the first answer, which is counted."""
+    name = UNAUTHENTICATED.name
+    async with ReplayServer({name: UNAUTHENTICATED}) as server:
+        summary = await _run(server, tmp_path / "run", [name, "another row"], stream=False)
+    assert summary.exit_code is ExitCode.FATAL
+    assert isinstance(summary.stopped_by, ApiError) and summary.stopped_by.http_status == 401
+    assert summary.stats.attempts == sum(server.seen.values()) == 1
