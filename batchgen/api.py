@@ -15,11 +15,11 @@ import functools
 import os
 import random
 import tempfile
-from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, ParamSpec, TypeVar
 
 import anyio
 import pyarrow as pa
@@ -42,6 +42,7 @@ from batchgen.secret import ApiKey
 
 JobLike = Job | str | os.PathLike[str] | Mapping[str, Any]
 T = TypeVar("T")
+P = ParamSpec("P")
 
 # `:countTokens` calls in flight at once: they have their own quota, and a sample is small.
 _COUNT_CONCURRENCY = 8
@@ -70,7 +71,7 @@ def api_key(job: Job, environ: Mapping[str, str] = os.environ) -> ApiKey:
     return ApiKey(value)
 
 
-def run_job(
+async def run_job_async(
     job: JobLike,
     *,
     local_server: bool = False,
@@ -85,37 +86,9 @@ def run_job(
 ) -> RunSummary:
     """Run a job to the end (a rerun resumes) and return its summary; `summary.exit_code` is the CLI's.
 
-    Raises ConfigError / InputError (nothing sent) for a bad job, input, key or results folder.
+    Raises ConfigError / InputError (nothing sent) for a bad job, input, key or results folder. `run_job` is
+    the same, blocking, for code outside an event loop.
     """
-    return run_blocking(
-        run_job_async,
-        job,
-        local_server=local_server,
-        api_key=api_key,
-        limit=limit,
-        allow_duplicate_ids=allow_duplicate_ids,
-        retry_failed=retry_failed,
-        force=force,
-        prices=prices,
-        on_start=on_start,
-        **overrides,
-    )
-
-
-async def run_job_async(
-    job: JobLike,
-    *,
-    local_server: bool = False,
-    api_key: str | None = None,
-    limit: int | None = None,
-    allow_duplicate_ids: bool = False,
-    retry_failed: bool = True,
-    force: bool = False,
-    prices: str | os.PathLike[str] | None = None,
-    on_start: Callable[[LiveRun], None] | None = None,
-    **overrides: Any,
-) -> RunSummary:
-    """`run_job` inside a running event loop (anyio on asyncio)."""
     options = RunOptions(
         limit=limit,
         allow_duplicate_ids=allow_duplicate_ids,
@@ -149,34 +122,6 @@ def check_job(job: JobLike, *, prices: str | os.PathLike[str] | None = None, **o
     return Checked(resolved, anyio.run(rows), budget)
 
 
-def estimate_job(
-    job: JobLike,
-    *,
-    sample: int = 0,
-    count_tokens: int = 0,
-    local_server: bool = False,
-    api_key: str | None = None,
-    prices: str | os.PathLike[str] | None = None,
-    seed: int = 0,
-    **overrides: Any,
-) -> Estimate:
-    """Rows, tokens, cost and duration of a job before it runs: nothing is sent unless `sample` rows are run
-    for real (into a temporary folder) or `count_tokens` rows are sent to `:countTokens`."""
-    return anyio.run(
-        functools.partial(
-            estimate_job_async,
-            job,
-            sample=sample,
-            count_tokens=count_tokens,
-            local_server=local_server,
-            api_key=api_key,
-            prices=prices,
-            seed=seed,
-            **overrides,
-        )
-    )
-
-
 async def estimate_job_async(
     job: JobLike,
     *,
@@ -188,12 +133,28 @@ async def estimate_job_async(
     seed: int = 0,
     **overrides: Any,
 ) -> Estimate:
-    """`estimate_job` inside a running event loop (anyio on asyncio)."""
+    """Rows, tokens, cost and duration of a job before it runs: nothing is sent unless `sample` rows are run
+    for real (into a temporary folder) or `count_tokens` rows are sent to `:countTokens`. `estimate_job` is
+    the same, blocking."""
     if sample < 0 or count_tokens < 0:
         raise ConfigError("--sample and --count-tokens take a number of rows >= 0")
     resolved = as_job(job, **overrides)
     price_file = None if prices is None else Path(prices)
     return await _estimate(resolved, sample, count_tokens, local_server, api_key, price_file, seed)
+
+
+def _blocking(function: Callable[P, Awaitable[T]]) -> Callable[P, T]:
+    """`function`, run to the end in an event loop of its own (see `pipeline.run_blocking`)."""
+
+    @functools.wraps(function)
+    def blocking(*args: P.args, **kwargs: P.kwargs) -> T:
+        return run_blocking(function, *args, **kwargs)
+
+    return blocking
+
+
+run_job = _blocking(run_job_async)
+estimate_job = _blocking(estimate_job_async)
 
 
 def read_results(

@@ -56,8 +56,8 @@ def _fewer_collections() -> Iterator[None]:
 
     With CPython's default thresholds (700, 10, 10) the collector ran every few rows and promoted every object
     that outlived a handful of rows (requests in flight, buffered results), so the full collections that
-    followed rescanned them all: a third of a run's CPU time, measured with gc.callbacks on 40k rows at
-    concurrency 512 (12.5 s of 34 s). Objects made at start-up (modules, the job) are frozen out of every
+    followed rescanned them all, a large share of a run's CPU at high concurrency (docs/performance.md).
+    Objects made at start-up (modules, the job) are frozen out of every
     scan; a young generation of 50,000 lets a row's objects die before they are ever scanned. Both are undone
     afterwards, for callers that go on in the same process.
     """

@@ -15,7 +15,7 @@ import orjson
 import pytest
 
 import batchgen
-from batchgen.fakeserver import ServerConfig, add_arguments, serve
+from batchgen.fakeserver import BatchConfig, FilesConfig, ServerConfig, TierConfig, add_arguments, serve
 from batchgen.fakeserver.cli import config_from
 
 ROOT = Path(batchgen.__file__).resolve().parent.parent
@@ -57,6 +57,70 @@ def test_flags_map_onto_config() -> None:
         2,
         30,
     )
+
+
+def test_tier_flags_map_onto_their_settings() -> None:
+    """The service tier flags land in ServerConfig.tiers."""
+    config = config_from(
+        parse(
+            "--flex-latency-ms", "50", "--flex-fail-rate", "0.5", "--flex-fail-weights", "503=3,429=1",
+            "--no-tier-header", "--usage-traffic-type",
+        )
+    )  # fmt: skip
+    assert config.tiers == TierConfig(
+        flex_latency_ms=50, flex_fail_rate=0.5, flex_fail_weights={"503": 3.0, "429": 1.0}, header=False,
+        usage_traffic_type=True,
+    )  # fmt: skip
+
+
+def test_file_and_batch_flags_map_onto_their_settings() -> None:
+    """The Files API and Batch API flags land in ServerConfig.files and .batch."""
+    config = config_from(
+        parse(
+            "--file-size-limit", "1000", "--upload-granularity", "0", "--download-uploads",
+            "--missing-file-status", "404", "--batch-turnaround-s", "0.5", "--batch-turnaround-jitter-s", "0.1",
+            "--batch-pending-share", "0.5", "--batch-in-order", "--batch-error-rate", "0.1",
+            "--batch-error-shape", "mixed", "--batch-missing-rate", "0.2", "--batch-fail-rate", "0.3",
+            "--batch-expire-rate", "0.4", "--batch-max-concurrent", "5", "--batch-limit-status", "400",
+            "--batch-cancel-output", "partial", "--batch-output-lag-s", "1",
+        )
+    )  # fmt: skip
+    assert config.files == FilesConfig(size_limit=1000, upload_granularity=0, download_uploads=True, missing_status=404)
+    assert config.batch == BatchConfig(
+        turnaround_s=0.5,
+        turnaround_jitter_s=0.1,
+        pending_share=0.5,
+        shuffle=False,
+        error_rate=0.1,
+        error_shape="mixed",
+        missing_rate=0.2,
+        fail_rate=0.3,
+        expire_rate=0.4,
+        max_concurrent=5,
+        limit_status=400,
+        cancel_output="partial",
+        output_lag_s=1.0,
+    )
+
+
+@pytest.mark.parametrize(
+    ("kind", "fields"),
+    [
+        pytest.param(FilesConfig, {"missing_status": 410}, id="file-missing-status"),
+        pytest.param(FilesConfig, {"size_limit": 0}, id="file-size-limit"),
+        pytest.param(BatchConfig, {"error_rate": 2.0}, id="batch-error-rate"),
+        pytest.param(BatchConfig, {"error_shape": "both"}, id="batch-error-shape"),
+        pytest.param(BatchConfig, {"turnaround_s": -1.0}, id="batch-turnaround"),
+        pytest.param(BatchConfig, {"max_concurrent": 0}, id="batch-max-concurrent"),
+        pytest.param(BatchConfig, {"limit_status": 503}, id="batch-limit-status"),
+        pytest.param(BatchConfig, {"cancel_output": "all"}, id="batch-cancel-output"),
+        pytest.param(TierConfig, {"flex_latency_ms": -5.0}, id="flex-latency"),
+    ],
+)
+def test_invalid_file_batch_and_tier_settings_are_refused(kind: type, fields: dict[str, object]) -> None:
+    """Each settings value checks its own fields when it is built."""
+    with pytest.raises(ValueError):
+        kind(**fields)
 
 
 @pytest.mark.parametrize(

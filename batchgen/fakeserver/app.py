@@ -4,10 +4,11 @@
     POST /v1beta/models/{model}:streamGenerateContent[?alt=sse]
     POST /v1beta/models/{model}:countTokens
     GET  /_fake/stats
+    and the Files and Batch APIs' routes (`batch.api`)
 
-A generate request is checked in the API's order (method, key, model, body), then admitted by the quotas,
-then given its fault (if any), delayed by the configured latency, and answered. Every step updates the
-ledger.
+A generate request is checked in the API's order (method, key, model, body), then its service tier is noted
+(a Flex request may wait or be shed, see `tiers`), then it is admitted by the quotas, given its fault (if
+any), delayed by the configured latency, and answered. Every step updates the ledger.
 """
 
 from __future__ import annotations
@@ -22,14 +23,16 @@ import orjson
 from aiohttp import web
 
 from batchgen.fakeserver import errors
+from batchgen.fakeserver.batch.api import BatchApis
 from batchgen.fakeserver.config import OUTPUT_FAULTS, ServerConfig
-from batchgen.fakeserver.content import compose
-from batchgen.fakeserver.faults import FaultPlanner, request_key, unit
+from batchgen.fakeserver.content import answer_rng, compose
+from batchgen.fakeserver.faults import FaultPlanner, request_key
 from batchgen.fakeserver.quota import Quotas
 from batchgen.fakeserver.request import GenerateRequest, count_tokens, load_body, parse_generate
 from batchgen.fakeserver.response import no_candidates_body, stream_events, unary_body
 from batchgen.fakeserver.schema import SchemaCache
 from batchgen.fakeserver.stats import Ledger
+from batchgen.fakeserver.tiers import Tiers
 from batchgen.fakeserver.tokens import Usage
 from batchgen.fakeserver.wire import StreamWriter, hang_up, send_body, send_cut_body
 
@@ -50,6 +53,8 @@ class FakeGemini:
         self.quotas = Quotas(config)
         self.faults = FaultPlanner(config)
         self.schemas = SchemaCache()
+        self.tiers = Tiers(config.tiers, self.ledger.tiers, seed=config.seed, retry_delay_s=config.retry_delay_s)
+        self.batch = BatchApis(config, self.ledger, self.faults, self.schemas, self._authenticate, self._serves)
         self._latency = random.Random(config.seed)
         self._track_attempts = bool(config.fail_rate or config.violate_rate)
 
@@ -58,6 +63,9 @@ class FakeGemini:
 
     def application(self) -> web.Application:
         app = web.Application(client_max_size=_MAX_BODY)
+        # First: the model route below would take models/{model}:batchGenerateContent too.
+        self.batch.install(app)
+        self.tiers.install(app)
         app.router.add_post("/v1beta/models/{call}", self.model_call)
         app.router.add_get("/_fake/stats", self.stats)
         return app
@@ -91,6 +99,7 @@ class FakeGemini:
         if method == "countTokens":
             return await self._send(request, 200, orjson.dumps(count_tokens(model, payload, self.schemas)))
         parsed = parse_generate(model, payload, self.schemas)
+        await self.tiers.admit(request, payload)
         return await self._generate(request, parsed, body, stream=method == "streamGenerateContent")
 
     def _authenticate(self, request: web.Request) -> None:
@@ -132,7 +141,7 @@ class FakeGemini:
         # A stream spends half its latency before the first event and spreads the rest between events.
         await _sleep(stall + (latency / 2 if stream else latency))
         response_id = self._response_id(key)
-        rng = random.Random(int(unit(self.config.seed, key) * 2**63))
+        rng = answer_rng(self.config.seed, key)
         error = self._error_fault(fault, parsed.model, stream=stream)
         if error is not None:
             raise error
@@ -141,9 +150,10 @@ class FakeGemini:
             return broken
         outcome = compose(parsed, rng, fault if fault in OUTPUT_FAULTS else None)
         if stream:
-            events = stream_events(outcome, parsed.model, response_id)
+            events = [self.tiers.label(request, e) for e in stream_events(outcome, parsed.model, response_id)]
             return await self._stream(request, events, outcome.usage, fault, latency / 2)
-        response, sent = await self._write(request, 200, orjson.dumps(unary_body(outcome, parsed.model, response_id)))
+        answer = self.tiers.label(request, unary_body(outcome, parsed.model, response_id))
+        response, sent = await self._write(request, 200, orjson.dumps(answer))
         if sent:
             self.ledger.bill(outcome.usage)
         return response

@@ -7,6 +7,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
 
+from batchgen.fakeserver.batch.config import BatchConfig, FilesConfig
+from batchgen.fakeserver.tiers import TierConfig
+
 # Transport faults break the exchange itself: an error status, no answer, or a 200 that is not a usable
 # GenerateContentResponse. `fail_rate` picks among these.
 TRANSPORT_FAULTS = (
@@ -24,7 +27,10 @@ TRANSPORT_FAULTS = (
 )
 # Output faults are well-formed 200 responses whose content is unusable. `violate_rate` picks among these.
 OUTPUT_FAULTS = ("blocked", "safety", "max_tokens", "invalid_json", "schema_violation")
-FAULT_NAMES = TRANSPORT_FAULTS + OUTPUT_FAULTS
+# Faults only a batch line acts on (its key left out, or an error line in a given shape; see batch.answers);
+# a generateContent call with one of these directives is answered normally.
+BATCH_FAULTS = ("missing", "error_line", "status_line")
+FAULT_NAMES = TRANSPORT_FAULTS + OUTPUT_FAULTS + BATCH_FAULTS
 
 # Only faults that a real client meets often get weight by default; "429day" is sticky and "slow" stalls a
 # client for its whole timeout, so they are opt-in for random injection (directives can always name them).
@@ -50,7 +56,8 @@ DEFAULT_VIOLATION_WEIGHTS: Mapping[str, float] = MappingProxyType(
 
 @dataclass(frozen=True, slots=True)
 class ServerConfig:
-    """How the fake Gemini server behaves: address, key, latency, injected faults and quotas.
+    """How the fake Gemini server behaves: address, key, latency, injected faults, quotas, and the settings of
+    the Files and Batch APIs and of the service tiers.
 
     Rates are fractions of generate requests; quotas are per model, like the API's per-project-per-model
     limits. `rpm` and `tpm` are enforced over a sliding window of `quota_window_s` seconds whose capacity is
@@ -79,6 +86,10 @@ class ServerConfig:
     rpd: int | None = None
     quota_window_s: float = 60.0
     day_window_s: float | None = None
+    # The Files API, the Batch API and the service tiers, each validated by its own value.
+    files: FilesConfig = field(default_factory=FilesConfig)
+    batch: BatchConfig = field(default_factory=BatchConfig)
+    tiers: TierConfig = field(default_factory=TierConfig)
 
     def __post_init__(self) -> None:
         _check_range("port", self.port, 0, 65535)

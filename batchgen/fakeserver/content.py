@@ -16,6 +16,7 @@ from urllib.parse import quote
 
 import orjson
 
+from batchgen.fakeserver.faults import unit
 from batchgen.fakeserver.request import GenerateRequest
 from batchgen.fakeserver.text import answer, keywords, phrase, thought_summary
 from batchgen.fakeserver.tokens import CHARS_PER_TOKEN, Usage, count_text
@@ -56,6 +57,12 @@ class Outcome:
     @property
     def blocked(self) -> bool:
         return not self.answers
+
+
+def answer_rng(seed: int, key: int) -> random.Random:
+    """The generator a request's answer is drawn from, given the server's seed and the request's hash: the
+    same request gets the same answer whether it comes online or as a batch line."""
+    return random.Random(int(unit(seed, key) * 2**63))
 
 
 def compose(request: GenerateRequest, rng: random.Random, fault: str | None) -> Outcome:

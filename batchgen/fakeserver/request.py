@@ -14,104 +14,26 @@ from typing import Any
 
 import orjson
 
+from batchgen.fakeserver.dialects import SchemaRejected
 from batchgen.fakeserver.errors import RpcError, bad_enum, field_violation, invalid_argument, unknown_field
 from batchgen.fakeserver.faults import Directive, parse_directives
+from batchgen.fakeserver.fields import (
+    CATEGORIES,
+    FUNCTION_FIELDS,
+    GENERATION_FIELDS,
+    MIME_TYPES,
+    MODES,
+    PART_DATA,
+    PART_FIELDS,
+    SCHEMA_MIME_TYPES,
+    THRESHOLDS,
+    TOOL_FIELDS,
+    TOP_FIELDS,
+)
 from batchgen.fakeserver.models import Thinking, plan_thinking
-from batchgen.fakeserver.schema import CompiledSchema, SchemaCache, SchemaRejected
+from batchgen.fakeserver.schema import CompiledSchema, SchemaCache
 from batchgen.fakeserver.tokens import count_chars
 
-_TOP_FIELDS = frozenset(
-    [
-        "contents",
-        "systemInstruction",
-        "tools",
-        "toolConfig",
-        "safetySettings",
-        "generationConfig",
-        "cachedContent",
-        "serviceTier",
-        "model",
-        "labels",
-    ]
-)
-_GENERATION_FIELDS = frozenset(
-    [
-        "candidateCount",
-        "stopSequences",
-        "maxOutputTokens",
-        "temperature",
-        "topP",
-        "topK",
-        "seed",
-        "responseMimeType",
-        "responseSchema",
-        "responseJsonSchema",
-        "presencePenalty",
-        "frequencyPenalty",
-        "responseLogprobs",
-        "logprobs",
-        "responseModalities",
-        "thinkingConfig",
-        "speechConfig",
-        "imageConfig",
-        "mediaResolution",
-        "enableEnhancedCivicAnswers",
-    ]
-)
-_PART_DATA = frozenset(
-    [
-        "text",
-        "inlineData",
-        "fileData",
-        "functionCall",
-        "functionResponse",
-        "executableCode",
-        "codeExecutionResult",
-    ]
-)
-_PART_FIELDS = _PART_DATA | frozenset(
-    ["thought", "thoughtSignature", "videoMetadata", "partMetadata", "mediaResolution"]
-)
-_TOOL_FIELDS = frozenset(
-    [
-        "functionDeclarations",
-        "googleSearchRetrieval",
-        "codeExecution",
-        "googleSearch",
-        "computerUse",
-        "urlContext",
-        "fileSearch",
-        "googleMaps",
-    ]
-)
-_FUNCTION_FIELDS = frozenset(
-    [
-        "name",
-        "description",
-        "parameters",
-        "parametersJsonSchema",
-        "response",
-        "responseJsonSchema",
-        "behavior",
-    ]
-)
-_MIME_TYPES = frozenset({"text/plain", "application/json", "text/x.enum", "application/xml", "application/yaml"})
-_SCHEMA_MIME_TYPES = frozenset({"application/json", "text/x.enum"})
-_MODES = frozenset({"MODE_UNSPECIFIED", "AUTO", "ANY", "NONE", "VALIDATED"})
-_CATEGORIES = frozenset(
-    f"HARM_CATEGORY_{c}"
-    for c in ["HATE_SPEECH", "SEXUALLY_EXPLICIT", "DANGEROUS_CONTENT", "HARASSMENT", "CIVIC_INTEGRITY"]
-)
-_THRESHOLDS = frozenset(
-    [
-        "HARM_BLOCK_THRESHOLD_UNSPECIFIED",
-        "BLOCK_LOW_AND_ABOVE",
-        "BLOCK_MEDIUM_AND_ABOVE",
-        "BLOCK_ONLY_HIGH",
-        "BLOCK_NONE",
-        "OFF",
-    ]
-)
 _ROLES = frozenset({"user", "model", ""})
 # An image, audio clip or file part costs a flat amount, like a single image does in the API.
 _MEDIA_TOKENS = 258
@@ -208,8 +130,8 @@ def _walk_content(content: Any, where: str, totals: _Prompt, *, need_role: bool)
     for index, part in enumerate(parts):
         part_where = f"{where}.parts[{index}]"
         part = _proto_keys(part, part_where)
-        _check_fields(part, _PART_FIELDS, part_where)
-        data = [key for key in part if key in _PART_DATA]
+        _check_fields(part, PART_FIELDS, part_where)
+        data = [key for key in part if key in PART_DATA]
         if not data:
             raise field_violation(f"{part_where}.data", "required oneof field 'data' must have one initialized field")
         if "text" in part:
@@ -245,7 +167,7 @@ def _cached_tokens(name: Any) -> int:
 def parse_generate(model: str, payload: Mapping[str, Any], schemas: SchemaCache) -> GenerateRequest:
     """Check a GenerateContentRequest body for `model`; raise RpcError where the API would refuse it."""
     payload = _proto_keys(payload, "")
-    _check_fields(payload, _TOP_FIELDS, "")
+    _check_fields(payload, TOP_FIELDS, "")
     totals = _Prompt()
     _walk_contents(payload, totals)
     if payload.get("systemInstruction") is not None:
@@ -260,7 +182,7 @@ def parse_generate(model: str, payload: Mapping[str, Any], schemas: SchemaCache)
             "tool_config.\n\nProposed fix: move those values to CachedContent from GenerateContent request."
         )
     config = _proto_keys(payload.get("generationConfig") or {}, "generation_config")
-    _check_fields(config, _GENERATION_FIELDS | {"_responseJsonSchema"}, "generation_config")
+    _check_fields(config, GENERATION_FIELDS | {"_responseJsonSchema"}, "generation_config")
     _check_sampling(config)
     mime_type, schema = _parse_output(config, schemas)
     try:
@@ -310,7 +232,7 @@ def _parse_tools(tools: Any, schemas: SchemaCache, totals: _Prompt) -> tuple[tup
     search = False
     for index, tool in enumerate(tools):
         tool = _proto_keys(tool, f"tools[{index}]")
-        _check_fields(tool, _TOOL_FIELDS, f"tools[{index}]")
+        _check_fields(tool, TOOL_FIELDS, f"tools[{index}]")
         search = search or "googleSearch" in tool or "googleSearchRetrieval" in tool
         declarations = tool.get("functionDeclarations") or []
         # The declarations are sent to the model as text, so they count as prompt.
@@ -322,7 +244,7 @@ def _parse_tools(tools: Any, schemas: SchemaCache, totals: _Prompt) -> tuple[tup
 
 
 def _parse_function(declaration: dict[str, Any], where: str, schemas: SchemaCache) -> FunctionDecl:
-    _check_fields(declaration, _FUNCTION_FIELDS, where)
+    _check_fields(declaration, FUNCTION_FIELDS, where)
     name = declaration.get("name")
     if not isinstance(name, str) or not name:
         raise field_violation(f"{where}.name", "Name cannot be empty.")
@@ -342,7 +264,7 @@ def _parse_tool_config(tool_config: Any) -> tuple[str, tuple[str, ...]]:
         return "AUTO", ()
     calling = _proto_keys(_proto_keys(tool_config, "tool_config").get("functionCallingConfig") or {}, "x")
     mode = calling.get("mode", "AUTO")
-    if mode not in _MODES:
+    if mode not in MODES:
         raise bad_enum("tool_config.function_calling_config.mode", "FunctionCallingConfig.Mode", mode)
     allowed = calling.get("allowedFunctionNames") or []
     if allowed and mode not in ("ANY", "VALIDATED"):
@@ -360,9 +282,9 @@ def _check_safety(settings: Any) -> None:
     for index, setting in enumerate(settings if isinstance(settings, list) else [settings]):
         setting = _proto_keys(setting, f"safety_settings[{index}]")
         category, threshold = setting.get("category"), setting.get("threshold")
-        if category not in _CATEGORIES:
+        if category not in CATEGORIES:
             raise bad_enum(f"safety_settings[{index}].category", "HarmCategory", category)
-        if threshold not in _THRESHOLDS:
+        if threshold not in THRESHOLDS:
             raise bad_enum(f"safety_settings[{index}].threshold", "SafetySetting.HarmBlockThreshold", threshold)
         if category in seen:
             raise field_violation("safety_settings", f"duplicate category {category}.")
@@ -371,7 +293,7 @@ def _check_safety(settings: Any) -> None:
 
 def _parse_output(config: Mapping[str, Any], schemas: SchemaCache) -> tuple[str, CompiledSchema | None]:
     mime_type = config.get("responseMimeType", "text/plain")
-    if mime_type not in _MIME_TYPES:
+    if mime_type not in MIME_TYPES:
         raise field_violation(
             "generation_config.response_mime_type",
             "allowed mimetypes are `text/plain`, `application/json`, `application/xml`, "
@@ -391,7 +313,7 @@ def _parse_output(config: Mapping[str, Any], schemas: SchemaCache) -> tuple[str,
                 "an enum schema is required for response_mime_type text/x.enum.",
             )
         return mime_type, None
-    if mime_type not in _SCHEMA_MIME_TYPES:
+    if mime_type not in SCHEMA_MIME_TYPES:
         raise field_violation(
             "generation_config.response_mime_type",
             "a response schema needs response_mime_type application/json or text/x.enum.",

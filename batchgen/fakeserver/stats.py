@@ -7,6 +7,9 @@ client that adds up the usage of the responses it fully received should reach ex
 Admissions are the generate requests the quotas let through (all of them when no quota is set), whatever
 happened next: what a quota counts. They are kept per second since the server started, with the first and
 last exact times, so a client's achieved rate can be measured where the quota measures it.
+
+The Files and Batch APIs keep their own sections ("files", "batches": see `batch.ledger`; batch tokens are
+billed there, not above), and so do the service tiers ("tiers": see `tiers`).
 """
 
 from __future__ import annotations
@@ -17,6 +20,8 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from batchgen.fakeserver.batch.ledger import BatchLedger, BatchLedgerStats
+from batchgen.fakeserver.tiers import TierLedger, TierStats
 from batchgen.fakeserver.tokens import USAGE_FIELDS, Usage
 
 
@@ -57,6 +62,8 @@ class Stats:
     billed_responses: int = 0
     billed: Mapping[str, int] = field(default_factory=lambda: dict.fromkeys(USAGE_FIELDS, 0))
     admissions: Admissions = field(default_factory=Admissions)
+    batch: BatchLedgerStats = field(default_factory=BatchLedgerStats)
+    tiers: TierStats = field(default_factory=TierStats)
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -69,6 +76,8 @@ class Stats:
             "billed_responses": self.billed_responses,
             "billed": dict(self.billed),
             "admissions": self.admissions.to_json(),
+            **self.batch.to_json(),
+            "tiers": self.tiers.to_json(),
         }
 
 
@@ -91,6 +100,8 @@ class Ledger:
         self._first: float | None = None
         self._last: float | None = None
         self._per_second: dict[int, list[int]] = {}
+        self.batch = BatchLedger()
+        self.tiers = TierLedger()
 
     def __repr__(self) -> str:
         return f"<Ledger requests={self.requests} billed_responses={self.billed_responses}>"
@@ -135,4 +146,6 @@ class Ledger:
                 last_s=self._last,
                 per_second={k: (v[0], v[1]) for k, v in self._per_second.items()},
             ),
+            batch=self.batch.snapshot(),
+            tiers=self.tiers.snapshot(),
         )

@@ -5,8 +5,8 @@ than once, over inputs too large to hold as Python strings. `IdHashes` keeps onl
 packed arrays and sorts them with Arrow; the few ids behind a repeated hash are then looked at exactly by
 the caller, so a hash collision costs a second look, never a wrong answer.
 
-A resumed run must skip the ids already done: `IdSet` answers `in` for them in 16 bytes per id, where a
-frozenset of a million short ids took about 160 MB.
+A resumed run must skip the ids already done: `IdSet` answers `in` for them in 16 bytes per id, a fraction of
+what a frozenset of the strings holds (docs/performance.md has the figures).
 """
 
 from __future__ import annotations

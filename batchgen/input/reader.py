@@ -185,8 +185,8 @@ def _parquet_rows(file: Path, batch_rows: int) -> Iterator[tuple[str, Any, str |
 def _parquet_batches(file: Path, batch_rows: int, columns: list[str] | None) -> Iterator[pa.RecordBatch]:
     try:
         # One row group decoded at a time, in this (worker) thread: pre-buffering and Arrow's thread pool
-        # held several row groups at once (+138 MB peak over a 1M-row file in 16 row groups, against +74 MB
-        # without), and decoding is not what bounds a run.
+        # hold several row groups at once (about twice the peak memory on large files, docs/performance.md),
+        # and decoding is not what bounds a run.
         parquet = pq.ParquetFile(file, pre_buffer=False)
         yield from parquet.iter_batches(batch_size=batch_rows, columns=columns, use_threads=False)
     except OSError as exc:
@@ -199,9 +199,8 @@ def _jsonl_id_chunks(file: Path, id_field: str | None) -> Iterator[list[str | No
     chunk: list[str | None] = []
     for _, row, _ in _jsonl_rows(file):
         chunk.append(_id_text(row.get(id_field)) if id_field and isinstance(row, dict) else None)
-        # Short chunks: each id outlives the parsed row around it, and many of them pinned the freed rows'
-        # memory pools (the scan of a million rows peaked 28 MB over its start with 64k-row chunks; with
-        # these, 18 MB, of which the hashes are 8).
+        # Short chunks: each id outlives the parsed row around it, and many of them at once pin the freed
+        # rows' memory pools, so long chunks raise the scan's peak well above the hashes it keeps.
         if len(chunk) >= BATCH_ROWS:
             yield chunk
             chunk = []

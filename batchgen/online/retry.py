@@ -53,7 +53,7 @@ class Retrier:
     async def call(self, attempt: Callable[[int], Awaitable[T]]) -> T:
         """Call `attempt(n)` for n = 1, 2, ... until it returns, raises a non-retryable error or runs out."""
         # Nearly every request succeeds the first time, so the first attempt is a plain call: tenacity's
-        # machinery (an AsyncRetrying and its state per call, about a tenth of a row's CPU) is only built
+        # machinery (an AsyncRetrying and its state per call, visible in a row's CPU profile) is only built
         # once an attempt has failed, and drives attempts 2, 3, ... with the same policy.
         try:
             return await attempt(1)

@@ -46,8 +46,8 @@ def part_files(folder: Path) -> list[Path]:
 def read_part(part: Path, columns: list[str] | None = None) -> pa.Table:
     """One part (or some of its columns); an unreadable part is an OutputError naming it."""
     try:
-        # One file in this thread, without pre-buffering: `pq.read_table` over hundreds of parts left about
-        # 65 MB more resident per million rows (Arrow's thread pool and dataset machinery), for no speed here.
+        # One file in this thread, without pre-buffering: `pq.read_table` over hundreds of parts leaves Arrow's
+        # thread pool and dataset machinery resident (docs/performance.md), for no speed here.
         return pq.ParquetFile(part, pre_buffer=False).read(columns=columns, use_threads=False)
     except (OSError, pa.ArrowException) as exc:
         raise OutputError(f"unreadable results part (remove it to resend its rows): {exc}", path=str(part)) from exc
