@@ -52,7 +52,6 @@ class Outcome:
     answers: tuple[Answer, ...]
     usage: Usage
     signature: str | None = None
-    service_tier: str = "standard"
 
     @property
     def blocked(self) -> bool:
@@ -68,8 +67,7 @@ def answer_rng(seed: int, key: int) -> random.Random:
 def compose(request: GenerateRequest, rng: random.Random, fault: str | None) -> Outcome:
     """The answer to `request`, with output fault `fault` applied (transport faults are not handled here)."""
     if fault == "blocked":
-        usage = Usage(prompt=request.prompt_tokens, cached=request.cached_tokens)
-        return Outcome((), usage, service_tier=request.service_tier)
+        return Outcome((), Usage(prompt=request.prompt_tokens, cached=request.cached_tokens))
     words = keywords(request.prompt)
     thoughts = request.thinking.draw_tokens(rng)
     if request.max_output_tokens is not None:
@@ -87,7 +85,7 @@ def compose(request: GenerateRequest, rng: random.Random, fault: str | None) -> 
         tool_use=rng.randint(50, 400) if request.google_search else 0,
     )
     signature = base64.b64encode(rng.randbytes(48)).decode() if request.thinking.signatures else None
-    return Outcome(answers, usage, signature, request.service_tier)
+    return Outcome(answers, usage, signature)
 
 
 def _answer(

@@ -67,7 +67,6 @@ class GenerateRequest:
     allowed_functions: tuple[str, ...]
     google_search: bool
     directives: tuple[Directive, ...]
-    service_tier: str = "standard"
 
     @property
     def json_mode(self) -> bool:
@@ -205,22 +204,7 @@ def parse_generate(model: str, payload: Mapping[str, Any], schemas: SchemaCache)
         allowed_functions=allowed,
         google_search=google_search,
         directives=directives,
-        service_tier=_service_tier(payload.get("serviceTier")),
     )
-
-
-_SERVICE_TIERS = ("standard", "flex", "priority")
-
-
-def _service_tier(value: Any) -> str:
-    """The tier asked for, as responses spell it (lower case: "standard" is the only value seen in a real
-    response); the default is standard."""
-    if value is None:
-        return "standard"
-    tier = str(value).lower()
-    if tier not in _SERVICE_TIERS:
-        raise bad_enum("service_tier", "ServiceTier", value)
-    return tier
 
 
 def _parse_tools(tools: Any, schemas: SchemaCache, totals: _Prompt) -> tuple[tuple[FunctionDecl, ...], bool]:

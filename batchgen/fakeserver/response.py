@@ -41,16 +41,10 @@ def unary_body(outcome: Outcome, model: str, response_id: str) -> dict[str, Any]
             _candidate(answer, index, _parts(answer, outcome.signature), final=True, unary=True)
             for index, answer in enumerate(outcome.answers)
         ]
-    body["usageMetadata"] = _served(outcome.usage.to_json(), outcome)
+    body["usageMetadata"] = outcome.usage.to_json()
     body["modelVersion"] = model
     body["responseId"] = response_id
     return body
-
-
-def _served(usage: dict[str, Any], outcome: Outcome) -> dict[str, Any]:
-    # The Gemini API writes the tier that served the call into usageMetadata, on every stream event too.
-    usage["serviceTier"] = outcome.service_tier
-    return usage
 
 
 def no_candidates_body(model: str, response_id: str) -> dict[str, Any]:
@@ -146,11 +140,10 @@ def stream_events(outcome: Outcome, model: str, response_id: str) -> list[dict[s
         if number == 0:
             event["promptFeedback"] = {"safetyRatings": _SAFE}
         usage = outcome.usage
-        event["usageMetadata"] = _served(
+        event["usageMetadata"] = (
             usage.to_json()
             if final
-            else usage.partial_json(None if number == 0 else calls + sum(map(count_text, sent))),
-            outcome,
+            else usage.partial_json(None if number == 0 else calls + sum(map(count_text, sent)))
         )
         event["modelVersion"] = model
         event["responseId"] = response_id
