@@ -4,7 +4,11 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install demo test check bench clean
+.PHONY: install demo run test check bench clean
+
+# `make run JOB=jobs/support_tickets.toml ARGS="--local-server --limit 10"`: run a job without activating .venv.
+JOB ?= jobs/demo.toml
+ARGS ?=
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -17,6 +21,9 @@ install: $(STAMP)
 demo: $(STAMP)
 	$(BIN)/batchgen run jobs/demo.toml --local-server
 	$(BIN)/batchgen report out/demo
+
+run: $(STAMP)
+	$(BIN)/batchgen run $(JOB) $(ARGS)
 
 test: $(STAMP)
 	$(BIN)/python -m pytest

@@ -33,6 +33,7 @@ from batchgen.errors import (
     SchemaError,
     ServerError,
     TransportError,
+    Unreachable,
 )
 from batchgen.job import Job, job_from_dict, load_job
 from batchgen.pipeline import LiveRun, RunSummary
@@ -65,6 +66,7 @@ __all__ = [
     "ServerError",
     "Status",
     "TransportError",
+    "Unreachable",
     "Usage",
     "check_job",
     "estimate_job",

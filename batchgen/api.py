@@ -15,7 +15,7 @@ import functools
 import os
 import random
 import tempfile
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Container, Mapping, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,7 +30,17 @@ from batchgen.errors import ApiError, ConfigError
 from batchgen.gemini.request import RequestTemplate
 from batchgen.job import Job, job_from_dict, load_job
 from batchgen.online.client import GeminiClient
-from batchgen.pipeline import LiveRun, RunOptions, RunSummary, endpoint, execute, open_input, run_blocking
+from batchgen.pipeline import (
+    LiveRun,
+    OpenedInput,
+    RunOptions,
+    RunSummary,
+    check_output,
+    endpoint,
+    execute,
+    open_input,
+    run_blocking,
+)
 from batchgen.records import Prompt
 from batchgen.report.breakdown import build_report, load_results
 from batchgen.report.budget import Budget, budget_for
@@ -59,7 +69,7 @@ def as_job(job: JobLike, **overrides: Any) -> Job:
     return loaded.with_overrides(**_absolute_paths(overrides)) if overrides else loaded
 
 
-def api_key(job: Job, environ: Mapping[str, str] = os.environ) -> ApiKey:
+def key_from_environment(job: Job, environ: Mapping[str, str] = os.environ) -> ApiKey:
     """The key from the environment variable the job names; a ConfigError naming it when it is not set."""
     value = environ.get(job.api_key_env, "").strip()
     if not value:
@@ -68,7 +78,7 @@ def api_key(job: Job, environ: Mapping[str, str] = os.environ) -> ApiKey:
             file=str(job.file),
             key="api_key_env",
         )
-    return ApiKey(value)
+    return ApiKey(value, source=f"environment variable {job.api_key_env}")
 
 
 async def run_job_async(
@@ -103,23 +113,38 @@ async def run_job_async(
 
 @dataclass(frozen=True, slots=True)
 class Checked:
-    """What `check_job` found: the job, its input rows, and its budget (None when the model has no price)."""
+    """What `check_job` found: the job, its input rows, its budget (None when the model has no price), and the
+    input lines that are no row at all (they become `failed` rows), with the first one's problem."""
 
     job: Job
     rows: int
     budget: Budget | None
+    unreadable: int = 0
+    first_unreadable: str | None = None
 
 
-def check_job(job: JobLike, *, prices: str | os.PathLike[str] | None = None, **overrides: Any) -> Checked:
-    """Every start-up check of a run (job, schema, input, ids, prices), with nothing sent; raises on the first
-    problem (ConfigError / InputError naming the file and key, line or row)."""
+def check_job(
+    job: JobLike,
+    *,
+    prices: str | os.PathLike[str] | None = None,
+    local_server: bool = False,
+    api_key: str | None = None,
+    **overrides: Any,
+) -> Checked:
+    """Every start-up check of a run (job, schema, key, input, ids, prices), with nothing sent; raises on the
+    first problem (ConfigError / InputError naming the file and key, line or row). The key is checked as a run
+    would look for it: `api_key`, else the job's environment variable, unless `local_server`."""
     resolved = as_job(job, **overrides)
+    if not local_server and api_key is None:
+        key_from_environment(resolved)
     budget = budget_for(resolved.model, _prices(prices), resolved.limits.max_cost_usd, job_file=str(resolved.file))
+    scan = anyio.run(_opened, resolved).scan
+    check_output(resolved)
+    return Checked(resolved, scan.rows, budget, scan.unreadable, scan.first_unreadable)
 
-    async def rows() -> int:
-        return (await open_input(resolved))[2]
 
-    return Checked(resolved, anyio.run(rows), budget)
+async def _opened(job: Job) -> OpenedInput:
+    return await open_input(job)
 
 
 async def estimate_job_async(
@@ -169,19 +194,24 @@ async def _estimate(
     job: Job, sample: int, count: int, local_server: bool, key: str | None, prices: Path | None, seed: int
 ) -> Estimate:
     price = PriceTable.load(prices).find(job.model)
-    source, duplicates, rows = await open_input(job)
-    done = await anyio.to_thread.run_sync(lambda: resume.done_ids(job.output.path, retry_failed=True))
+    opened = await open_input(job)
+    rows = opened.rows
+    done = await anyio.to_thread.run_sync(
+        lambda: resume.done_ids(job.output.path, retry_failed=True, fingerprint=job.fingerprint())
+    )
     template = RequestTemplate(job.request)
-    pending = source.prompts(skip=done.final, duplicates=duplicates)
+    pending = opened.source.prompts(skip=done.final, duplicates=opened.duplicates)
     local, picked = await _local_pass(pending, template, count, seed)
     tokens = InputTokens(local, "local estimate (4 characters per token, as the limiter paces)")
     measured: Sample | None = None
+    # Only rows a run would send are worth paying for: none when the job is done.
+    sample = min(sample, max(0, rows - len(done.final)))
     if picked or sample:
         async with _target(job, local_server, key) as (target, api):
             if picked:
                 tokens = await _counted(target, api, template, picked, local)
             if sample:
-                measured = await _sample_run(target, api, sample, prices)
+                measured = await _sample_run(target, api, sample, prices, skip=done.final)
     return Estimate(job=job, rows=rows, done=len(done.final), input=tokens, sample=measured, price=price)
 
 
@@ -226,11 +256,12 @@ async def _counted(job: Job, key: ApiKey, template: RequestTemplate, picked: lis
     )
 
 
-async def _sample_run(job: Job, key: ApiKey, rows: int, prices: Path | None) -> Sample:
-    """The first `rows` rows run exactly as `batchgen run` would, into a temporary folder, and measured."""
+async def _sample_run(job: Job, key: ApiKey, rows: int, prices: Path | None, *, skip: Container[str]) -> Sample:
+    """The first `rows` rows a run would send (not those in `skip`, already done) run exactly as `batchgen run`
+    would, into a temporary folder, and measured."""
     with tempfile.TemporaryDirectory(prefix="batchgen-sample-") as folder:
         sample_job = job.with_overrides(output={"path": Path(folder)})
-        summary = await execute(sample_job, key, RunOptions(limit=rows, prices=prices))
+        summary = await execute(sample_job, key, RunOptions(limit=rows, prices=prices, skip=skip))
         if isinstance(summary.stopped_by, ApiError):  # a bad key or model: no estimate is worth showing
             raise summary.stopped_by
         if not summary.stats.done:
@@ -257,7 +288,7 @@ async def _sample_run(job: Job, key: ApiKey, rows: int, prices: Path | None) -> 
 async def _target(job: Job, local_server: bool, key: str | None) -> AsyncIterator[tuple[Job, ApiKey]]:
     """The job and key to send with: as given, or pointed at a local Gemini server started for the call."""
     if not local_server:
-        yield job, ApiKey(key) if key else api_key(job)
+        yield job, ApiKey(key, source="the api_key argument") if key else key_from_environment(job)
         return
     async with fakeserver.FakeServer(fakeserver.ServerConfig()) as server:
         yield job.with_overrides(base_url=server.url), ApiKey(server.api_key)

@@ -10,9 +10,10 @@ from __future__ import annotations
 
 import functools
 import gc
+import logging
 import secrets
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Container, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -24,7 +25,7 @@ import anyio
 from batchgen.errors import BatchgenError, ConfigError, ExitCode, InputError, exit_code_for
 from batchgen.gemini.request import RequestTemplate
 from batchgen.input.prompts import PromptBuilder
-from batchgen.input.reader import BATCH_ROWS, InputSource
+from batchgen.input.reader import BATCH_ROWS, TYPE_SAMPLE_ROWS, Columns, IdScan, InputSource
 from batchgen.job import Job
 from batchgen.online.client import Endpoint, GeminiClient
 from batchgen.online.limiter.rate import LimiterSnapshot, Limits, RateLimiter
@@ -34,13 +35,15 @@ from batchgen.records import Prompt, RunStats
 from batchgen.report.budget import Budget, budget_for
 from batchgen.report.pricing import PriceTable
 from batchgen.results import resume
-from batchgen.results.folder import RunRecord, claim, record_run, utc_iso
+from batchgen.results.folder import RunRecord, check_writable, claim, folder_schema, record_run, utc_iso
 from batchgen.results.sink import ParquetSink
-from batchgen.results.table import Layout
+from batchgen.results.table import Layout, features_of
 from batchgen.results.verdict import judge
 from batchgen.secret import ApiKey
 
 T = TypeVar("T")
+
+log = logging.getLogger(__name__)
 
 
 def run_blocking(function: Callable[..., Awaitable[T]], *args: Any, **kwargs: Any) -> T:
@@ -99,6 +102,8 @@ class RunOptions:
     # A price file merged over the shipped table (`--prices`), for the running cost and the cost cap.
     prices: Path | None = None
     run_id: str = field(default_factory=new_run_id)
+    # Ids not to send besides those the folder holds (an estimate's sample skips the rows already done).
+    skip: Container[str] | None = None
 
     def __post_init__(self) -> None:
         if self.limit is not None and self.limit <= 0:
@@ -116,8 +121,16 @@ class LiveRun:
     _runner: Runner
 
     def stop(self, reason: BatchgenError | None = None) -> None:
-        """Take no new rows; rows in flight get the job's grace period. Safe to call more than once."""
+        """Send nothing more; requests already out get the job's grace period. Safe to call more than once."""
         self._runner.stop(reason)
+
+    def abort(self, reason: BatchgenError | None = None) -> None:
+        """Stop, and cancel the requests still out at once; what finished is still written and recorded."""
+        self._runner.abort(reason)
+
+    @property
+    def stopping(self) -> bool:
+        return self._runner.stopping
 
 
 @dataclass(frozen=True, slots=True)
@@ -131,14 +144,19 @@ class RunSummary:
     exit_code: ExitCode
     stopped_by: BatchgenError | None = None
     budget: Budget | None = None
-    # Failed rows over the whole results folder after this run (earlier runs included): what exit 1 judges.
-    failed_fraction: float = 0.0
+    # Rows by status over the whole results folder after this run (earlier runs included): what exit 1 judges.
+    tally: resume.Tally = field(default_factory=resume.Tally)
     # The rate limiter as the run left it.
     limiter: LimiterSnapshot | None = None
 
     @property
     def cost_usd(self) -> float | None:
         return None if self.budget is None else self.budget.spent.total
+
+    @property
+    def failed_fraction(self) -> float:
+        """Failed rows over the whole results folder after this run: what exit 1 judges."""
+        return self.tally.failed_fraction
 
 
 def prompt_builder(job: Job) -> PromptBuilder:
@@ -155,11 +173,26 @@ def prompt_builder(job: Job) -> PromptBuilder:
     )
 
 
-async def open_input(job: Job, *, allow_duplicate_ids: bool = False) -> tuple[InputSource, frozenset[str], int]:
-    """Open the input and check its ids before anything is sent; returns (source, allowed duplicates, rows)."""
+@dataclass(frozen=True, slots=True)
+class OpenedInput:
+    """The input of a job, checked: its source, the duplicate ids allowed (suffixed), and its id scan."""
+
+    source: InputSource
+    duplicates: frozenset[str]
+    scan: IdScan
+
+    @property
+    def rows(self) -> int:
+        return self.scan.rows
+
+
+async def open_input(job: Job, *, allow_duplicate_ids: bool = False) -> OpenedInput:
+    """Open the input and check, before anything is sent, that it has the columns the job names and that its
+    ids are unique (unless allowed); a ConfigError / InputError names the job key or the input file."""
     # Rows carrying media hold whole files in memory: read them in small batches.
     batch_rows = 16 if job.input.media_field else BATCH_ROWS
     source = InputSource(job.input.path, prompt_builder(job), batch_rows=batch_rows)
+    _check_columns(job, source.builder, await source.columns())
     scan = await source.scan_ids()
     if scan.duplicates and not allow_duplicate_ids:
         shown = ", ".join(f"{k!r} x{v}" for k, v in list(scan.duplicates.items())[:5])
@@ -168,7 +201,40 @@ async def open_input(job: Job, *, allow_duplicate_ids: bool = False) -> tuple[In
             f"duplicate ids: {shown}{more} (use --allow-duplicate-ids to suffix them)",
             file=str(job.input.path),
         )
-    return source, frozenset(scan.duplicates), scan.rows
+    return OpenedInput(source, frozenset(scan.duplicates), scan)
+
+
+# Columns named in a "no such column" error, at most.
+_SHOWN_COLUMNS = 20
+
+
+def _check_columns(job: Job, builder: PromptBuilder, columns: Columns) -> None:
+    """Every column the job names must be in the input: a template or id field naming one that is not would
+    fail every row; a kept one would be a column of nulls."""
+    problems = builder.missing_columns(columns.names)
+    if not problems:
+        return
+    key, why = problems[0]
+    names = ", ".join(columns.names[:_SHOWN_COLUMNS]) + (", ..." if len(columns.names) > _SHOWN_COLUMNS else "")
+    names = names or "no columns"
+    has = f"{columns.file} has {names}"
+    if columns.sampled is not None:
+        has = f"the rows of {columns.file} have {names}" + (
+            f" (the first {columns.sampled:,} rows were read)" if columns.sampled >= TYPE_SAMPLE_ROWS else ""
+        )
+    raise ConfigError(f"{why}; {has}", file=str(job.file), key=key)
+
+
+def check_output(job: Job, *, force: bool = False) -> None:
+    """What a run would refuse about the results folder, checked before anything is sent or created: a path
+    that cannot be a folder, and a folder holding another job's results (unless `force`)."""
+    folder = job.output.path
+    try:
+        check_writable(folder)
+    except ConfigError as exc:
+        raise ConfigError(exc.detail, file=str(job.file), key="output.path") from None
+    if folder.is_dir():
+        resume.check_job(folder, job.fingerprint(), force=force)
 
 
 def endpoint(job: Job) -> Endpoint:
@@ -190,18 +256,30 @@ async def execute(
     folder another run holds or another job wrote).
     """
     budget = budget_for(job.model, PriceTable.load(options.prices), job.limits.max_cost_usd, job_file=str(job.file))
-    source, duplicates, rows = await open_input(job, allow_duplicate_ids=options.allow_duplicate_ids)
+    opened = await open_input(job, allow_duplicate_ids=options.allow_duplicate_ids)
+    source, duplicates, rows = opened.source, opened.duplicates, opened.rows
+    check_output(job, force=options.force)
     layout = Layout(
         keep=await source.keep_schema(),
         typed=job.schema_ if job.flatten else None,
         prefix=job.output.column_prefix,
+        features=features_of(job.request),
     )
     folder = job.output.path
     # Held until the run is recorded: a second run into the folder meanwhile would resend every row not yet
     # written, and store them twice.
     with claim(folder):
-        resume.check_job(folder, job.fingerprint(), force=options.force)
-        done = await anyio.to_thread.run_sync(lambda: resume.done_ids(folder, retry_failed=options.retry_failed))
+        changed = resume.check_job(folder, job.fingerprint(), force=options.force)
+        if changed:
+            # A changed job takes the folder over (--force) and sends every row again: the folder takes its shape.
+            await anyio.to_thread.run_sync(resume.reshape, folder, options.run_id, layout.natural)
+        # Parts keep the shape of those the folder holds: one schema per folder (duckdb and pyarrow datasets
+        # read a folder by its first part's).
+        layout = layout.within(await anyio.to_thread.run_sync(folder_schema, folder))
+        _warn_left_out(layout, folder)
+        done = await anyio.to_thread.run_sync(
+            lambda: resume.done_ids(folder, retry_failed=options.retry_failed, fingerprint=job.fingerprint())
+        )
         remaining = max(0, rows - len(done.final))
         stats = RunStats(
             total_rows=remaining if options.limit is None else min(remaining, options.limit),
@@ -211,19 +289,32 @@ async def execute(
         async with GeminiClient(endpoint(job), key, connections=job.limits.concurrency) as client:
             runner = _runner(job, client, limiter, stats, budget)
             on_start(LiveRun(options.run_id, stats, limiter, budget, runner))
-            prompts = _limited(source.prompts(skip=done.final, duplicates=duplicates), options.limit)
+            skip = done.final if options.skip is None else _Either(done.final, options.skip)
+            prompts = _limited(source.prompts(skip=skip, duplicates=duplicates), options.limit)
             run = _Recorded(job, options.run_id, runner)
-            failed = await run.drive(prompts, layout, compact=done.rows > 0)
+            tally = await run.drive(prompts, layout, compact=done.rows > 0)
     return RunSummary(
         run_id=options.run_id,
         output=folder,
         stats=stats,
-        exit_code=run.exit_code(failed),
+        exit_code=run.exit_code(tally),
         stopped_by=runner.stopped_by,
         budget=budget,
-        failed_fraction=failed,
+        tally=tally,
         limiter=limiter.snapshot(),
     )
+
+
+def _warn_left_out(layout: Layout, folder: Path) -> None:
+    missing = layout.left_out()
+    if missing:
+        log.warning(
+            "%s was written by an earlier batchgen or job: its parts have no %s column(s), so this run's parts "
+            "leave them out too (one schema per folder); write to a new --output to get them",
+            folder,
+            ", ".join(missing),
+            extra={"event": "columns_left_out", "output": str(folder), "columns": missing},
+        )
 
 
 class _Recorded:
@@ -236,11 +327,12 @@ class _Recorded:
         self._runner = runner
         self._started = time.time()
 
-    async def drive(self, prompts: AsyncIterator[Prompt], layout: Layout, *, compact: bool) -> float:
-        """Run the prompts into the folder, compact it and record the run; the folder's failed fraction.
+    async def drive(self, prompts: AsyncIterator[Prompt], layout: Layout, *, compact: bool) -> resume.Tally:
+        """Run the prompts into the folder, compact it and record the run; the folder's rows by status.
 
         A run writes each id once, so only a folder that held rows before it (`compact`) can hold superseded
-        rows: a first run skips the pass over every id, which would hold a hash per row.
+        rows: a first run skips the pass over every id, which would hold a hash per row. Small parts (a slow
+        run flushes a few rows every `flush_seconds`; a killed run leaves its own) are merged either way.
         """
         job, folder = self._job, self._job.output.path
         sink = ParquetSink(
@@ -251,7 +343,7 @@ class _Recorded:
             flush_rows=job.output.flush_rows,
             flush_seconds=job.output.flush_seconds,
         )
-        failed = 0.0
+        tally = resume.Tally()
         error: BatchgenError | None = None
         try:
             async with sink:
@@ -259,21 +351,29 @@ class _Recorded:
                 self._record(exit_code=None)
                 await self._runner.run(prompts, sink)
             with anyio.CancelScope(shield=True):
-                if compact:
-                    await anyio.to_thread.run_sync(resume.compact, folder, self._run_id)
-                failed = await anyio.to_thread.run_sync(resume.failed_fraction, folder)
+                await anyio.to_thread.run_sync(
+                    functools.partial(
+                        resume.compact, folder, self._run_id, superseded=compact, target_rows=job.output.flush_rows
+                    )
+                )
+                tally = await anyio.to_thread.run_sync(resume.tally, folder)
         except BatchgenError as exc:  # a write error: the run ends with it
             error = exc
             raise
         finally:
-            self._record(exit_code=self.exit_code(failed, error))
-        return failed
+            self._record(exit_code=self.exit_code(tally, error))
+        return tally
 
-    def exit_code(self, failed_fraction: float, error: BatchgenError | None = None) -> ExitCode:
+    def exit_code(self, tally: resume.Tally, error: BatchgenError | None = None) -> ExitCode:
+        """The run's exit code: the error that stopped it, else exit 1 when no row of the job is `ok` or more
+        of them are `failed` than `max_failed_fraction` allows (over the folder: a rerun's few retried rows
+        do not decide for the whole job), else 0."""
         stopped_by = error or self._runner.stopped_by
         if stopped_by is not None:
             return exit_code_for(stopped_by)
-        if failed_fraction > self._job.limits.max_failed_fraction:
+        if tally.rows and not tally.ok:
+            return ExitCode.FAILED_ROWS
+        if tally.failed_fraction > self._job.limits.max_failed_fraction:
             return ExitCode.FAILED_ROWS
         return ExitCode.OK
 
@@ -290,6 +390,7 @@ class _Recorded:
             counts={status.value: count for status, count in stats.counts.items()},
             tokens=stats.usage.totals(),
             stopped_by=None if stopped_by is None else f"{type(stopped_by).__name__}: {stopped_by}",
+            fingerprint=self._job.fingerprint(),
         )
         record_run(self._job.output.path, _job_record(self._job), run)
 
@@ -341,6 +442,17 @@ async def _limited(prompts: AsyncIterator[Prompt], limit: int | None) -> AsyncIt
         count += 1
         if count >= limit:
             return  # without reading a row more
+
+
+class _Either:
+    """Ids in either of two containers."""
+
+    def __init__(self, first: Container[str], second: Container[str]) -> None:
+        self._first = first
+        self._second = second
+
+    def __contains__(self, value: object) -> bool:
+        return value in self._first or value in self._second
 
 
 def _job_record(job: Job) -> dict[str, Any]:

@@ -33,7 +33,8 @@ class Prompt:
     """One input row, ready to send: `contents` is the serialised JSON array of Gemini `Content`.
 
     `problem` is set when the row cannot be sent (malformed line, no prompt); it then becomes a `failed` result
-    without any request, so no input row is ever silently dropped.
+    without any request, so no input row is ever silently dropped. `index` is the row's 0-based position in
+    the input (file order; in a folder, across its files in name order).
     """
 
     id: str
@@ -41,6 +42,7 @@ class Prompt:
     contents: bytes
     keep: Mapping[str, Any] = field(default_factory=dict)
     problem: str | None = None
+    index: int | None = None
 
 
 Modalities = tuple[tuple[str, int], ...]
@@ -168,6 +170,8 @@ class Result:
     function_calls: tuple[FunctionCall, ...] = ()
     metadata: Mapping[str, Any] = field(default_factory=dict)
     keep: Mapping[str, Any] = field(default_factory=dict)
+    # The row's 0-based position in the input (`Prompt.index`), so results can be put back in input order.
+    row_index: int | None = None
     finish_message: str | None = None
     block_reason_message: str | None = None
     service_tier: str | None = None

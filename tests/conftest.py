@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import re
+import socket
 from collections.abc import AsyncIterator, Iterator, Mapping
 from pathlib import Path
 from typing import Any
@@ -118,3 +119,11 @@ def demo_tree(folder: Path, edits: Mapping[str, str] | None = None, reviews: byt
     job = folder / "jobs" / "demo.toml"
     job.write_text(text)
     return job
+
+
+def closed_port() -> str:
+    """The URL of a loopback port nothing listens on (bound, then released): every connection is refused."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    return f"http://127.0.0.1:{port}"

@@ -9,14 +9,14 @@ import orjson
 import pytest
 from conftest import job_copy
 
-from batchgen.api import estimate_job, estimate_job_async
+from batchgen.api import estimate_job, estimate_job_async, run_job_async
 from batchgen.cli import main
 from batchgen.errors import ConfigError
 from batchgen.fakeserver import FakeServer, ServerConfig
 from batchgen.gemini.request import user_contents
 from batchgen.job import Job, load_job
 from batchgen.records import Status
-from batchgen.report.estimate import Estimate, InputTokens, Sample
+from batchgen.report.estimate import Estimate, InputTokens, Sample, render
 from batchgen.report.pricing import PriceTable
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -152,3 +152,22 @@ def test_the_cli_prints_the_table_and_leaves_the_output_alone(
     assert "a run would stop after about" in printed
     assert "limited by requests_per_minute (6000)" in printed
     assert not out.exists()
+
+
+@pytest.mark.anyio
+async def test_a_sample_only_runs_rows_a_run_would_send(tmp_path: Path) -> None:
+    """`--sample N` pays for rows, so it takes them from those left to send: none when the job is done (it
+    billed N rows of a finished job), the rest when fewer than N are left."""
+    job = tiny_job(tmp_path)
+    async with FakeServer(ServerConfig()) as server:
+        local = job.with_overrides(base_url=server.url)
+        await run_job_async(local, api_key=server.api_key, limit=2)
+        sent = server.stats.requests
+        partly = await estimate_job_async(local, sample=3, api_key=server.api_key)
+        assert server.stats.requests - sent == 1 and partly.sample is not None and partly.sample.rows == 1
+        await run_job_async(local, api_key=server.api_key)
+        sent = server.stats.requests
+        done = await estimate_job_async(local, sample=3, api_key=server.api_key)
+        assert server.stats.requests == sent
+    assert done.to_send == 0 and done.sample is None
+    assert "nothing is left to send" in render(done)

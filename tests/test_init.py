@@ -31,6 +31,7 @@ PUBLIC_API = [
     "ServerError",
     "Status",
     "TransportError",
+    "Unreachable",
     "Usage",
     "check_job",
     "estimate_job",

@@ -182,6 +182,26 @@ def test_the_live_panel_shows_the_same_figures() -> None:
     assert "ok 48" in output and "failed 2" in output and "$0.012300 so far" in output
 
 
+def test_a_stopping_run_says_so_in_the_panel_the_log_line_and_the_json_fields() -> None:
+    """After Ctrl-C the display must not look like a run going on: it says it is stopping and how many
+    requests are still out, and drops the ETA."""
+    clock = Clock()
+    stats = RunStats(total_rows=200)
+    stopping = False
+    run = Progress(Watch(stats, lambda: BUSY, stopping=lambda: stopping), clock=clock)
+    clock.now += 10
+    finish(stats, 50)
+    stats.in_flight = 3
+    assert "stopping" not in progress.line(run.read())
+    stopping = True
+    reading = run.read()
+    assert progress.line(reading).startswith("progress (stopping, 3 in flight finishing): 50/200 rows (25%), ETA ? |")
+    assert progress.line_fields(reading)["stopping"] is True
+    console = Console(file=io.StringIO(), width=140, color_system=None, force_terminal=False)
+    console.print(progress.panel(reading))
+    assert "stopping  nothing more is sent; 3 request(s) out are finishing" in console.file.getvalue()  # type: ignore[attr-defined]
+
+
 @pytest.mark.anyio
 async def test_the_live_display_redraws_until_cancelled_and_keeps_the_last_figures() -> None:
     clock = Clock()

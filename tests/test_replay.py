@@ -26,6 +26,7 @@ from replay import ReplayServer
 from batchgen.errors import ApiError, ExitCode, JobRejected
 from batchgen.job import job_from_dict
 from batchgen.pipeline import RunOptions, RunSummary, execute
+from batchgen.results.columns import CONTRACT
 from batchgen.results.read import read_results
 from batchgen.secret import ApiKey
 
@@ -33,6 +34,12 @@ RECORDINGS = {rec.name: rec for rec in load_all() if rec.kind != "batch"}
 UNARY = sorted(name for name, rec in RECORDINGS.items() if rec.kind == "unary")
 STREAMS = sorted(name for name, rec in RECORDINGS.items() if rec.kind == "stream")
 ERRORS = sorted(name for name, rec in RECORDINGS.items() if rec.kind == "error")
+TOOLS = [
+    {"functionDeclarations": [{"name": "get_weather", "parameters": {"type": "OBJECT", "properties": {}}}]},
+    {"googleSearch": {}},
+    {"urlContext": {}},
+    {"codeExecution": {}},
+]
 # The key every replayed run sends: the one the recorded DebugInfo detail echoes ("Invalid API key: <key>"), so
 # that a run which let the echo through would write it.
 KEY = "INVALID_KEY_BLAH"
@@ -61,7 +68,8 @@ async def _run(server: ReplayServer, folder: Path, names: list[str], *, stream: 
         {
             "model": "gemini-2.5-flash",
             "base_url": server.url,
-            "request": {"stream": stream},
+            # Every tool, so that the job has every feature column (the replay server ignores the request).
+            "request": {"stream": stream, "tools": TOOLS},
             "input": {"path": str(rows), "id_field": "id", "prompt_field": "prompt"},
             "output": {"path": str(folder / "out")},
             # One attempt: a recorded 429 or 503 would be answered the same way again, after a backoff.
@@ -197,6 +205,8 @@ class Expected:
             queries += [q for q in grounding.get("webSearchQueries", []) if q not in queries]
             if "searchEntryPoint" in grounding:
                 candidate["entry_point"] = grounding["searchEntryPoint"].get("renderedContent")
+            if "retrievalMetadata" in grounding:
+                candidate["score"] = grounding["retrievalMetadata"].get("googleSearchDynamicRetrievalScore")
             if "urlContextMetadata" in first:
                 urls = (urls or []) + first["urlContextMetadata"].get("urlMetadata", [])
             for part in (first.get("content") or {}).get("parts") or []:
@@ -244,6 +254,7 @@ class Expected:
             "avg_logprobs": candidate.get("avgLogprobs"),
             "grounding_queries": queries or None,
             "grounding_entry_point": candidate.get("entry_point"),
+            "grounding_retrieval_score": candidate.get("score"),
             "url_context": None
             if urls is None
             else [{"url": u.get("retrievedUrl"), "status": u.get("urlRetrievalStatus")} for u in urls],
@@ -281,6 +292,7 @@ def test_the_replay_covers_four_model_families_unary_streamed_and_failed(replaye
     assert len(answered) >= 4 and len(both) >= 2, families
     assert {RECORDINGS[name].http_status for name in ERRORS} >= {400, 403, 404, 429, 500, 503}
     assert set(replayed.seen) == set(RECORDINGS), "every recording was asked for"
+    assert set(CONTRACT.names) <= set(replayed.rows[UNARY[0]]), "the jobs have every column of the contract"
 
 
 @pytest.mark.parametrize("name", UNARY + STREAMS)
@@ -289,10 +301,19 @@ def test_every_column_of_a_replayed_answer_is_what_the_recorded_body_says(replay
     row = replayed.rows[name]
     assert {column: row[column] for column in expected.row} == expected.row
     assert row["error"] is None if expected.row["status"] == "ok" else row["error"]
-    assert row["latency_ms"] is not None and row["run_id"] == replayed.summaries[name].run_id
+    assert row["row_index"] == (UNARY if name in UNARY else STREAMS).index(name)
+    assert row["latency_ms"] is not None and row["finished_at"] is not None
+    assert row["run_id"] == replayed.summaries[name].run_id
     _check_calls(row, expected)
     _check_tool_parts(row, expected)
     _check_grounding(row, expected)
+    checked = {*expected.row, *_SEPARATELY}
+    assert set(row) <= checked, "every results column is checked"
+
+
+# Columns the test above checks on their own rather than through `Expected.row`.
+_SEPARATELY = {"error", "row_index", "latency_ms", "finished_at", "run_id", "function_calls", "tool_parts"}
+_SEPARATELY |= {"grounding_chunks", "grounding_supports"}
 
 
 def _check_calls(row: Mapping[str, Any], expected: Expected) -> None:

@@ -63,6 +63,8 @@ from batchgen.report.html import (
 from batchgen.report.pricing import PriceTable
 from batchgen.report.text import FORMATS, render
 from batchgen.results.columns import select
+from batchgen.results.folder import RunRecord, record_run
+from batchgen.results.read import read_results
 
 FLASH, PRO = "gemini-2.5-flash", "gemini-2.5-pro"
 RUN_A, RUN_B = "20260101T100000Z-aaaa", "20260102T090000Z-bbbb"
@@ -343,6 +345,29 @@ def test_unreadable_folder_is_an_input_error_naming_it(tmp_path: Path, setup: An
     with pytest.raises(InputError, match=message) as info:
         load_results([good, bad])
     assert info.value.file == str(bad)
+
+
+def test_a_folder_whose_first_part_is_not_written_yet_reports_no_rows(tmp_path: Path, prices: PriceTable) -> None:
+    """A run has started (its manifest is there) but not flushed: that is a batchgen folder with no rows yet,
+    not "not a batchgen results folder"."""
+    out = tmp_path / "out"
+    out.mkdir()
+    record_run(out, {"fingerprint": "f"}, RunRecord("r1", model=FLASH))
+    report = build_report(load_results([out]), prices, runs=load_runs([out]))
+    assert report.totals.rows == 0 and [entry.run.run_id for entry in report.runs] == ["r1"]
+    assert "No rows yet" in render(report, "table")
+    assert read_results([out]).num_rows == 0
+
+
+@pytest.mark.parametrize("width", [80, 120])
+def test_a_table_fits_the_terminal_it_is_shown_in(report: Report, width: int) -> None:
+    """Tables fit the terminal's width (tokens and dollars split when they would not fit together); without
+    a terminal they are as wide as the figures need, one table per breakdown."""
+    narrow = render(report, "table", width=width)
+    assert max(len(line) for line in narrow.splitlines()) <= width
+    assert "By model: tokens" in narrow and "By model: cost" in narrow and "$1.081510" in narrow
+    wide = render(report, "table")
+    assert "By model: tokens" not in wide and max(len(line) for line in wide.splitlines()) > 120
 
 
 def test_no_folder_is_a_config_error() -> None:

@@ -1,8 +1,11 @@
-"""The results contract: every column a results part holds, in order, with its Arrow type. Defined here only.
+"""The results contract: every column a results part may hold, with its Arrow type. Defined here only.
 
-A part is the fixed columns, then the reply-metadata columns, then the job's kept input columns, then its typed
-`out_*` columns. Writers build parts against `CONTRACT`; readers (the report, resume, the Python API) select
-and cast with it, so a column's name or type is never restated elsewhere.
+A part holds the fixed columns, the reply-metadata columns its job can produce (`FEATURES`: a job without
+tools has no grounding columns), the job's kept input columns and its typed `out_*` columns; `table.Layout`
+decides which and in what order. Writers build parts against `CONTRACT`; readers (the report, resume, the
+Python API) select and cast with it, so a column's name or type is never restated elsewhere. A reader must
+expect `OPTIONAL` columns to be missing: feature columns of jobs without the feature, and `row_index` in
+folders written before it existed.
 """
 
 from __future__ import annotations
@@ -30,6 +33,8 @@ USAGE_COLUMNS: Final = (
 FIXED: Final = pa.schema(
     [
         ("id", pa.string()),
+        # The row's 0-based position in the input (in a folder, across its files in name order).
+        ("row_index", pa.int64()),
         ("status", pa.string()),
         ("text", pa.string()),
         ("output_json", pa.string()),
@@ -121,7 +126,7 @@ _URL = pa.struct([("url", pa.string()), ("status", pa.string())])
 
 # What the reply carried beyond its text, as structured columns (not JSON text) so that sources or call
 # arguments can be queried directly in duckdb or polars; grouped by the feature that produces them, so that a
-# layout can leave out the groups of features a job does not use.
+# layout leaves out the groups of features a job does not use (`FEATURES`).
 REPLY_DETAILS: Final = pa.schema(
     [
         ("finish_message", pa.string()),
@@ -163,8 +168,19 @@ METADATA_GROUPS: Final[Mapping[str, pa.Schema]] = MappingProxyType(
 
 METADATA: Final = pa.schema([field for group in METADATA_GROUPS.values() for field in group])
 
+# The groups a part holds only when its job's request can produce them (see `table.features_of`), by name;
+# the others (reply and usage details, safety ratings and log-probabilities) any reply or failed call may carry.
+FEATURES: Final = {
+    name: tuple(METADATA_GROUPS[name].names)
+    for name in ("function_calls", "tool_parts", "grounding", "url_context", "citations")
+}
+
 CONTRACT: Final = pa.schema([*FIXED, *METADATA])
-"""Every column a batchgen results part holds whatever the job; a kept input column may not reuse a name."""
+"""Every column a batchgen results part may hold; a kept input column may not reuse a name."""
+
+OPTIONAL: Final = frozenset({"row_index", *METADATA.names})
+"""Contract columns a part may lack, which a reader gets as nulls: feature columns of jobs without the
+feature, and columns newer than the folder (`row_index`, the reply and usage details...)."""
 
 
 def select(names: list[str] | tuple[str, ...]) -> pa.Schema:

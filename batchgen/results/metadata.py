@@ -23,7 +23,8 @@ Builder = Callable[[Sequence[Result], pa.Schema], list[pa.Array]]
 
 
 def metadata_columns(results: Sequence[Result], schema: pa.Schema = METADATA) -> list[pa.Array]:
-    """One array per column of `schema` (`METADATA`, or any of its columns), one value per result."""
+    """One array per column of `schema` (`METADATA`, or the part of it a job's layout has), one value per
+    result."""
     wanted = set(schema.names)
     # The usual part: no row has candidate metadata, calls or tool parts, so those groups need no conversion.
     plain = not any(r.metadata or r.function_calls or r.tool_parts for r in results)

@@ -50,10 +50,7 @@ class ResponseSchema:
     def arrow_columns(self, outputs: Sequence[Any]) -> list[pa.Array]:
         """The arrays for `arrow_schema`'s fields, one value per output; None or a misfit becomes null."""
         return [
-            pa.array(
-                [shape.convert(out.get(name)) if isinstance(out, dict) else None for out in outputs],
-                shape.type,
-            )
+            shape.array([shape.convert(out.get(name)) if isinstance(out, dict) else None for out in outputs])
             for name, shape in self._fields
         ]
 
