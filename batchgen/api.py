@@ -12,6 +12,7 @@ The API key comes from `api_key`, else from the environment variable the job nam
 from __future__ import annotations
 
 import functools
+import importlib
 import os
 import random
 import tempfile
@@ -290,12 +291,13 @@ def _engine(job: Job) -> Callable[..., Awaitable[RunSummary]]:
     if job.engine == "local":
         return execute
     try:
-        from batchgen.distributed import engine
+        engine = importlib.import_module("batchgen.distributed.engine")
     except ImportError as exc:
         raise ConfigError(
             f"engine ray needs Ray: pip install 'batchgen[ray]' ({exc})", file=str(job.file), key="engine"
         ) from exc
-    return engine.execute
+    run: Callable[..., Awaitable[RunSummary]] = engine.execute
+    return run
 
 
 @asynccontextmanager

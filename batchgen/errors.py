@@ -124,7 +124,11 @@ class Interrupted(BatchgenError):
 
 
 class ApiError(BatchgenError):
-    """The API returned an error, or no usable answer; `http_status` is None when nothing came back."""
+    """The API returned an error, or no usable answer; `http_status` is None when nothing came back.
+
+    `details` is the error body's `details` array as compact JSON text (ErrorInfo, QuotaFailure, RetryInfo,
+    Help, DebugInfo...), when it had one.
+    """
 
     def __init__(
         self,
@@ -133,12 +137,14 @@ class ApiError(BatchgenError):
         http_status: int | None = None,
         status: str | None = None,
         reason: str | None = None,
+        details: str | None = None,
     ) -> None:
         prefix = " ".join(str(p) for p in (http_status, status) if p)
         super().__init__(f"{prefix}: {message}" if prefix else message)
         self.http_status = http_status
         self.status = status
         self.reason = reason
+        self.details = details
 
 
 class RetryableError(ApiError):

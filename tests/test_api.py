@@ -15,9 +15,13 @@ from pydantic import BaseModel
 
 import batchgen
 import batchgen.cli
+from batchgen.api import as_job
+from batchgen.fakeserver import FakeServer, ServerConfig
+from batchgen.pipeline import RunOptions, execute
 from batchgen.report.breakdown import build_report, load_results
 from batchgen.report.pricing import PriceTable
 from batchgen.results.columns import CONTRACT, METADATA
+from batchgen.secret import ApiKey
 
 
 def test_run_job_runs_a_job_file_and_read_results_reads_it_back(tmp_path: Path) -> None:
@@ -82,6 +86,29 @@ def test_the_one_liner_from_the_issue_works_in_a_fresh_interpreter(tmp_path: Pat
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == "0"
     assert len(list((tmp_path / "out" / "demo").glob("part-*.parquet"))) == 1
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize(
+    ("key", "model", "http_status"),
+    [
+        pytest.param("not-the-key", "gemini-2.5-flash", 400, id="400-api-key-invalid"),
+        pytest.param("", "gemini-2.5-flash", 403, id="403-no-key"),
+        pytest.param("test-key", "gemini-9-ultra", 404, id="404-unknown-model"),
+    ],
+)
+async def test_a_run_stopped_by_its_first_request_counts_that_request(
+    tmp_path: Path, key: str, model: str, http_status: int
+) -> None:
+    """The summary's attempts are the requests the server saw, also when the first answer stops the run."""
+    async with FakeServer(ServerConfig(api_key="test-key", models=("gemini-2.5-flash",))) as server:
+        job = as_job(demo_tree(tmp_path), model=model, base_url=server.url, limits={"concurrency": 4})
+        summary = await execute(job, ApiKey(key), RunOptions(limit=20))
+        seen = server.stats
+    assert summary.exit_code is batchgen.ExitCode.FATAL
+    assert isinstance(summary.stopped_by, batchgen.ApiError) and summary.stopped_by.http_status == http_status
+    assert seen.responses_by_status == {http_status: 1}
+    assert summary.stats.attempts == seen.requests_by_method["generateContent"] == 1
 
 
 class Collected(logging.Handler):

@@ -50,7 +50,9 @@ def text_log() -> Iterator[io.StringIO]:
 
 def finish(stats: RunStats, count: int, status: Status = Status.OK, **usage: int) -> None:
     for _ in range(count):
-        stats.record(Result(id="x", status=status, usage=Usage(**usage), attempts=1, responses=1))
+        stats.sent()
+        stats.answered(Usage.of_counts(usage))
+        stats.record(Result(id="x", status=status, usage=Usage.of_counts(usage), attempts=1, responses=1))
 
 
 BUSY = LimiterState(

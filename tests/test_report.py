@@ -284,6 +284,35 @@ def test_load_results_reads_every_part_and_nothing_else(folder: Path) -> None:
     assert table.schema == select(REPORT_COLUMNS)
 
 
+def test_a_part_written_before_a_metadata_column_existed_reads_it_as_null(folder: Path) -> None:
+    """These parts have no reply-metadata columns (`service_tier` among them): never reported, not an error."""
+    table = load_results([folder])
+    assert table["service_tier"].null_count == table.num_rows
+
+
+def test_a_part_without_a_fixed_column_is_not_a_results_part(tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    out.mkdir()
+    pq.write_table(contract_table(ROWS).drop_columns(["run_id"]), out / "part-0.parquet")
+    with pytest.raises(InputError, match="no column run_id"):
+        load_results([out])
+
+
+def test_rows_at_another_service_tier_are_counted_and_noted(folder: Path, prices: PriceTable) -> None:
+    """The price table holds standard-tier prices: a report over flex or priority rows says so, with counts."""
+    table = load_results([folder])
+    tiers = ["flex", "flex", "standard", "priority"] + [None] * (table.num_rows - 4)
+    table = table.set_column(table.schema.get_field_index("service_tier"), "service_tier", pa.array(tiers))
+    report = build_report(table, prices)
+    assert report.tiers == {"flex": 2, "priority": 1, "standard": 1}
+    assert "2 at the flex tier, 1 at the priority tier" in render(report, "markdown")
+    assert orjson.loads(render(report, "json"))["service_tiers"] == {"flex": 2, "priority": 1, "standard": 1}
+    standard = table.set_column(
+        table.schema.get_field_index("service_tier"), "service_tier", pa.array(["standard"] * table.num_rows)
+    )
+    assert "service tier" not in render(build_report(standard, prices), "markdown")
+
+
 def test_load_results_concatenates_folders(tmp_path: Path) -> None:
     """Several folders, even of jobs with different extra columns, load as one table."""
     first = write_folder(tmp_path / "a", [ROWS[:2]])

@@ -599,3 +599,60 @@ async def test_a_server_that_answered_is_not_unreachable() -> None:
         "r2": Status.OK,
         "r3": Status.OK,
     }
+
+
+def _fatal_on(texts: str, error: Exception, sent: list[str]) -> Callable[[bytes], Any]:
+    async def generate(body: bytes) -> Any:
+        text = prompt_text(body)
+        sent.append(text)
+        if text in texts:
+            raise error
+        return response('{"label": "x"}')
+
+    return generate
+
+
+@pytest.mark.parametrize(
+    ("fatal_on", "error"),
+    [
+        pytest.param(
+            "a", AuthError("API key not valid", http_status=400, reason="API_KEY_INVALID"), id="first-row-400"
+        ),
+        pytest.param("a", AuthError("forbidden", http_status=403), id="first-row-403"),
+        pytest.param("a", RequestRejected("models/gemini-9 is not found", http_status=404), id="first-row-404"),
+        pytest.param("abc", RequestRejected("bad field", http_status=400), id="same-400-thrice"),
+        pytest.param("d", QuotaExhausted("daily quota", quota_id="PerDay"), id="mid-run-daily-quota"),
+    ],
+)
+@pytest.mark.anyio
+async def test_attempts_count_every_request_sent_whatever_stops_the_run(fatal_on: str, error: Exception) -> None:
+    """The run's attempts are the requests that went out, including the one whose fatal answer stopped the run
+    (its row is not written: the next run sends it again)."""
+    sent: list[str] = []
+    runner = make_runner(_fatal_on(fatal_on, error, sent), concurrency=1)
+    stats = await runner.run(prompts(*"abcdefgh"), ListSink())
+    assert runner.stopped_by is not None
+    assert stats.attempts == len(sent) >= 1
+
+
+@pytest.mark.anyio
+async def test_attempts_and_responses_of_rows_cut_off_by_the_grace_period_are_counted() -> None:
+    """A row cancelled when the grace period ends was sent (and may have had a response before a re-ask): the
+    run's counters keep both, though the row is not written."""
+    runner: Runner
+    sent: list[str] = []
+
+    async def generate(body: bytes) -> Any:
+        sent.append(prompt_text(body))
+        if len(sent) == 1:
+            return response("{")  # invalid JSON: re-asked
+        runner.stop()
+        await anyio.sleep_forever()
+
+    runner = make_runner(generate, concurrency=1, grace_s=0.01)
+    sink = ListSink()
+    with anyio.fail_after(5):
+        stats = await runner.run(prompts("a"), sink)
+    assert sink.results == []
+    assert (stats.attempts, stats.responses) == (2, 1)
+    assert stats.usage.prompt == 10

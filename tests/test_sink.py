@@ -14,7 +14,7 @@ import pytest
 
 from batchgen.errors import ConfigError, OutputError
 from batchgen.records import Result, Status, Usage
-from batchgen.results.columns import FIXED, METADATA, OPTIONAL
+from batchgen.results.columns import FEATURES, FIXED, METADATA
 from batchgen.results.folder import RunRecord, claim, read_manifest, record_exit_code, record_run
 from batchgen.results.sink import ParquetSink
 from batchgen.results.table import Layout, features_of
@@ -157,7 +157,8 @@ async def test_a_failed_timed_flush_is_raised_by_the_next_write(
 
 
 JSON = {"generationConfig": {"responseMimeType": "application/json"}}
-GROUNDING = {"grounding_queries", "grounding_chunks", "grounding_supports"}
+GROUNDING = set(FEATURES["grounding"])
+TOOL_PARTS = {"tool_parts"}
 
 
 @pytest.mark.parametrize(
@@ -165,19 +166,26 @@ GROUNDING = {"grounding_queries", "grounding_chunks", "grounding_supports"}
     [
         pytest.param(JSON, set(), id="json-mode"),
         pytest.param({}, {"citations"}, id="text-mode"),
-        pytest.param({**JSON, "tools": [{"googleSearch": {}}]}, GROUNDING | {"citations"}, id="google-search"),
-        pytest.param({**JSON, "tools": [{"urlContext": {}}]}, GROUNDING | {"citations", "url_context"}, id="url"),
+        pytest.param(
+            {**JSON, "tools": [{"googleSearch": {}}]}, GROUNDING | TOOL_PARTS | {"citations"}, id="google-search"
+        ),
+        pytest.param(
+            {**JSON, "tools": [{"urlContext": {}}]}, GROUNDING | TOOL_PARTS | {"citations", "url_context"}, id="url"
+        ),
         pytest.param({**JSON, "tools": [{"functionDeclarations": []}]}, {"function_calls"}, id="functions"),
-        pytest.param({**JSON, "tools": [{"codeExecution": {}}]}, set(), id="code-execution"),
+        pytest.param({**JSON, "tools": [{"codeExecution": {}}]}, TOOL_PARTS, id="code-execution"),
     ],
 )
 def test_feature_columns_appear_only_when_the_job_uses_the_feature(request_: dict[str, Any], columns: set[str]) -> None:
-    """Grounding, function-call, URL-context and citation columns are there when the job's request can fill
-    them (its tools; citations in text output), not empty in every job; safety ratings and log-probabilities,
-    which any reply may carry, always are."""
+    """Grounding, function-call, tool-part, URL-context and citation columns are there when the job's request
+    can fill them (its tools; citations in text output), not empty in every job; the reply and usage details,
+    safety ratings and log-probabilities, which any reply (or failed call) may carry, always are."""
     schema = Layout(keep=KEEP, features=features_of(request_)).schema
-    assert (OPTIONAL - {"row_index"}) & set(schema.names) == columns
-    assert {"safety_ratings", "avg_logprobs", "row_index"} <= set(schema.names)
+    features = {name for names in FEATURES.values() for name in names}
+    assert features & set(schema.names) == columns
+    always = (set(METADATA.names) - features) | {"row_index"}
+    assert always <= set(schema.names)
+    assert {"safety_ratings", "service_tier", "prompt_tokens_details", "error_details"} <= always
 
 
 @pytest.mark.anyio

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections import Counter
 from pathlib import Path
 
 import anyio
@@ -58,6 +59,8 @@ class Committer:
         self._flushed_at = time.monotonic()
         self._lock = anyio.Lock()
         self.rows = 0
+        self.by_worker: Counter[str] = Counter()
+        """Rows received from each worker (by the name it tags its rows with)."""
 
     def __repr__(self) -> str:
         return f"Committer({str(self._folder)!r}, rows={self.rows}, buffered={self._buffered}, parts={self._parts})"
@@ -93,6 +96,7 @@ class Committer:
     def _count(self, table: pa.Table) -> None:
         stats, budget = self._stats, self._budget
         rows = table.select(_COUNTED).to_pylist()
+        self.by_worker.update(row[WORKER] for row in rows)
         for row in rows:
             result = Result(
                 row["id"],

@@ -27,7 +27,7 @@ import ray
 import ray.data
 
 from batchgen.console.progress import DEFAULT_INTERVAL_S
-from batchgen.distributed.authority import Authority, Status, Stop
+from batchgen.distributed.authority import Authority, Status, Stop, WorkerState
 from batchgen.distributed.commit import Committer
 from batchgen.distributed.done import DoneIds
 from batchgen.distributed.rows import InputRows
@@ -224,13 +224,18 @@ class _Run:
         self._stats.rate_limited = sum(w.rate_limited for w in status.workers.values())
 
     def _log_workers(self) -> None:
+        """A `worker_progress` line per worker: rows committed from it (exact: counted as the driver writes
+        them), and its own last report (in flight, attempts, 429s, spend; up to `link.REPORT_S` old)."""
         if self._status is None:
             return
-        for state in self._status.workers.values():
+        reported = self._status.workers
+        committed = self._committer.by_worker
+        for worker in sorted(set(reported) | set(committed)):
+            state = reported.get(worker, WorkerState(worker))
             log.info(
-                "worker %s: %d rows done, %d in flight, %d attempts, %d x 429, $%.6f",
-                state.worker,
-                state.done,
+                "worker %s: %d rows committed, %d in flight, %d attempts, %d x 429, $%.6f",
+                worker,
+                committed[worker],
                 state.in_flight,
                 state.attempts,
                 state.rate_limited,
@@ -238,10 +243,10 @@ class _Run:
                 extra={
                     "event": "worker_progress",
                     "run_id": self._run_id,
-                    "worker": state.worker,
+                    "worker": worker,
                     "host": state.host,
                     "pid": state.pid,
-                    "done": state.done,
+                    "done": committed[worker],
                     "in_flight": state.in_flight,
                     "attempts": state.attempts,
                     "rate_limited": state.rate_limited,

@@ -103,13 +103,16 @@ class GeminiClient:
             raise TransportError(self._key.redact(f"{type(exc).__name__}: {exc}")) from exc
 
     def _redacted(self, exc: ApiError) -> ApiError:
-        """The error without the key in its message; an auth error also says which key was refused."""
+        """The error without the key in its message or details (a google.rpc.DebugInfo detail can say "Invalid
+        API key: <key>"); an auth error also says which key was refused."""
         text = str(exc)
         clean = self._key.redact(text)
         if isinstance(exc, AuthError) and self._key.source:
             clean += f" (the key in {self._key.source})"
         if clean != text:
             exc.args = (clean,)
+        if exc.details is not None:
+            exc.details = self._key.redact(exc.details)
         return exc
 
 

@@ -310,6 +310,7 @@ class Runner:
             if self.stopping:
                 raise _Unsent()  # admitted as the stop came: still not sent
             tally.attempts += 1
+            self.stats.sent()
             if tally.first_sent is None:
                 tally.first_sent = self._clock()
             row.sending = True
@@ -331,6 +332,7 @@ class Runner:
             self._limiter.settle(estimate, reply.usage.prompt)
             tally.responses += 1
             tally.usage = tally.usage + reply.usage
+            self.stats.answered(reply.usage)
             return reply
 
         with row.scope:
@@ -374,6 +376,11 @@ class Runner:
             metadata=reply.metadata,
             keep=prompt.keep,
             row_index=prompt.index,
+            finish_message=reply.finish_message,
+            block_reason_message=reply.block_reason_message,
+            service_tier=reply.service_tier,
+            traffic_type=reply.traffic_type,
+            tool_parts=reply.tool_parts,
         )
 
     def _failed(self, prompt: Prompt, tally: _Tally, reasks: int, error: ApiError) -> Result:
@@ -390,6 +397,7 @@ class Runner:
             http_status=error.http_status,
             keep=prompt.keep,
             row_index=prompt.index,
+            error_details=error.details,
         )
 
     def _unsendable(self, prompt: Prompt, problem: str) -> Result:

@@ -35,6 +35,7 @@ REPORT_COLUMNS = (
     "latency_ms",
     "run_id",
     "finished_at",
+    "service_tier",
 )
 _TOKENS = {field: column for column, field in USAGE_COLUMNS}
 _GROUP = ("model", "long", "status", "run_id", "day")
@@ -96,6 +97,8 @@ class Report:
     by_day_model: tuple[Line, ...]
     prices: Mapping[str, Price]
     runs: tuple[FolderRun, ...] = ()
+    tiers: Mapping[str, int] = field(default_factory=dict)
+    """Rows by the service tier their response reported (`service_tier`; rows that reported none left out)."""
 
 
 def load_results(paths: Sequence[Path]) -> pa.Table:
@@ -122,6 +125,7 @@ def build_report(table: pa.Table, prices: PriceTable, *, runs: Sequence[FolderRu
     Raises ConfigError when a model in the results has no price: the whole report fails rather than show a
     cost of 0.
     """
+    tiers = _tiers(table)
     table = _normalise(table)
     used = {model: prices.price_for(model) for model in table["model"].unique().to_pylist()}
     groups = _grouped(table.append_column("long", _long_tier(table, used)))
@@ -135,7 +139,15 @@ def build_report(table: pa.Table, prices: PriceTable, *, runs: Sequence[FolderRu
         by_day_model=_sum_by(lines, ("day", "model")),
         prices={model: used[model] for model in sorted(used)},
         runs=tuple(runs),
+        tiers=tiers,
     )
+
+
+def _tiers(table: pa.Table) -> dict[str, int]:
+    if "service_tier" not in table.column_names:
+        return {}
+    counts = pc.value_counts(pc.drop_null(table["service_tier"])).to_pylist()
+    return {entry["values"]: entry["counts"] for entry in sorted(counts, key=lambda entry: entry["values"])}
 
 
 def _normalise(table: pa.Table) -> pa.Table:
@@ -171,7 +183,7 @@ def _grouped(table: pa.Table) -> Iterable[tuple[dict[str, Any], dict[str, int]]]
 
 
 def _priced(key: Mapping[str, Any], sums: Mapping[str, int], used: Mapping[str, Price]) -> Line:
-    usage = Usage(**{name: sums[name] for name in _TOKENS})
+    usage = Usage.of_counts({name: sums[name] for name in _TOKENS})
     return Line(
         key=(),
         rows=sums["rows"],

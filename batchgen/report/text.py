@@ -116,6 +116,14 @@ def notes(report: Report) -> list[str]:
         "billed as input, thinking tokens as output.",
         "Prices are USD per 1M tokens (input / cached input / output); the long tier applies per response.",
     ]
+    other = {tier: rows for tier, rows in report.tiers.items() if tier != "standard"}
+    if other:
+        served = ", ".join(f"{rows:,} at the {tier} tier" for tier, rows in other.items())
+        lines.append(
+            f"Rows served at another service tier than standard ({served}, as their responses' "
+            "usageMetadata.serviceTier says) are priced here at the standard prices, the only ones the price "
+            "table holds: their real cost differs."
+        )
     if not report.totals.rows:
         lines.append(
             "No rows yet: a run writes its first part after [output] flush_seconds (default 2 s) or flush_rows rows."
@@ -213,6 +221,7 @@ def _json(report: Report) -> str:
         "by_day": keyed(("day",), report.by_day),
         "by_day_model": keyed(("day", "model"), report.by_day_model),
         "runs": [_run_fields(run) for run in report.runs],
+        "service_tiers": dict(report.tiers),
         "prices": {model: {"priced_as": price.model} | price_fields(price) for model, price in report.prices.items()},
     }
     return orjson.dumps(document, option=orjson.OPT_INDENT_2).decode() + "\n"

@@ -14,7 +14,8 @@ from batchgen.results.folder import MANIFEST, part_files, part_schema, read_part
 
 def read_results(folders: Sequence[Path], columns: Sequence[str] | None = None) -> pa.Table:
     """Every row of the folders' parts: all their columns, or only `columns` (contract columns, cast to their
-    contract types, so that folders written by different jobs or versions line up).
+    contract types, so that folders written by different jobs or versions line up; an `OPTIONAL` column a
+    part lacks reads as nulls).
 
     A folder a run has started in but not yet written to has no rows. Raises InputError naming a folder that
     is missing, is not a results folder, lacks a column, or cannot be read.

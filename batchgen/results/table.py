@@ -27,8 +27,9 @@ _VERDICT = ("status", "error")
 
 def features_of(request: Mapping[str, Any]) -> frozenset[str]:
     """The `FEATURES` a job's request can produce: function calls with `functionDeclarations`, grounding with
-    a search or retrieval tool, URL-context metadata with `urlContext`, citations in text output (the model
-    recites sources) or with grounding. Only those get columns, so a plain job has no empty ones."""
+    a search or retrieval tool, tool parts with `codeExecution` or a built-in tool, URL-context metadata with
+    `urlContext`, citations in text output (the model recites sources) or with grounding. Only those get
+    columns, so a plain job has no empty ones."""
     tools = {kind for tool in request.get("tools") or () if isinstance(tool, Mapping) for kind in tool}
     config = request.get("generationConfig") or {}
     text_mode = not isinstance(config, Mapping) or config.get("responseMimeType") != "application/json"
@@ -37,6 +38,10 @@ def features_of(request: Mapping[str, Any]) -> frozenset[str]:
         features.add("function_calls")
     if tools & _GROUNDING_TOOLS:
         features.update(("grounding", "citations"))
+    if "codeExecution" in tools or tools & _GROUNDING_TOOLS:
+        # Built-in tools answer with parts of their own: file search runs code on 2.5 (executableCode) and
+        # shows toolCall / toolResponse on Gemini 3 (tests/recorded/*/stream-file-search*.json).
+        features.add("tool_parts")
     if "urlContext" in tools:
         features.add("url_context")
     if text_mode:
