@@ -126,13 +126,17 @@ class Worker:
 
     async def start(self) -> None:
         self._task = asyncio.get_running_loop().create_task(self._serve())
+        # Should the worker end on an error of its own, every block waiting on it is answered (then fails).
+        self._task.add_done_callback(self._ended)
         started = asyncio.ensure_future(self._started.wait())
         await asyncio.wait({started, self._task}, return_when=asyncio.FIRST_COMPLETED)
         started.cancel()
+        self._raise_failure()
 
     async def answer(self, block: pa.Table) -> pa.Table:
         """The results of the block's rows not done before; rows the runner never sent are left out."""
         await self._started.wait()
+        self._raise_failure()
         prompts = [p for p in self._prompts.of(block) if p.id not in self._plan.done]
         if not prompts or self._router.finished:
             return self._table([])
@@ -143,7 +147,19 @@ class Worker:
             except (anyio.ClosedResourceError, anyio.BrokenResourceError):
                 break  # the runner stops: the rest are not sent, and not answered
         await call.done.wait()
+        self._raise_failure()
         return self._table(call.rows)
+
+    def _ended(self, _: asyncio.Task[None]) -> None:
+        self._router.finish()
+        self._started.set()
+
+    def _raise_failure(self) -> None:
+        """Fail the block (and so the dataset, loudly) if the worker itself failed: not a row's error, which is
+        a row's result, but a bug."""
+        task = self._task
+        if task is not None and task.done() and not task.cancelled() and task.exception() is not None:
+            raise task.exception()  # type: ignore[misc]
 
     async def close(self) -> None:
         """Take no more rows; wait for the rows in flight and the last report."""
