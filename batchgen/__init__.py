@@ -43,6 +43,7 @@ from batchgen.errors import (
     SchemaError,
     ServerError,
     TransportError,
+    Unreachable,
 )
 from batchgen.job import Job, job_from_dict, load_job
 from batchgen.pipeline import LiveRun, RunSummary
@@ -75,6 +76,7 @@ __all__ = [
     "ServerError",
     "Status",
     "TransportError",
+    "Unreachable",
     "Usage",
     "batch_status",
     "cancel_batches",

@@ -12,14 +12,15 @@ The API key comes from `api_key`, else from the environment variable the job nam
 from __future__ import annotations
 
 import functools
+import importlib
 import os
 import random
 import tempfile
-from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Container, Mapping, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, ParamSpec, TypeVar
 
 import anyio
 import pyarrow as pa
@@ -33,7 +34,17 @@ from batchgen.gemini.request import RequestTemplate
 from batchgen.job import Job, job_from_dict, load_job
 from batchgen.online.client import GeminiClient
 from batchgen.online.retry import Retrier, RetryPolicy
-from batchgen.pipeline import LiveRun, RunOptions, RunSummary, endpoint, execute, open_input, run_blocking
+from batchgen.pipeline import (
+    LiveRun,
+    OpenedInput,
+    RunOptions,
+    RunSummary,
+    check_output,
+    endpoint,
+    execute,
+    open_input,
+    run_blocking,
+)
 from batchgen.records import Prompt
 from batchgen.report.breakdown import build_report, load_results
 from batchgen.report.budget import Budget, budget_for
@@ -46,6 +57,7 @@ from batchgen.secret import ApiKey
 
 JobLike = Job | str | os.PathLike[str] | Mapping[str, Any]
 T = TypeVar("T")
+P = ParamSpec("P")
 
 # `:countTokens` calls in flight at once: they have their own quota, and a sample is small.
 _COUNT_CONCURRENCY = 8
@@ -62,7 +74,7 @@ def as_job(job: JobLike, **overrides: Any) -> Job:
     return loaded.with_overrides(**_absolute_paths(overrides)) if overrides else loaded
 
 
-def api_key(job: Job, environ: Mapping[str, str] = os.environ) -> ApiKey:
+def key_from_environment(job: Job, environ: Mapping[str, str] = os.environ) -> ApiKey:
     """The key from the environment variable the job names; a ConfigError naming it when it is not set."""
     value = environ.get(job.api_key_env, "").strip()
     if not value:
@@ -71,39 +83,7 @@ def api_key(job: Job, environ: Mapping[str, str] = os.environ) -> ApiKey:
             file=str(job.file),
             key="api_key_env",
         )
-    return ApiKey(value)
-
-
-def run_job(
-    job: JobLike,
-    *,
-    local_server: bool = False,
-    api_key: str | None = None,
-    limit: int | None = None,
-    allow_duplicate_ids: bool = False,
-    retry_failed: bool = True,
-    force: bool = False,
-    prices: str | os.PathLike[str] | None = None,
-    on_start: Callable[[LiveRun], None] | None = None,
-    **overrides: Any,
-) -> RunSummary:
-    """Run a job to the end (a rerun resumes) and return its summary; `summary.exit_code` is the CLI's.
-
-    Raises ConfigError / InputError (nothing sent) for a bad job, input, key or results folder.
-    """
-    return run_blocking(
-        run_job_async,
-        job,
-        local_server=local_server,
-        api_key=api_key,
-        limit=limit,
-        allow_duplicate_ids=allow_duplicate_ids,
-        retry_failed=retry_failed,
-        force=force,
-        prices=prices,
-        on_start=on_start,
-        **overrides,
-    )
+    return ApiKey(value, source=f"environment variable {job.api_key_env}")
 
 
 async def run_job_async(
@@ -119,7 +99,11 @@ async def run_job_async(
     on_start: Callable[[LiveRun], None] | None = None,
     **overrides: Any,
 ) -> RunSummary:
-    """`run_job` inside a running event loop (anyio on asyncio)."""
+    """Run a job to the end (a rerun resumes) and return its summary; `summary.exit_code` is the CLI's.
+
+    Raises ConfigError / InputError (nothing sent) for a bad job, input, key or results folder. `run_job` is
+    the same, blocking, for code outside an event loop.
+    """
     options = RunOptions(
         limit=limit,
         allow_duplicate_ids=allow_duplicate_ids,
@@ -128,57 +112,45 @@ async def run_job_async(
         prices=None if prices is None else Path(prices),
     )
     resolved = as_job(job, **overrides)
+    run = _engine(resolved)
     async with _target(resolved, local_server, api_key) as (target, key):
-        return await execute(target, key, options, on_start=on_start or (lambda run: None))
+        return await run(target, key, options, on_start=on_start or (lambda run: None))
 
 
 @dataclass(frozen=True, slots=True)
 class Checked:
-    """What `check_job` found: the job, its input rows, and its budget (None when the model has no price)."""
+    """What `check_job` found: the job, its input rows, its budget (None when the model has no price), and the
+    input lines that are no row at all (they become `failed` rows), with the first one's problem."""
 
     job: Job
     rows: int
     budget: Budget | None
+    unreadable: int = 0
+    first_unreadable: str | None = None
 
 
-def check_job(job: JobLike, *, prices: str | os.PathLike[str] | None = None, **overrides: Any) -> Checked:
-    """Every start-up check of a run (job, schema, input, ids, prices), with nothing sent; raises on the first
-    problem (ConfigError / InputError naming the file and key, line or row)."""
-    resolved = as_job(job, **overrides)
-    budget = budget_for(resolved.model, _prices(prices), resolved.limits.max_cost_usd, job_file=str(resolved.file))
-
-    async def rows() -> int:
-        return (await open_input(resolved))[2]
-
-    return Checked(resolved, anyio.run(rows), budget)
-
-
-def estimate_job(
+def check_job(
     job: JobLike,
     *,
-    sample: int = 0,
-    count_tokens: int = 0,
+    prices: str | os.PathLike[str] | None = None,
     local_server: bool = False,
     api_key: str | None = None,
-    prices: str | os.PathLike[str] | None = None,
-    seed: int = 0,
     **overrides: Any,
-) -> Estimate:
-    """Rows, tokens, cost and duration of a job before it runs: nothing is sent unless `sample` rows are run
-    for real (into a temporary folder) or `count_tokens` rows are sent to `:countTokens`."""
-    return anyio.run(
-        functools.partial(
-            estimate_job_async,
-            job,
-            sample=sample,
-            count_tokens=count_tokens,
-            local_server=local_server,
-            api_key=api_key,
-            prices=prices,
-            seed=seed,
-            **overrides,
-        )
-    )
+) -> Checked:
+    """Every start-up check of a run (job, schema, key, input, ids, prices), with nothing sent; raises on the
+    first problem (ConfigError / InputError naming the file and key, line or row). The key is checked as a run
+    would look for it: `api_key`, else the job's environment variable, unless `local_server`."""
+    resolved = as_job(job, **overrides)
+    if not local_server and api_key is None:
+        key_from_environment(resolved)
+    budget = budget_for(resolved.model, _prices(prices), resolved.limits.max_cost_usd, job_file=str(resolved.file))
+    scan = anyio.run(_opened, resolved).scan
+    check_output(resolved)
+    return Checked(resolved, scan.rows, budget, scan.unreadable, scan.first_unreadable)
+
+
+async def _opened(job: Job) -> OpenedInput:
+    return await open_input(job)
 
 
 async def estimate_job_async(
@@ -192,7 +164,9 @@ async def estimate_job_async(
     seed: int = 0,
     **overrides: Any,
 ) -> Estimate:
-    """`estimate_job` inside a running event loop (anyio on asyncio)."""
+    """Rows, tokens, cost and duration of a job before it runs: nothing is sent unless `sample` rows are run
+    for real (into a temporary folder) or `count_tokens` rows are sent to `:countTokens`. `estimate_job` is
+    the same, blocking."""
     if sample < 0 or count_tokens < 0:
         raise ConfigError("--sample and --count-tokens take a number of rows >= 0")
     resolved = as_job(job, **overrides)
@@ -260,6 +234,20 @@ def _batch_client(batches: Batches, key: ApiKey, base_url: str | None) -> BatchC
     )
 
 
+def _blocking(function: Callable[P, Awaitable[T]]) -> Callable[P, T]:
+    """`function`, run to the end in an event loop of its own (see `pipeline.run_blocking`)."""
+
+    @functools.wraps(function)
+    def blocking(*args: P.args, **kwargs: P.kwargs) -> T:
+        return run_blocking(function, *args, **kwargs)
+
+    return blocking
+
+
+run_job = _blocking(run_job_async)
+estimate_job = _blocking(estimate_job_async)
+
+
 def read_results(
     folders: str | os.PathLike[str] | Sequence[str | os.PathLike[str]], columns: Sequence[str] | None = None
 ) -> pa.Table:
@@ -272,19 +260,24 @@ async def _estimate(
     job: Job, sample: int, count: int, local_server: bool, key: str | None, prices: Path | None, seed: int
 ) -> Estimate:
     price = PriceTable.load(prices).find(job.model)
-    source, duplicates, rows = await open_input(job)
-    done = await anyio.to_thread.run_sync(lambda: resume.done_ids(job.output.path, retry_failed=True))
+    opened = await open_input(job)
+    rows = opened.rows
+    done = await anyio.to_thread.run_sync(
+        lambda: resume.done_ids(job.output.path, retry_failed=True, fingerprint=job.fingerprint())
+    )
     template = RequestTemplate(job.request)
-    pending = source.prompts(skip=done.final, duplicates=duplicates)
+    pending = opened.source.prompts(skip=done.final, duplicates=opened.duplicates)
     local, picked = await _local_pass(pending, template, count, seed)
     tokens = InputTokens(local, "local estimate (4 characters per token, as the limiter paces)")
     measured: Sample | None = None
+    # Only rows a run would send are worth paying for: none when the job is done.
+    sample = min(sample, max(0, rows - len(done.final)))
     if picked or sample:
         async with _target(job, local_server, key) as (target, api):
             if picked:
                 tokens = await _counted(target, api, template, picked, local)
             if sample:
-                measured = await _sample_run(target, api, sample, prices)
+                measured = await _sample_run(target, api, sample, prices, skip=done.final)
     return Estimate(job=job, rows=rows, done=len(done.final), input=tokens, sample=measured, price=price)
 
 
@@ -329,12 +322,13 @@ async def _counted(job: Job, key: ApiKey, template: RequestTemplate, picked: lis
     )
 
 
-async def _sample_run(job: Job, key: ApiKey, rows: int, prices: Path | None) -> Sample:
-    """The first `rows` rows run exactly as `batchgen run` would, into a temporary folder, and measured."""
+async def _sample_run(job: Job, key: ApiKey, rows: int, prices: Path | None, *, skip: Container[str]) -> Sample:
+    """The first `rows` rows a run would send (not those in `skip`, already done) run exactly as `batchgen run`
+    would, into a temporary folder, and measured."""
     with tempfile.TemporaryDirectory(prefix="batchgen-sample-") as folder:
         # Online even for a batch job: output tokens and re-asks are the same, and a batch could take hours.
         sample_job = job.with_overrides(output={"path": Path(folder)}, mode="online")
-        summary = await execute(sample_job, key, RunOptions(limit=rows, prices=prices))
+        summary = await execute(sample_job, key, RunOptions(limit=rows, prices=prices, skip=skip))
         if isinstance(summary.stopped_by, ApiError):  # a bad key or model: no estimate is worth showing
             raise summary.stopped_by
         if not summary.stats.done:
@@ -357,11 +351,25 @@ async def _sample_run(job: Job, key: ApiKey, rows: int, prices: Path | None) -> 
     )
 
 
+def _engine(job: Job) -> Callable[..., Awaitable[RunSummary]]:
+    """What runs the job: this process (`execute`), or a Ray cluster (`engine = "ray"`, the `ray` extra)."""
+    if job.engine == "local":
+        return execute
+    try:
+        engine = importlib.import_module("batchgen.distributed.engine")
+    except ImportError as exc:
+        raise ConfigError(
+            f"engine ray needs Ray: pip install 'batchgen[ray]' ({exc})", file=str(job.file), key="engine"
+        ) from exc
+    run: Callable[..., Awaitable[RunSummary]] = engine.execute
+    return run
+
+
 @asynccontextmanager
 async def _target(job: Job, local_server: bool, key: str | None) -> AsyncIterator[tuple[Job, ApiKey]]:
     """The job and key to send with: as given, or pointed at a local Gemini server started for the call."""
     if not local_server:
-        yield job, ApiKey(key) if key else api_key(job)
+        yield job, ApiKey(key, source="the api_key argument") if key else key_from_environment(job)
         return
     async with fakeserver.FakeServer(fakeserver.ServerConfig()) as server:
         yield job.with_overrides(base_url=server.url), ApiKey(server.api_key)

@@ -6,12 +6,14 @@ Exit codes for schedulers are `errors.ExitCode`; `batchgen --help` lists them.
 from __future__ import annotations
 
 import argparse
+import shutil
 import signal
 import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from importlib.metadata import version
 from pathlib import Path
-from typing import Any, TextIO
+from typing import Any, NoReturn, TextIO
 
 import anyio
 
@@ -20,14 +22,12 @@ from batchgen.batch.control import render as render_status
 from batchgen.console import logs, progress
 from batchgen.console.format import usd
 from batchgen.errors import (
-    ApiError,
     BatchgenError,
     ConfigError,
     ExitCode,
     FatalApiError,
-    InputError,
     Interrupted,
-    OutputError,
+    exit_code_for,
 )
 from batchgen.job import Job
 from batchgen.pipeline import LiveRun, RunSummary, run_blocking
@@ -37,41 +37,119 @@ from batchgen.report.estimate import render as render_estimate
 from batchgen.report.html import write_html
 from batchgen.report.pricing import PriceTable
 from batchgen.report.text import FORMATS, render
-from batchgen.secret import ApiKey
 
 _EXIT_HELP = """exit codes:
   0    completed
-  1    completed, but more of the job's rows failed than [limits] max_failed_fraction allows
+  1    completed, but no row of the job is ok, or more of its rows failed than [limits]
+       max_failed_fraction allows (default 0.1)
   2    usage or configuration error, or another run is writing the results folder; nothing was sent
-  3    stopped by an auth error, a rejected job, a spent daily quota or a write error (resumable)
-  4    stopped by the cost cap (resumable)
+  3    stopped by an auth error, an API that cannot be reached or rejects the job, a spent daily quota or a
+       write error (resumable)
+  4    stopped by the cost cap (resumable: a rerun may spend up to max_cost_usd again)
   130  interrupted (Ctrl-C), 143 terminated (SIGTERM); rerun to resume
-       (rows in flight get [limits] grace_s, default 30 s, to finish; a second Ctrl-C quits at once)
+       (nothing more is sent; requests out get [limits] grace_s, default 30 s, to finish; a second signal
+       cancels them, and what finished is still written)
 """
+
+# Flags that replace a job key: (argparse dest, flag, [section and] key).
+_OVERRIDES = (
+    ("input", "--input", "input.path"),
+    ("output", "--output", "output.path"),
+    ("base_url", "--base-url", "base_url"),
+    ("model", "--model", "model"),
+    ("concurrency", "--concurrency", "limits.concurrency"),
+    ("rpm", "--rpm", "limits.requests_per_minute"),
+    ("tpm", "--tpm", "limits.tokens_per_minute"),
+    ("rpd", "--rpd", "limits.requests_per_day"),
+    ("max_cost", "--max-cost", "limits.max_cost_usd"),
+    ("mode", "--mode", "mode"),
+    ("batch_deadline", "--batch-deadline", "batch.deadline"),
+)
+_FLAG_OF = {key: flag for _, flag, key in _OVERRIDES}
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point of the `batchgen` command."""
-    parser = _parser()
-    args = parser.parse_args(argv)
-    handler: Callable[[argparse.Namespace], int] = args.handler
+    """Entry point of the `batchgen` command: every user mistake is one line on stderr (a JSON object under
+    `--log-format json`) and an exit code, never a traceback."""
+    arguments = list(sys.argv[1:] if argv is None else argv)
+    as_json = _json_logs(arguments)
     try:
+        args = _parser().parse_args(arguments)
+        handler: Callable[[argparse.Namespace], int] = args.handler
         return handler(args)
-    except (ConfigError, InputError) as exc:
-        print(f"batchgen: error: {exc}", file=sys.stderr)
-        return ExitCode.CONFIG
-    except OutputError as exc:
-        print(f"batchgen: error: {exc}", file=sys.stderr)
-        return ExitCode.FATAL
+    except _UsageError as exc:
+        return _failed(str(exc), ExitCode.CONFIG, as_json)
+    except BatchgenError as exc:
+        return _failed(_described(exc), exit_code_for(exc), as_json)
+
+
+class _UsageError(Exception):
+    """A command line argparse refused (raised instead of argparse's usage text and exit)."""
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> NoReturn:
+        raise _UsageError(f"{message} (see {self.prog} --help)")
+
+
+def _json_logs(arguments: Sequence[str]) -> bool:
+    """Whether the command line asks for JSON logs; read before parsing, so that a bad flag is reported in
+    the format its scheduler reads."""
+    pairs = zip(arguments, [*arguments[1:], ""], strict=True)
+    return "--log-format=json" in arguments or ("--log-format", "json") in pairs
+
+
+def _described(error: BatchgenError) -> str:
+    """An error for the command line: a value a flag gave is named by its flag, not by the job key."""
+    if isinstance(error, ConfigError) and error.file is None and error.key in _FLAG_OF:
+        return f"{_FLAG_OF[error.key]}: {error.detail}"
+    return str(error)
+
+
+def _failed(message: str, code: int, as_json: bool) -> int:
+    if as_json:
+        logs.configure("json", "error")
+        logs.failed(message, code)
+    else:
+        print(f"batchgen: error: {message}", file=sys.stderr)
+    return code
+
+
+def _whole(minimum: int) -> Callable[[str], int]:
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"must be a whole number, not {text!r}") from None
+        if value < minimum:
+            raise argparse.ArgumentTypeError(f"must be {minimum} or more, not {value}")
+        return value
+
+    return parse
+
+
+def _positive(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a number, not {text!r}") from None
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"must be above 0, not {text}")
+    return value
+
+
+_COUNT = _whole(1)
+_ROWS = _whole(0)
 
 
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="batchgen",
         description="Run large batches of Gemini generateContent calls reliably, fast and cheaply.",
         epilog=_EXIT_HELP,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
+    parser.add_argument("--version", action="version", version=f"batchgen {version('batchgen')}")
     commands = parser.add_subparsers(required=True, metavar="COMMAND")
 
     run = commands.add_parser(
@@ -79,7 +157,7 @@ def _parser() -> argparse.ArgumentParser:
     )
     _job_arguments(run)
     _display_arguments(run)
-    run.add_argument("--limit", type=int, metavar="N", help="send at most N rows")
+    run.add_argument("--limit", type=_COUNT, metavar="N", help="send at most N rows")
     run.add_argument("--allow-duplicate-ids", action="store_true", help="suffix repeated ids (#2, #3...)")
     run.add_argument(
         "--retry-failed",
@@ -87,7 +165,22 @@ def _parser() -> argparse.ArgumentParser:
         default=True,
         help="on a rerun, send rows that ended `failed` again (default: yes)",
     )
-    run.add_argument("--force", action="store_true", help="write into a results folder made by a different job")
+    run.add_argument(
+        "--force",
+        action="store_true",
+        help="run a changed job into a folder an earlier version wrote: its rows are sent again and replaced",
+    )
+    run.add_argument(
+        "--engine",
+        choices=("local", "ray"),
+        help="run in this process (local) or on a Ray cluster (ray; needs batchgen[ray]); default: the job's",
+    )
+    run.add_argument(
+        "--address",
+        metavar="ADDR",
+        help="engine ray: the cluster (auto, or ray://HOST:10001); default: start a local Ray instance",
+    )
+    run.add_argument("--workers", type=int, metavar="N", help="engine ray: workers in the pool ([ray] workers)")
     _local_server_argument(run)
     run.set_defaults(handler=_run)
 
@@ -97,14 +190,14 @@ def _parser() -> argparse.ArgumentParser:
     _job_arguments(guess)
     guess.add_argument(
         "--sample",
-        type=int,
+        type=_ROWS,
         default=0,
         metavar="N",
         help="run the first N rows for real (into a temporary folder) to measure output tokens and latency",
     )
     guess.add_argument(
         "--count-tokens",
-        type=int,
+        type=_ROWS,
         nargs="?",
         const=50,
         default=0,
@@ -117,6 +210,9 @@ def _parser() -> argparse.ArgumentParser:
 
     check = commands.add_parser("check", help="run every start-up check of a job without sending a request")
     _job_arguments(check)
+    check.add_argument(
+        "--local-server", action="store_true", help="check as for a run with --local-server (no key needed)"
+    )
     check.set_defaults(handler=_check)
 
     report = commands.add_parser("report", help="tokens and cost from one or more results folders")
@@ -151,11 +247,11 @@ def _job_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--output", type=Path, metavar="DIR", help="results folder (overrides [output] path)")
     parser.add_argument("--base-url", metavar="URL", help="API base URL")
     parser.add_argument("--model", metavar="M", help="model name")
-    parser.add_argument("--concurrency", type=int, metavar="N", help="requests in flight at most")
-    parser.add_argument("--rpm", type=float, metavar="N", help="requests per minute")
-    parser.add_argument("--tpm", type=float, metavar="N", help="input tokens per minute")
-    parser.add_argument("--rpd", type=int, metavar="N", help="requests per day")
-    parser.add_argument("--max-cost", type=float, metavar="USD", help="cost cap of one run ([limits] max_cost_usd)")
+    parser.add_argument("--concurrency", type=_COUNT, metavar="N", help="requests in flight at most")
+    parser.add_argument("--rpm", type=_positive, metavar="N", help="requests per minute")
+    parser.add_argument("--tpm", type=_positive, metavar="N", help="input tokens per minute")
+    parser.add_argument("--rpd", type=_COUNT, metavar="N", help="requests per day")
+    parser.add_argument("--max-cost", type=_positive, metavar="USD", help="cost cap of one run ([limits] max_cost_usd)")
     parser.add_argument("--prices", type=Path, metavar="FILE", help="TOML overriding the shipped price table")
     parser.add_argument(
         "--mode",
@@ -175,7 +271,7 @@ def _display_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--progress-interval",
-        type=float,
+        type=_positive,
         default=progress.DEFAULT_INTERVAL_S,
         metavar="SECONDS",
         help="without a terminal, log a progress line this often (default: %(default)g)",
@@ -199,44 +295,45 @@ def _local_server_argument(parser: argparse.ArgumentParser) -> None:
 
 def flag_overrides(args: argparse.Namespace) -> dict[str, Any]:
     """The job keys the command line's flags replace (paths relative to the working folder, as given)."""
-    top = {k: v for k, v in (("base_url", args.base_url), ("model", args.model), ("mode", args.mode)) if v is not None}
-    limits = {
-        key: value
-        for key, value in (
-            ("concurrency", args.concurrency),
-            ("requests_per_minute", args.rpm),
-            ("tokens_per_minute", args.tpm),
-            ("requests_per_day", args.rpd),
-            ("max_cost_usd", args.max_cost),
-        )
-        if value is not None
-    }
-    sections = {
-        "input": {"path": args.input} if args.input else {},
-        "output": {"path": args.output} if args.output else {},
-        "limits": limits,
-        "batch": {"deadline": args.batch_deadline} if args.batch_deadline else {},
-    }
-    return top | {name: entries for name, entries in sections.items() if entries}
+    overrides: dict[str, Any] = {}
+    for dest, _, key in _OVERRIDES:
+        value = getattr(args, dest)
+        if value is None:
+            continue
+        section, _, name = key.rpartition(".")
+        if section:
+            overrides.setdefault(section, {})[name] = value
+        else:
+            overrides[name] = value
+    return overrides
 
 
 def _check(args: argparse.Namespace) -> int:
-    checked = api.check_job(args.job, prices=args.prices, **flag_overrides(args))
+    checked = api.check_job(args.job, prices=args.prices, local_server=args.local_server, **flag_overrides(args))
     job, budget = checked.job, checked.budget
     schema = job.schema_
     mode = "" if job.mode == "online" else f", {job.mode} mode"
     print(f"{job.file}: ok: model {job.model}{mode}, {checked.rows} input rows, output {job.output.path}")
+    print("  local server: ok" if args.local_server else f"  {job.base_url}, key from {job.api_key_env}: ok")
     if schema is not None:
         print(f"  {schema.dialect.value} from {schema.source or 'the job file'}: ok")
     if budget is not None and budget.cap_usd is not None:
         print(f"  cost cap {usd(budget.cap_usd)} per run, priced as {budget.price.model}: ok")
+    elif budget is None:
+        print(f"  no price for {job.model}: runs will not show a cost (pass --prices FILE)")
+    if checked.unreadable:
+        print(
+            f"  warning: {checked.unreadable:,} input line(s) are not rows and will be `failed` rows; "
+            f"first: {checked.first_unreadable}"
+        )
     return ExitCode.OK
 
 
 def _report(args: argparse.Namespace) -> int:
     table = load_results(args.folders)
     report = build_report(table, PriceTable.load(args.prices), runs=load_runs(args.folders))
-    print(render(report, args.format), end="")
+    width = shutil.get_terminal_size().columns if sys.stdout.isatty() else None
+    print(render(report, args.format, width=width), end="")
     if args.html:
         write_html(args.html, report, table)
         print(f"wrote {args.html}", file=sys.stderr)
@@ -244,21 +341,13 @@ def _report(args: argparse.Namespace) -> int:
 
 
 def _status(args: argparse.Namespace) -> int:
-    try:
-        found = api.batch_status(args.folder, base_url=args.base_url, refresh=not args.offline)
-    except FatalApiError as exc:
-        print(f"batchgen: error: {exc}", file=sys.stderr)
-        return ExitCode.FATAL
+    found = api.batch_status(args.folder, base_url=args.base_url, refresh=not args.offline)
     print(render_status(found), end="")
     return ExitCode.OK
 
 
 def _cancel(args: argparse.Namespace) -> int:
-    try:
-        cancelled, ended = api.cancel_batches(args.folder, base_url=args.base_url)
-    except ApiError as exc:
-        print(f"batchgen: error: {exc}", file=sys.stderr)
-        return ExitCode.FATAL
+    cancelled, ended = api.cancel_batches(args.folder, base_url=args.base_url)
     for job in cancelled:
         print(f"cancelled {job.id} ({job.job or 'not yet created'}): {job.rows:,} rows released")
     if not cancelled:
@@ -287,14 +376,12 @@ def _estimate(args: argparse.Namespace) -> int:
 
 
 def _run(args: argparse.Namespace) -> int:
-    job = api.as_job(args.job, **flag_overrides(args))
-    key = None if args.local_server else api.api_key(job)
+    job = api.as_job(args.job, **flag_overrides(args), **_engine_overrides(args))
+    key = None if args.local_server else api.key_from_environment(job)
     logs.configure(args.log_format, args.log_level, secrets=[key] if key else [])
     view = _View(
         mode=None if args.quiet else "live" if sys.stdout.isatty() else "log", interval_s=args.progress_interval
     )
-    if view.interval_s <= 0:
-        raise ConfigError("--progress-interval must be positive")
     options = {
         "limit": args.limit,
         "allow_duplicate_ids": args.allow_duplicate_ids,
@@ -303,9 +390,11 @@ def _run(args: argparse.Namespace) -> int:
         "prices": args.prices,
     }
     interrupted: list[int] = []
-    summary = run_blocking(_run_async, job, key, args.local_server, options, view, interrupted)
-    if summary is None:  # a second signal cancelled the run outright: nothing more to report
-        return ExitCode.SIGTERM if interrupted and interrupted[0] == signal.SIGTERM else ExitCode.SIGINT
+    summary = run_blocking(_run_async, job, args.local_server, options, view, interrupted)
+    if summary is None:  # a signal before the first request, or a third one: nothing more to report
+        code = Interrupted(interrupted[0]).exit_code if interrupted else ExitCode.SIGINT
+        logs.failed("interrupted before the run could finish; rerun the same command to resume", code)
+        return code
     logs.run_finished(
         summary.run_id,
         summary.stats,
@@ -313,9 +402,7 @@ def _run(args: argparse.Namespace) -> int:
         stopped_by=summary.stopped_by,
         exit_code=summary.exit_code,
     )
-    if summary.stopped_by is not None:
-        print(f"batchgen: stopped: {summary.stopped_by}", file=sys.stderr)
-    _print_summary(summary, sys.stdout)
+    _print_summary(summary, job.model, sys.stdout)
     if summary.live_batch_jobs:
         print(
             f"batchgen: {summary.live_batch_jobs} batch job(s) keep running at Google: rerun the same command to "
@@ -324,6 +411,13 @@ def _run(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
     return summary.exit_code
+
+
+def _engine_overrides(args: argparse.Namespace) -> dict[str, Any]:
+    """The job keys `--engine`, `--address` and `--workers` replace."""
+    ray = {k: v for k, v in (("address", args.address), ("workers", args.workers)) if v is not None}
+    top: dict[str, Any] = {} if args.engine is None else {"engine": args.engine}
+    return top | ({"ray": ray} if ray else {})
 
 
 @dataclass(frozen=True, slots=True)
@@ -335,16 +429,20 @@ class _View:
 
 
 async def _run_async(
-    job: Job, key: ApiKey | None, local_server: bool, options: dict[str, Any], view: _View, interrupted: list[int]
+    job: Job, local_server: bool, options: dict[str, Any], view: _View, interrupted: list[int]
 ) -> RunSummary | None:
-    """The run, with the signal watcher and the progress display beside it; None when a second signal
-    cancelled it outright."""
+    """The run, with the signal watcher and the progress display beside it; None when a signal came before
+    the run started, or a third one cancelled it outright.
+
+    The key is read from the job's environment variable by the run itself (the value `_run` read for the log's
+    redaction), so that an auth error can name the variable.
+    """
     runs: list[LiveRun] = []
     showing = anyio.CancelScope()
     summary: RunSummary | None = None
     failure: BatchgenError | None = None
     async with anyio.create_task_group() as group:
-        group.start_soon(_watch_signals, runs, interrupted, group.cancel_scope)
+        group.start_soon(_watch_signals, job, runs, interrupted, group.cancel_scope)
 
         def started(run: LiveRun) -> None:
             runs.append(run)
@@ -356,7 +454,6 @@ async def _run_async(
             summary = await api.run_job_async(
                 job,
                 local_server=local_server,
-                api_key=None if key is None else key.reveal(),
                 on_start=started,
                 **options,
             )
@@ -373,29 +470,40 @@ async def _run_async(
 async def _show(run: LiveRun, view: _View, scope: anyio.CancelScope) -> None:
     assert view.mode is not None
     budget = run.budget
-    spent = None if budget is None else (lambda: budget.spent.total)
-    watch = progress.Watch(run.stats, run.limiter.snapshot, spent, run.note)
+    watch = progress.Watch(
+        run.stats,
+        run.limiter.snapshot,
+        None if budget is None else (lambda: budget.spent.total),
+        note=run.note,
+        stopping=lambda: run.stopping,
+    )
     with scope:
         await progress.show(progress.Progress(watch), view.mode, interval_s=view.interval_s)
 
 
-async def _watch_signals(runs: list[LiveRun], interrupted: list[int], everything: anyio.CancelScope) -> None:
-    # First signal: stop taking rows and let those in flight finish (bounded by the runner's grace period).
-    # Second: cancel at once; the results writer still flushes what it holds, shielded from the cancel.
+async def _watch_signals(job: Job, runs: list[LiveRun], interrupted: list[int], everything: anyio.CancelScope) -> None:
+    # First signal: send nothing more; requests out get the grace period. Second: cancel those requests; the
+    # run still writes what finished, records itself and reports. A third (or one before the run started,
+    # when nothing was sent): cancel everything; the results writer still flushes what it holds, shielded.
     with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
         async for signum in signals:
             interrupted.append(signum)
-            if len(interrupted) > 1 or not runs:
+            name = signal.Signals(signum).name
+            if not runs or len(interrupted) > 2:
                 everything.cancel()
                 return
-            print(
-                "\nbatchgen: stopping: finishing rows in flight (interrupt again to quit now)",
-                file=sys.stderr,
-            )
-            runs[0].stop(Interrupted(signum))
+            run = runs[0]
+            if len(interrupted) == 1:
+                again = "press Ctrl-C again" if signum == signal.SIGINT else "send SIGTERM again"
+                in_flight = run.stats.in_flight
+                logs.stopping(run.run_id, name, in_flight=in_flight, grace_s=job.limits.grace_s, again=again)
+                run.stop(Interrupted(signum))
+            else:
+                logs.quitting(run.run_id, name, in_flight=run.stats.in_flight)
+                run.abort(Interrupted(interrupted[0]))
 
 
-def _print_summary(summary: RunSummary, out: TextIO) -> None:
+def _print_summary(summary: RunSummary, model: str, out: TextIO) -> None:
     stats = summary.stats
     usage = stats.usage
     counts = ", ".join(f"{s.value} {stats.counts[s]}" for s in Status if stats.counts[s])
@@ -415,4 +523,8 @@ def _print_summary(summary: RunSummary, out: TextIO) -> None:
         budget = summary.budget
         cap = "" if budget.cap_usd is None else f" of a {usd(budget.cap_usd)} cap"
         print(f"cost: {usd(budget.spent.total)}{cap} ({budget.price.model}, as `batchgen report` prices it)", file=out)
+    else:
+        print(f"cost: unknown: no price for {model} (pass --prices FILE to price it)", file=out)
+    if summary.stopped_by is not None:
+        print(f"stopped: {summary.stopped_by}", file=out)
     print(f"results: {summary.output.resolve()}", file=out)

@@ -11,12 +11,14 @@
         ├── RetryableError       worth another attempt after a wait
         │   ├── RateLimited      429 RESOURCE_EXHAUSTED, per-minute (or unnamed) quota
         │   ├── ServerError      500 / 502 / 503 / 504
-        │   ├── TransportError   timeout, connection refused or reset, stream cut short
+        │   ├── TransportError   timeout, connection refused or reset, stream cut short (`connect`: no
+        │   │                    connection could be made at all: refused, DNS, TLS)
         │   └── MalformedResponse  HTTP 200 whose body is not a GenerateContentResponse
         ├── RequestRejected      400 / 404 / 413 ... for this request: the row fails, the job goes on
         └── FatalApiError        the whole job must stop (exit 3)
             ├── AuthError        401 / 403, or 400 with reason API_KEY_INVALID
             ├── JobRejected      the API refuses the job's request itself (unknown model, same 400 on the first rows)
+            ├── Unreachable      no connection to base_url on any of the first requests (refused, DNS, TLS)
             └── QuotaExhausted   a per-day quota is spent: resume after it resets
 
 Errors carry their context as attributes so callers never parse messages. `ExitCode` is what a run that
@@ -35,7 +37,8 @@ class ExitCode(IntEnum):
 
     OK = 0
     FAILED_ROWS = 1
-    """Completed, but more of the job's rows ended `failed` than `[limits] max_failed_fraction` allows."""
+    """Completed, but no row of the job ended `ok`, or more of its rows ended `failed` than `[limits]
+    max_failed_fraction` allows (default 0.1)."""
     CONFIG = 2
     """Usage or configuration error (job file, flags, schema, input, a folder another run holds): nothing sent."""
     FATAL = 3
@@ -58,6 +61,7 @@ class ConfigError(BatchgenError):
         super().__init__(f"{where}: {message}" if where else message)
         self.file = file
         self.key = key
+        self.detail = message
 
 
 class SchemaError(ConfigError):
@@ -98,7 +102,8 @@ class BudgetExhausted(BatchgenError):
     def __init__(self, *, cap_usd: float, spent_usd: float, projected_usd: float) -> None:
         super().__init__(
             f"cost cap ${cap_usd:,.4f} reached: ${spent_usd:,.4f} spent, ${projected_usd:,.4f} with the rows "
-            "in flight; rerun with a higher max_cost_usd (or --max-cost) to resume"
+            "in flight; the cap is per run: rerun to resume (spending up to the cap again), or raise "
+            "max_cost_usd (--max-cost) to go further in one run"
         )
         self.cap_usd = cap_usd
         self.spent_usd = spent_usd
@@ -119,7 +124,11 @@ class Interrupted(BatchgenError):
 
 
 class ApiError(BatchgenError):
-    """The API returned an error, or no usable answer; `http_status` is None when nothing came back."""
+    """The API returned an error, or no usable answer; `http_status` is None when nothing came back.
+
+    `details` is the error body's `details` array as compact JSON text (ErrorInfo, QuotaFailure, RetryInfo,
+    Help, DebugInfo...), when it had one.
+    """
 
     def __init__(
         self,
@@ -128,12 +137,14 @@ class ApiError(BatchgenError):
         http_status: int | None = None,
         status: str | None = None,
         reason: str | None = None,
+        details: str | None = None,
     ) -> None:
         prefix = " ".join(str(p) for p in (http_status, status) if p)
         super().__init__(f"{prefix}: {message}" if prefix else message)
         self.http_status = http_status
         self.status = status
         self.reason = reason
+        self.details = details
 
 
 class RetryableError(ApiError):
@@ -157,7 +168,15 @@ class ServerError(RetryableError):
 
 
 class TransportError(RetryableError):
-    """No complete HTTP answer: timeout, refused or reset connection, stream cut before its last event."""
+    """No complete HTTP answer: timeout, refused or reset connection, stream cut before its last event.
+
+    `connect` is true when no connection could be made at all (refused, DNS, TLS): on the first requests of a
+    job that means a wrong base URL or a server that is down, not a transient fault.
+    """
+
+    def __init__(self, message: str, *, connect: bool = False, **context: Any) -> None:
+        super().__init__(message, **context)
+        self.connect = connect
 
 
 class MalformedResponse(RetryableError):
@@ -178,6 +197,10 @@ class AuthError(FatalApiError):
 
 class JobRejected(FatalApiError):
     """Every request of this job would be refused: an unknown model (404) or the same 400 on the first rows."""
+
+
+class Unreachable(FatalApiError):
+    """No connection could be made to the API on any of the job's first requests (refused, DNS, TLS)."""
 
 
 class QuotaExhausted(FatalApiError):

@@ -6,12 +6,14 @@ working directory (cron); paths given on the command line are resolved by the CL
 
 from __future__ import annotations
 
+import difflib
 import hashlib
 import re
 import tomllib
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Annotated, Any, Literal
+from urllib.parse import urlsplit
 
 import orjson
 from pydantic import (
@@ -25,24 +27,11 @@ from pydantic import (
 )
 
 from batchgen.errors import ConfigError
-from batchgen.gemini.request import SERVICE_TIERS, RequestTemplate
+from batchgen.gemini.request import SERVICE_TIERS, RequestTemplate, request_problems
 from batchgen.gemini.thinking import check_thinking
+from batchgen.input.prompts import template_fields
 from batchgen.results.columns import CONTRACT
 from batchgen.schema.response import ResponseSchema, load_response_schema
-
-# Top-level GenerateContentRequest fields a job may set in [request] (`contents` comes from each row).
-REQUEST_FIELDS = frozenset(
-    {
-        "systemInstruction",
-        "generationConfig",
-        "safetySettings",
-        "tools",
-        "toolConfig",
-        "cachedContent",
-        "serviceTier",
-        "labels",
-    }
-)
 
 PositiveInt = Annotated[int, Field(gt=0)]
 PositiveFloat = Annotated[float, Field(gt=0)]
@@ -72,6 +61,16 @@ class InputSpec(_Section):
     media_uri_field: str | None = None
     mime_field: str | None = None
 
+    @field_validator("prompt_template")
+    @classmethod
+    def _renderable(cls, template: str | None) -> str | None:
+        if template is not None:
+            try:
+                template_fields(template)
+            except ValueError as exc:
+                raise ValueError(f"not a usable template: {exc}") from None
+        return template
+
     @model_validator(mode="after")
     def _one_prompt_source(self) -> InputSpec:
         if self.prompt_template is not None and self.prompt_field is not None:
@@ -96,7 +95,9 @@ class LimitsSpec(_Section):
     # scales them to a shorter one (the local server's --quota-window-s).
     quota_window_s: Annotated[float, Field(gt=0, le=60)] = 60.0
     max_prompt_tokens: PositiveInt | None = None
-    max_failed_fraction: Annotated[float, Field(ge=0, le=1)] = 1.0
+    # Exit 1 above this: a few unusable rows (a malformed line, a row the API refuses) do not fail a nightly run,
+    # a systematic problem (a server failing half the requests, a prompt the model cannot answer) does.
+    max_failed_fraction: Annotated[float, Field(ge=0, le=1)] = 0.1
     max_cost_usd: PositiveFloat | None = None
     # After Ctrl-C / SIGTERM (or a fatal error), rows in flight get this long to finish before they are cancelled.
     grace_s: Annotated[float, Field(ge=0)] = 30.0
@@ -146,7 +147,25 @@ class OutputSpec(_Section):
     flatten: bool | None = None
     column_prefix: str = "out_"
     flush_rows: PositiveInt = 5000
-    flush_seconds: PositiveFloat = 10.0
+    # What a crash (SIGKILL, power loss) can lose: answers received in the last flush_seconds, plus the requests
+    # out. A part every 2 s costs a few milliseconds; the small parts of a slow run are merged at its end.
+    flush_seconds: PositiveFloat = 2.0
+
+
+class RaySpec(_Section):
+    """`engine = "ray"`: where the cluster is and how the job is spread over it (docs/scale-out.md)."""
+
+    # None starts a local Ray instance for the run; "auto" joins the cluster of this machine; ray://HOST:PORT
+    # connects through Ray Client.
+    address: str | None = None
+    workers: PositiveInt = 2
+    # Rows per block: the unit Ray hands a worker, the driver commits, and a killed worker's retry repeats.
+    block_rows: PositiveInt = 500
+    # Blocks one worker holds at once; its runner works on all of them (`concurrency` requests in flight).
+    blocks_per_worker: PositiveInt = 4
+    # CPUs Ray reserves per worker: fractional, since a worker mostly waits on the network (and a whole CPU
+    # each can leave none for the readers, which then never run).
+    worker_cpus: Annotated[float, Field(gt=0)] = 0.25
 
 
 class Job(_Section):
@@ -165,17 +184,23 @@ class Job(_Section):
     limits: LimitsSpec = LimitsSpec()
     batch: BatchSpec = BatchSpec()
     output: OutputSpec
+    engine: Literal["local", "ray"] = "local"
+    ray: RaySpec = RaySpec()
     schema_: InstanceOf[ResponseSchema] | None = Field(default=None, alias="schema")
 
     model_config = ConfigDict(frozen=True, extra="forbid", arbitrary_types_allowed=True, populate_by_name=True)
 
-    @field_validator("request")
+    @field_validator("base_url")
     @classmethod
-    def _known_request_fields(cls, request: Mapping[str, Any]) -> Mapping[str, Any]:
-        unknown = sorted(set(request) - REQUEST_FIELDS)
-        if unknown:
-            raise ValueError(f"unknown request field(s) {unknown}; allowed: {sorted(REQUEST_FIELDS)}")
-        return request
+    def _http_url(cls, url: str) -> str:
+        try:
+            parts = urlsplit(url)
+            parts.port  # noqa: B018 - raises ValueError on a port that is not a number
+        except ValueError as exc:
+            raise ValueError(f"not a URL ({exc}): {url!r}") from None
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise ValueError(f"must be an http:// or https:// URL with a host, not {url!r}")
+        return url
 
     @property
     def json_mode(self) -> bool:
@@ -212,14 +237,21 @@ class Job(_Section):
         return hashlib.sha256(orjson.dumps(identity, option=orjson.OPT_SORT_KEYS)).hexdigest()
 
     def with_overrides(self, **changes: Any) -> Job:
-        """A copy with top-level fields and `limits`/`input`/`output`/`batch` entries replaced (CLI flags),
-        re-checked."""
+        """A copy with top-level fields and `limits`/`input`/`output`/`batch`/`ray` entries replaced (CLI flags),
+        re-checked.
+
+        A problem with a replaced value is a ConfigError naming its key without the job file, which does not
+        hold that value.
+        """
         data = dict(self)
-        for section in ("input", "limits", "output", "batch"):
+        overridden = {key for key, value in changes.items() if not isinstance(value, Mapping)}
+        for section in ("input", "limits", "output", "batch", "ray"):
             if section in changes:
-                data[section] = {**data[section].model_dump(), **changes.pop(section)}
+                entries = changes.pop(section)
+                overridden |= {f"{section}.{key}" for key in entries}
+                data[section] = {**data[section].model_dump(), **entries}
         data.update(changes)
-        return _validated(data, str(self.file))
+        return _validated(data, str(self.file), overridden=frozenset(overridden))
 
 
 def load_job(path: Path) -> Job:
@@ -260,6 +292,9 @@ def _resolved(raw: Mapping[str, Any], path: Path, base: Path) -> Job:
     file = str(path)
     request = dict(raw.get("request") or {})
     stream = request.pop("stream", False)
+    # Before the schema is loaded: a misspelt responseMimeType is reported as that, not as a schema without one.
+    for problem in request_problems(request)[:1]:
+        raise ConfigError(problem.message, file=file, key=f"request.{problem.key}")
     schema = load_response_schema(request.get("generationConfig") or {}, base, job_file=file)
     if schema is not None:
         config = {k: v for k, v in request["generationConfig"].items() if k != schema.dialect.value}
@@ -271,16 +306,68 @@ def _resolved(raw: Mapping[str, Any], path: Path, base: Path) -> Job:
     return _validated(data, file)
 
 
-def _validated(data: Mapping[str, Any], file: str) -> Job:
+def _validated(data: Mapping[str, Any], file: str, *, overridden: frozenset[str] = frozenset()) -> Job:
     try:
         job = Job.model_validate(data)
     except ValidationError as exc:
         error = exc.errors()[0]
         key = ".".join(str(part) for part in error["loc"]) or None
-        raise ConfigError(error["msg"], file=file, key=key) from None
+        # A value given as an override (a flag) is not in the job file: naming the file would blame it.
+        where = None if key in overridden else file
+        raise ConfigError(_message(error), file=where, key=key) from None
     _check_request(job, file)
     _check_columns(job, file)
     return job
+
+
+# The keys a job file may hold in each table, for "unknown key" errors (`file` and `schema` are not keys of the
+# file: the loader sets them; `stream` is read from [request]).
+_KEYS: dict[tuple[str | int, ...], tuple[str, ...]] = {
+    (): tuple(name for name in Job.model_fields if name not in ("file", "schema_", "stream")),
+    ("input",): tuple(InputSpec.model_fields),
+    ("limits",): tuple(LimitsSpec.model_fields),
+    ("output",): tuple(OutputSpec.model_fields),
+}
+
+
+def _message(error: Any) -> str:
+    """A pydantic error in the words of a job file (the price file's words for the same mistakes)."""
+    kind, context, given = error["type"], error.get("ctx") or {}, error.get("input")
+    if kind == "extra_forbidden":
+        known = _KEYS.get(tuple(error["loc"][:-1]), ())
+        close = difflib.get_close_matches(str(error["loc"][-1]), known, n=1, cutoff=0.6)
+        return (
+            f"unknown key (did you mean {close[0]!r}?)"
+            if close
+            else f"unknown key (expected one of {', '.join(known)})"
+        )
+    if kind == "missing":
+        return "required key is missing"
+    bounds = {
+        "greater_than": "must be greater than {gt}",
+        "greater_than_equal": "must be at least {ge}",
+        "less_than": "must be less than {lt}",
+        "less_than_equal": "must be at most {le}",
+    }
+    if kind in bounds:
+        return f"{bounds[kind].format(**context)}, not {given!r}"
+    types = {
+        "int": "a whole number",
+        "float": "a number",
+        "bool": "true or false",
+        "string": "a string",
+        "dict": "a table",
+        "tuple": "a list",
+        "list": "a list",
+    }
+    base = kind.removesuffix("_type").removesuffix("_parsing").removesuffix("_from_float")
+    if base in types and kind != base:
+        return f"must be {types[base]}, not {given!r}"
+    if kind == "literal_error":
+        return f"must be one of {context.get('expected')}, not {given!r}"
+    if kind == "value_error":
+        return str(error["msg"]).removeprefix("Value error, ")
+    return str(error["msg"])
 
 
 def _check_request(job: Job, file: str) -> None:
@@ -293,6 +380,11 @@ def _check_request(job: Job, file: str) -> None:
             f"unknown serviceTier {job.request['serviceTier']!r}; one of {', '.join(SERVICE_TIERS)}",
             file=file,
             key="request.serviceTier",
+        )
+    if job.mode == "batch" and job.engine != "local":
+        # Batch jobs run at Google, not in the workers: one process submits and collects them.
+        raise ConfigError(
+            "mode batch runs on the local engine only (the Batch API does the work)", file=file, key="mode"
         )
 
 

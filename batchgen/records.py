@@ -33,7 +33,8 @@ class Prompt:
     """One input row, ready to send: `contents` is the serialised JSON array of Gemini `Content`.
 
     `problem` is set when the row cannot be sent (malformed line, no prompt); it then becomes a `failed` result
-    without any request, so no input row is ever silently dropped.
+    without any request, so no input row is ever silently dropped. `index` is the row's 0-based position in
+    the input (file order; in a folder, across its files in name order).
     """
 
     id: str
@@ -41,11 +42,21 @@ class Prompt:
     contents: bytes
     keep: Mapping[str, Any] = field(default_factory=dict)
     problem: str | None = None
+    index: int | None = None
+
+
+Modalities = tuple[tuple[str, int], ...]
+"""Token counts by modality (`TEXT`, `IMAGE`, `AUDIO`, `VIDEO`, `DOCUMENT`), in the order first reported."""
 
 
 @dataclass(frozen=True, slots=True)
 class Usage:
-    """Token counts from `usageMetadata`; None where the API never reported the field."""
+    """Token counts from `usageMetadata`; None where the API never reported the field.
+
+    The `*_details` are the per-modality breakdowns (`promptTokensDetails`, `candidatesTokensDetails`,
+    `cacheTokensDetails`, `toolUsePromptTokensDetails`); they need not add up to their count (an image answer
+    reported IMAGE 1120 of 1392 candidates tokens).
+    """
 
     prompt: int | None = None
     candidates: int | None = None
@@ -53,6 +64,10 @@ class Usage:
     cached: int | None = None
     tool_use: int | None = None
     total: int | None = None
+    prompt_details: Modalities | None = None
+    candidates_details: Modalities | None = None
+    cache_details: Modalities | None = None
+    tool_use_details: Modalities | None = None
 
     def __add__(self, other: Usage) -> Usage:
         # A row is billed for every response it received, so usage adds up across attempts and re-asks;
@@ -65,7 +80,35 @@ class Usage:
             _plus(self.cached, other.cached),
             _plus(self.tool_use, other.tool_use),
             _plus(self.total, other.total),
+            # Inline None checks: most breakdowns are absent on one side (the run's first response, a count
+            # the model never reports), and a call per field costs as much as the sum.
+            self.prompt_details
+            if other.prompt_details is None
+            else other.prompt_details
+            if self.prompt_details is None
+            else _plus_modalities(self.prompt_details, other.prompt_details),
+            self.candidates_details
+            if other.candidates_details is None
+            else other.candidates_details
+            if self.candidates_details is None
+            else _plus_modalities(self.candidates_details, other.candidates_details),
+            self.cache_details
+            if other.cache_details is None
+            else other.cache_details
+            if self.cache_details is None
+            else _plus_modalities(self.cache_details, other.cache_details),
+            self.tool_use_details
+            if other.tool_use_details is None
+            else other.tool_use_details
+            if self.tool_use_details is None
+            else _plus_modalities(self.tool_use_details, other.tool_use_details),
         )
+
+    @classmethod
+    def of_counts(cls, counts: Mapping[str, int | None]) -> Usage:
+        """The usage of the six counts only, by field name (`prompt`, ..., `total`; as `totals()` gives them)."""
+        get = counts.get
+        return cls(get("prompt"), get("candidates"), get("thoughts"), get("cached"), get("tool_use"), get("total"))
 
     def totals(self) -> dict[str, int]:
         """Every count by field name, 0 where never reported (for manifests and logs)."""
@@ -83,12 +126,24 @@ def _plus(a: int | None, b: int | None) -> int | None:
     return b if a is None else a if b is None else a + b
 
 
+def _plus_modalities(a: Modalities, b: Modalities) -> Modalities:
+    """Two breakdowns summed per modality."""
+    if len(a) == len(b) == 1 and a[0][0] == b[0][0]:  # the usual case: TEXT only, on both sides
+        return ((a[0][0], a[0][1] + b[0][1]),)
+    sums = dict(a)
+    for modality, count in b:
+        sums[modality] = sums.get(modality, 0) + count
+    return tuple(sums.items())
+
+
 @dataclass(frozen=True, slots=True)
 class FunctionCall:
     """A `functionCall` part of a reply: the function the model asks for and its arguments (an object)."""
 
     name: str | None
     args: Mapping[str, Any]
+    id: str | None = None
+    """The call's id, which a `functionResponse` answers by; sent by some models only (gemini-3.1)."""
 
 
 @dataclass(slots=True)
@@ -115,6 +170,14 @@ class Result:
     function_calls: tuple[FunctionCall, ...] = ()
     metadata: Mapping[str, Any] = field(default_factory=dict)
     keep: Mapping[str, Any] = field(default_factory=dict)
+    # The row's 0-based position in the input (`Prompt.index`), so results can be put back in input order.
+    row_index: int | None = None
+    finish_message: str | None = None
+    block_reason_message: str | None = None
+    service_tier: str | None = None
+    traffic_type: str | None = None
+    tool_parts: tuple[Mapping[str, Any], ...] = ()
+    error_details: str | None = None
     traffic: str | None = None
     """How the final request went: `batch` (the Batch API) or the service tier asked for online (`standard`,
     `flex`, `priority`); None for a row never sent."""
@@ -122,7 +185,12 @@ class Result:
 
 @dataclass(slots=True)
 class RunStats:
-    """Rows finished by status, tokens billed, requests in flight; updated by the runner as rows finish."""
+    """Rows finished by status, requests sent, tokens billed, rows in flight; updated by the runner live.
+
+    Requests and responses are counted as they happen, not when their row is written: a row cut off by a fatal
+    answer or by the end of a stop's grace period is not written (the next run sends it again), but what it
+    sent and was billed for happened all the same.
+    """
 
     total_rows: int | None = None
     skipped_rows: int = 0
@@ -139,11 +207,18 @@ class RunStats:
     def done(self) -> int:
         return sum(self.counts.values())
 
+    def sent(self) -> None:
+        """One HTTP attempt went out."""
+        self.attempts += 1
+
+    def answered(self, usage: Usage) -> None:
+        """One response came back, billed for `usage`."""
+        self.responses += 1
+        self.usage = self.usage + usage
+
     def record(self, result: Result) -> None:
+        """A row finished and was written (its attempts and responses were counted as they happened)."""
         self.counts[result.status] += 1
-        self.usage = self.usage + result.usage
-        self.attempts += result.attempts
-        self.responses += result.responses
         self.reasks += result.reasks
 
 

@@ -6,12 +6,17 @@ REDACTED = "***"
 
 
 class ApiKey:
-    """Holds the key; only `reveal()` (called when building the auth header) returns it."""
+    """Holds the key; only `reveal()` (called when building the auth header) returns it.
 
-    __slots__ = ("_value",)
+    `source` says where the key came from (`environment variable GEMINI_API_KEY`), for an error that refuses
+    it; it is never the key itself.
+    """
 
-    def __init__(self, value: str) -> None:
+    __slots__ = ("_value", "source")
+
+    def __init__(self, value: str, *, source: str | None = None) -> None:
         self._value = value
+        self.source = source
 
     def reveal(self) -> str:
         return self._value

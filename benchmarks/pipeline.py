@@ -45,7 +45,8 @@ async def _generate(body: bytes, /) -> Mapping[str, Any]:
 async def one_pass(job_path: Path, output: Path) -> tuple[float, int]:
     """CPU seconds and rows of one run of the whole pipeline into a fresh results folder."""
     job = load_job(job_path).with_overrides(output={"path": output})
-    source, duplicates, _ = await open_input(job)
+    opened = await open_input(job)
+    source, duplicates = opened.source, opened.duplicates
     schema = job.schema_
     runner = Runner(
         _generate,

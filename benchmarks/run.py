@@ -7,7 +7,8 @@
 Parts: `speed` (batchgen vs a bare aiohttp loop and the google-genai SDK loop, at 0 ms and 200 ms, on the
 local Gemini server and on a minimal fixed-answer server), `profile` (where batchgen's CPU goes, by area,
 sampled with py-spy), `pipeline` (batchgen's own CPU per row without HTTP), `validators`, `limits` (the
-rate limiter in virtual time), `quota_http` (real-HTTP quota runs) and, with --memory, `memory`. Results go
+rate limiter in virtual time), `quota_http` (real-HTTP quota runs), `ray` (`--engine ray` with 1, 2 and 4
+workers, and the shared rate-limit actor's admissions per second) and, with --memory, `memory`. Results go
 to benchmarks/results/<UTC time>.json and benchmarks/results/latest.json.
 """
 
@@ -34,8 +35,8 @@ import orjson  # noqa: E402
 
 from benchmarks import memory, pipeline, procs, profile, quota_http, speed  # noqa: E402
 
-PARTS = ("speed", "profile", "pipeline", "validators", "limits", "quota_http", "memory")
-PACKAGES = ("aiohttp", "anyio", "google-genai", "orjson", "pyarrow", "tenacity", "uvloop", "jsonschema-rs")
+PARTS = ("speed", "profile", "pipeline", "validators", "limits", "quota_http", "ray", "memory")
+PACKAGES = ("aiohttp", "anyio", "google-genai", "orjson", "pyarrow", "tenacity", "uvloop", "jsonschema-rs", "ray")
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -72,6 +73,7 @@ def _runners(args: argparse.Namespace) -> dict[str, Callable[[], Any]]:
         "validators": lambda: importlib.import_module("benchmarks.validators").main(),
         "limits": lambda: importlib.import_module("benchmarks.limits").main(),
         "quota_http": quota_http.main,
+        "ray": lambda: importlib.import_module("benchmarks.ray_scale").main(quick=args.quick),
         "memory": lambda: memory.main(quick=args.quick, data=args.data),
     }
 

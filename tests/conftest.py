@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import json
+import logging
 import re
+import socket
 from collections.abc import AsyncIterator, Iterator, Mapping
 from pathlib import Path
 from typing import Any
@@ -118,3 +120,34 @@ def demo_tree(folder: Path, edits: Mapping[str, str] | None = None, reviews: byt
     job = folder / "jobs" / "demo.toml"
     job.write_text(text)
     return job
+
+
+def closed_port() -> str:
+    """The URL of a loopback port nothing listens on (bound, then released): every connection is refused."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    return f"http://127.0.0.1:{port}"
+
+
+RAY_KEY_ENV = "BATCHGEN_RAY_TEST_KEY"
+RAY_KEY = "ray-test-key-7f3a"
+
+
+@pytest.fixture(scope="session")
+def ray_address() -> Iterator[str]:
+    """One local Ray instance for the whole session (starting one costs seconds and a few hundred MB), with two
+    CPUs and a small object store; yields the address a second driver joins it at.
+
+    Its workers get `RAY_KEY_ENV` from the environment the instance starts in, as a cluster's workers get a key
+    from theirs (docs/scale-out.md).
+    """
+    import ray
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv(RAY_KEY_ENV, RAY_KEY)
+        ray.init(num_cpus=2, include_dashboard=False, object_store_memory=256 * 1024**2, logging_level=logging.WARNING)
+    try:
+        yield ray.get_runtime_context().gcs_address
+    finally:
+        ray.shutdown()

@@ -61,7 +61,7 @@ def test_the_cap_counts_rows_in_flight_and_the_next_row_at_the_average_cost() ->
     assert isinstance(error, BudgetExhausted)
     assert error.cap_usd == 0.01 and error.spent_usd == pytest.approx(4 * 0.001246)
     assert error.projected_usd == pytest.approx(8 * 0.001246)
-    assert "rerun with a higher max_cost_usd" in str(error)
+    assert "the cap is per run: rerun to resume" in str(error)
 
 
 def test_without_a_cap_nothing_is_ever_exceeded() -> None:
@@ -106,7 +106,8 @@ def test_a_run_stops_at_the_cap_with_exit_4_and_a_rerun_with_a_higher_cap_finish
 ) -> None:
     """The cap is set to about 60 rows' worth of the demo job: the run stops with exit 4 near the cap and not
     above it by more than a row, every row it paid for is written, and the server was asked for exactly the
-    rows written. A rerun with a higher cap sends only the rest (240 requests in all) and exits 0."""
+    rows written. The message says what is true: a plain rerun resumes (and may spend up to the cap again),
+    and a rerun with a higher cap sends only the rest (240 requests in all) and exits 0."""
     monkeypatch.setenv("GEMINI_API_KEY", KEY)
     with server_process("--api-key", KEY) as url:
         probe = tmp_path / "probe"
@@ -124,10 +125,13 @@ def test_a_run_stops_at_the_cap_with_exit_4_and_a_rerun_with_a_higher_cap_finish
         assert server_stats(url)["requests"] - requests_before == written
         assert cost_of(out) <= cap + 2 * per_row
         err = capsys.readouterr().err
-        assert "cost cap" in err and "rerun with a higher" in err
+        assert "cost cap" in err and "the cap is per run: rerun to resume" in err
         manifest = orjson.loads((out / "_manifest.json").read_bytes())
         assert manifest["runs"][-1]["stopped_by"].startswith("BudgetExhausted")
         assert manifest["runs"][-1]["exit_code"] == 4
+
+        assert main([*base, "--max-cost", f"{cap:.12f}"]) == 4  # the same command resumes, to the cap again
+        assert written < ds.dataset(out, format="parquet").count_rows() < 240
 
         assert main([*base, "--max-cost", "100", *fast]) == 0
         assert server_stats(url)["requests"] - requests_before == 240
@@ -154,8 +158,11 @@ def test_a_cap_for_a_model_without_a_price_exits_2_before_sending(
     assert not out.exists()
 
 
-def test_check_reports_the_cap_and_refuses_one_without_a_price(capsys: pytest.CaptureFixture[str]) -> None:
-    assert main(["check", str(DEMO), "--max-cost", "3"]) == 0
+def test_check_reports_the_cap_and_refuses_one_without_a_price(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    base = ["check", str(DEMO), "--max-cost", "3", "--local-server", "--output", str(tmp_path / "o")]
+    assert main(base) == 0
     assert "cost cap $3.000000 per run, priced as gemini-2.5-flash: ok" in capsys.readouterr().out
-    assert main(["check", str(DEMO), "--max-cost", "3", "--model", "gemini-9-ultra"]) == 2
+    assert main([*base, "--model", "gemini-9-ultra"]) == 2
     assert "limits.max_cost_usd" in capsys.readouterr().err

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import pytest
+from conftest import closed_port
 
 from batchgen.errors import (
     AuthError,
@@ -96,8 +99,27 @@ async def test_429_carries_the_servers_retry_delay(server: FakeServer) -> None:
 
 @pytest.mark.anyio
 async def test_slow_answer_hits_the_total_timeout(server: FakeServer) -> None:
-    with pytest.raises(TransportError, match=r"within 0\.2s"):
+    """A slow server is not an unreachable one: a timeout is not a connection failure."""
+    with pytest.raises(TransportError, match=r"within 0\.2s") as caught:
         await call(server.url, "hello [[fake:slow]]", timeout_s=0.2)
+    assert caught.value.connect is False
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize(
+    "where",
+    [
+        pytest.param(lambda server: closed_port(), id="refused"),
+        pytest.param(lambda server: server.url.replace("http://", "https://"), id="tls"),
+    ],
+)
+async def test_no_connection_is_a_transport_error_of_the_connect_kind(
+    server: FakeServer, where: Callable[[FakeServer], str]
+) -> None:
+    """Refused and TLS failures mean no connection was made at all: the runner's probe stops a job on them."""
+    with pytest.raises(TransportError) as caught:
+        await call(where(server), "hello")
+    assert caught.value.connect is True
 
 
 @pytest.mark.anyio

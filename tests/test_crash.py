@@ -51,17 +51,20 @@ def write_job(
     limits: str = "",
     rpm: int = 30000,
     max_attempts: int = 6,
+    small_flushes: bool = True,
 ) -> Path:
-    """The demo job, its schema and a generated input of `rows` reviews, in `folder`; small flush intervals.
+    """The demo job, its schema and a generated input of `rows` reviews, in `folder`; small flush intervals
+    unless `small_flushes` is false (then the job's defaults).
 
     `limits` holds extra `[limits]` lines.
     """
     lines = (orjson.dumps({"id": f"r{i:05d}", "review": review(i), "stars": i % 5 + 1}) for i in range(rows))
+    flushes = f"\nflush_rows = {FLUSH_ROWS}\nflush_seconds = 0.5" if small_flushes else ""
     edits = {
         "concurrency = 32": f"concurrency = {CONCURRENCY}",
         "max_attempts = 6": f"max_attempts = {max_attempts}",
         "requests_per_minute = 6000": f"requests_per_minute = {rpm}\n{limits}",
-        'path = "../out/demo"': f'path = "../out/crash"\nflush_rows = {FLUSH_ROWS}\nflush_seconds = 0.5',
+        'path = "../out/demo"': f'path = "../out/crash"{flushes}',
     }
     return demo_tree(folder, edits, reviews=b"\n".join(lines) + b"\n")
 
@@ -72,16 +75,23 @@ def out_of(job: Path) -> Path:
 
 @dataclass
 class Run:
-    """A `batchgen run` subprocess; its output goes to files so a full pipe can never stall it."""
+    """A `batchgen run` subprocess; its stdout and stderr go to files so a full pipe can never stall it."""
 
     process: subprocess.Popen[bytes]
     log: Path
+    errors: Path
 
     def wait(self, timeout: float = 60) -> int:
         return self.process.wait(timeout=timeout)
 
-    def output(self) -> str:
+    def stdout(self) -> str:
         return self.log.read_text(errors="replace")
+
+    def stderr(self) -> str:
+        return self.errors.read_text(errors="replace")
+
+    def output(self) -> str:
+        return self.stdout() + self.stderr()
 
 
 _STARTED: list[Run] = []
@@ -99,16 +109,17 @@ def _no_run_outlives_its_test() -> Iterator[None]:
 
 def start(job: Path, url: str, *flags: str) -> Run:
     """Start `python -m batchgen run JOB --base-url URL FLAGS...` with the test key."""
-    log = job.parent / f"run-{time.monotonic_ns()}.log"
+    stamp = time.monotonic_ns()
+    log, errors = job.parent / f"run-{stamp}.log", job.parent / f"run-{stamp}.err"
     env = {**os.environ, "PYTHONPATH": str(ROOT), "GEMINI_API_KEY": KEY}
-    with log.open("wb") as sink:
+    with log.open("wb") as out, errors.open("wb") as err:
         process = subprocess.Popen(
             [sys.executable, "-m", "batchgen", "run", str(job), "--base-url", url, *flags],
-            stdout=sink,
-            stderr=subprocess.STDOUT,
+            stdout=out,
+            stderr=err,
             env=env,
         )
-    _STARTED.append(Run(process, log))
+    _STARTED.append(Run(process, log, errors))
     return _STARTED[-1]
 
 
@@ -197,9 +208,14 @@ def during_flush(folder: Path) -> bool:
     return any(n.startswith(".part-") for n in temporaries(folder)) and len(parts(folder)) >= 2
 
 
-def during_compaction(folder: Path) -> bool:
-    """Compaction has rewritten its first part (`part-RUN-cNNNNN.parquet`)."""
-    return any(n.rsplit("-", 1)[-1].startswith("c") for n in parts(folder))
+def compacted(folder: Path) -> set[str]:
+    """The parts compaction wrote (`part-RUN-cNNNNN.parquet`)."""
+    return {n for n in parts(folder) if n.rsplit("-", 1)[-1].startswith("c")}
+
+
+def during_compaction(before: set[str]) -> Callable[[Path], bool]:
+    """Compaction has rewritten a first part since `before` (the compacted parts earlier runs left)."""
+    return lambda folder: bool(compacted(folder) - before)
 
 
 def check_parts(folder: Path) -> pa.Table:
@@ -294,6 +310,25 @@ def test_sigkill_then_rerun_keeps_every_id_once_and_resends_only_what_was_lost(
     assert sum(table.column("responses").to_pylist()) == rows
     lost = ledger["billed_responses"] - rows
     assert 0 <= lost <= kills * KILL_LOSS_BOUND
+    # The killed runs' small parts were merged by the rerun: at most one part is under half the flush size.
+    small = [n for n in parts(out) if pq.ParquetFile(out / n).metadata.num_rows < FLUSH_ROWS // 2]
+    assert len(small) <= 1, small
+
+
+def test_with_the_default_flush_interval_a_sigkill_loses_seconds_of_answers_not_a_first_flush(
+    tmp_path: Path, key: None, server: Server
+) -> None:
+    """The default `flush_seconds` (2 s) bounds what a SIGKILL loses: the answers of the last two seconds and
+    the requests out. With the old 10 s, a run killed a few seconds in had written nothing at all."""
+    rate = 40  # rows a second (rpm 2,400)
+    job = write_job(tmp_path, 2000, rpm=rate * 60, small_flushes=False)
+    run = start(job, server.url, "--quiet")
+    wait_for(lambda: server.ledger()["billed_responses"] >= 4 * rate, run, pace=0.01)
+    run.process.kill()
+    run.wait()
+    billed = server.ledger()["billed_responses"]
+    written = check_parts(out_of(job)).num_rows if parts(out_of(job)) else 0
+    assert billed - written <= 2 * rate + CONCURRENCY + 10, (billed, written)
 
 
 def test_sigkill_during_compaction_leaves_readable_parts_and_the_next_run_finishes_it(
@@ -305,13 +340,17 @@ def test_sigkill_during_compaction_leaves_readable_parts_and_the_next_run_finish
     rows = 400
     # Every third row's first attempt gets a 500: with one attempt allowed it fails, and its retry succeeds.
     job = write_job(
-        tmp_path, rows, review=lambda i: f"compaction {i}" + (" [[fake:500*1]]" if i % 3 == 0 else ""), max_attempts=1
+        tmp_path,
+        rows,
+        review=lambda i: f"compaction {i}" + (" [[fake:500*1]]" if i % 3 == 0 else ""),
+        max_attempts=1,
+        limits="max_failed_fraction = 1.0",
     )
     out = out_of(job)
     assert run_here(job, server.url) == 0
     failed = check_parts(out).column("status").to_pylist().count("failed")
     assert failed == len(range(0, rows, 3))
-    kill_when(job, server.url, during_compaction)
+    kill_when(job, server.url, during_compaction(compacted(out)))
     killed = check_parts(out)
     assert set(ids(killed)) == set(every_id(rows))
     assert killed.num_rows > rows, "the kill landed after compaction had finished"
@@ -342,7 +381,8 @@ def test_signal_stops_cleanly_writes_every_response_and_the_rerun_pays_nothing_t
     wait_for(lambda: len(parts(out)) >= 2, run)
     run.process.send_signal(signum)
     assert run.wait(30) == code, run.output()
-    assert "stopping" in run.output()
+    again = "press Ctrl-C again to quit now" if signum == signal.SIGINT else "send SIGTERM again to quit now"
+    assert f"stopping on {signum.name}" in run.stderr() and again in run.stderr()
     stopped = check_parts(out)
     assert 0 < stopped.num_rows < rows and len(set(ids(stopped))) == stopped.num_rows
     assert sum(stopped.column("responses").to_pylist()) == server.ledger()["billed_responses"]
@@ -356,16 +396,17 @@ def test_signal_stops_cleanly_writes_every_response_and_the_rerun_pays_nothing_t
     assert ledger["billed_responses"] == rows
 
 
-def test_second_interrupt_quits_at_once_without_corrupting_anything(tmp_path: Path, server: Server) -> None:
+def test_second_interrupt_quits_at_once_and_still_reports_in_json(tmp_path: Path, server: Server) -> None:
     """A second Ctrl-C does not wait for the rows in flight: the run exits 130 at once, what was received is
-    flushed whole, and the run is recorded as ended."""
+    flushed whole, the run is recorded as ended, the summary is printed and `run_finished` is logged; with
+    `--log-format json` every line on stderr is a JSON object, the stopping notices included."""
     job = write_job(tmp_path, 200, review=lambda i: "fast" if i == 0 else "[[fake:slow]] stalls")
     out = out_of(job)
-    run = start(job, server.url)
+    run = start(job, server.url, "--log-format", "json")
     # The first row (alone, fast) is answered; then every worker waits on a stalled request.
     wait_for_requests(server, CONCURRENCY, run)
     run.process.send_signal(signal.SIGINT)
-    wait_for(lambda: "stopping" in run.output(), run, pace=0.01)
+    wait_for(lambda: "stopping" in run.stderr(), run, pace=0.01)
     began = time.monotonic()
     run.process.send_signal(signal.SIGINT)
     assert run.wait(20) == 130
@@ -374,6 +415,37 @@ def test_second_interrupt_quits_at_once_without_corrupting_anything(tmp_path: Pa
     assert ids(table) == ["r00000"] and temporaries(out) == []
     record = manifest(out)["runs"][-1]
     assert record["ended_at"] is not None and record["exit_code"] == 130
+    events = [orjson.loads(line) for line in run.stderr().splitlines()]  # each line parses
+    names = [event["event"] for event in events]
+    assert names[0] == "run_started" and names[-1] == "run_finished", names
+    assert {"stopping", "quitting"} <= set(names)
+    assert events[-1]["exit_code"] == 130 and events[-1]["rows"] == 1 and events[-1]["stopped_by"] == "Interrupted"
+    assert "run " in run.stdout() and ": 1 rows (ok 1)" in run.stdout()
+
+
+@pytest.mark.parametrize(
+    "signum", [pytest.param(signal.SIGINT, id="SIGINT"), pytest.param(signal.SIGTERM, id="SIGTERM")]
+)
+def test_after_a_signal_rows_waiting_on_the_rate_limiter_are_not_sent(
+    tmp_path: Path, key: None, server: Server, signum: signal.Signals
+) -> None:
+    """Stopping means stopping: rows queued at the rate limiter when the signal comes are never sent (the
+    rerun sends them), so the run ends as soon as the requests already out are answered, not after a grace
+    period spent sending more."""
+    job = write_job(tmp_path, 200, rpm=240)  # 4 requests a second: most of the 16 workers wait for admission
+    run = start(job, server.url, "--log-format", "json")
+    wait_for_requests(server, 4, run)
+    run.process.send_signal(signum)
+    at_signal = server.ledger()["requests"]
+    began = time.monotonic()
+    assert run.wait(20) == (130 if signum == signal.SIGINT else 143), run.output()
+    assert time.monotonic() - began < 5  # the grace period is 30 s
+    # A request admitted the moment the signal came may still go out; the queue behind it does not.
+    assert server.ledger()["requests"] - at_signal <= 1
+    stopping = next(orjson.loads(line) for line in run.stderr().splitlines() if '"stopping"' in line)
+    assert stopping["signal"] == signum.name
+    written = check_parts(out_of(job)).num_rows if parts(out_of(job)) else 0
+    assert written == server.ledger()["billed_responses"]
 
 
 @pytest.mark.parametrize("slow_from", [pytest.param(0, id="first-request"), pytest.param(1, id="rows-in-flight")])
@@ -395,6 +467,42 @@ def test_grace_period_bounds_the_wait_for_rows_in_flight(tmp_path: Path, server:
 
 
 # --- Exit codes for schedulers ----------------------------------------------------------------------------------
+
+
+def test_force_after_changing_the_prompt_sends_the_rows_again_and_replaces_their_answers(
+    tmp_path: Path, key: None, server: Server
+) -> None:
+    """A changed job is refused in the old folder; with --force it sends the old job's rows again (it sent 0
+    and kept the old answers), a limited forced run leaves the rest for the next plain run, and in the end
+    every row answers the changed job, once."""
+    job = write_job(tmp_path, 30)
+    assert run_here(job, server.url) == 0
+    edit(job, "Classify the sentiment", "Rate the sentiment")
+    assert run_here(job, server.url) == 2
+    assert run_here(job, server.url, "--force", "--limit", "10") == 0
+    assert server.ledger()["requests"] == 30 + 10
+    assert run_here(job, server.url) == 0  # the job is the changed one now: no --force, the other 20 go out
+    assert run_here(job, server.url) == 0  # and then nothing
+    assert server.ledger()["requests"] == 30 + 10 + 20
+    out = out_of(job)
+    table = check_parts(out)
+    assert ids(table) == every_id(30)
+    runs = manifest(out)["runs"]
+    assert set(table.column("run_id").to_pylist()) == {runs[1]["run_id"], runs[2]["run_id"]}
+    assert runs[0]["fingerprint"] != runs[1]["fingerprint"] == runs[2]["fingerprint"]
+
+
+def test_exit_1_when_no_row_succeeded_whatever_max_failed_fraction_allows(
+    tmp_path: Path, key: None, server: Server
+) -> None:
+    """A job whose every row failed did not succeed, and a scheduler must hear it: exit 1 with the default
+    `max_failed_fraction` (0.1), and still exit 1 when the job allows every row to fail."""
+    job = write_job(tmp_path, 20, review=lambda i: f"[[fake:500]] row {i}", max_attempts=1)
+    assert run_here(job, server.url) == 1
+    edit(job, "max_attempts = 1", "max_attempts = 1\nmax_failed_fraction = 1.0")
+    assert run_here(job, server.url) == 1  # the failed rows are retried, and fail again
+    assert set(check_parts(out_of(job)).column("status").to_pylist()) == {"failed"}
+    assert [run["exit_code"] for run in manifest(out_of(job))["runs"]] == [1, 1]
 
 
 def test_exit_1_judges_failed_rows_over_the_whole_job_not_the_last_run(
@@ -522,7 +630,8 @@ def plain_job(folder: Path, lines: bytes, *, limits: str = "", request: str = ""
         'model = "gemini-2.5-flash"\n'
         '[input]\npath = "in.jsonl"\nid_field = "id"\nprompt_field = "prompt"\n'
         '[output]\npath = "out"\n'
-        f"[limits]\nconcurrency = 4\nmax_attempts = 2\n{limits}\n"
+        # Every failure allowed: these jobs show what becomes of bad rows, not how a run exits with them.
+        f"[limits]\nconcurrency = 4\nmax_attempts = 2\nmax_failed_fraction = 1.0\n{limits}\n"
         f"[request]\n{request}\n"
     )
     return job
@@ -531,7 +640,7 @@ def plain_job(folder: Path, lines: bytes, *, limits: str = "", request: str = ""
 BAD_LINES = [
     (b'{"id": "a", "prompt": "hello"}', "a", None),
     (b'{"id": "b", "prompt": ', "line:2", "line 2: malformed JSON line"),
-    (b'{"id": "c", "prompt": "caf\xe9"}', "line:3", "line 3: malformed JSON line: str is not valid UTF-8"),
+    (b'{"id": "c", "prompt": "caf\xe9"}', "line:3", "line 3: not valid UTF-8: byte 0xe9 at column 27"),
     (b"[1, 2, 3]", "line:4", "line 4: row is a JSON list, not an object"),
     (b'{"id": "e", "prompt": 42}', "e", "line 5: prompt field 'prompt' is missing or not a string"),
     (b'{"id": "f", "prompt": "  "}', "f", "line 6: prompt is empty"),

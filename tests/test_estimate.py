@@ -9,7 +9,7 @@ import orjson
 import pytest
 from conftest import job_copy
 
-from batchgen.api import estimate_job, estimate_job_async
+from batchgen.api import estimate_job, estimate_job_async, run_job_async
 from batchgen.cli import main
 from batchgen.console.format import usd
 from batchgen.errors import ConfigError
@@ -165,3 +165,22 @@ def test_the_cost_is_given_at_the_jobs_tier_and_compared_across_tiers(tmp_path: 
     assert "x 0.5 (batch)" in text
     assert f"online {usd(online.cost.total)} (answers in seconds), flex {usd(online.cost.total / 2)}" in text
     assert "rows not answered 2h after a job starts go online" in text
+
+
+@pytest.mark.anyio
+async def test_a_sample_only_runs_rows_a_run_would_send(tmp_path: Path) -> None:
+    """`--sample N` pays for rows, so it takes them from those left to send: none when the job is done (it
+    billed N rows of a finished job), the rest when fewer than N are left."""
+    job = tiny_job(tmp_path)
+    async with FakeServer(ServerConfig()) as server:
+        local = job.with_overrides(base_url=server.url)
+        await run_job_async(local, api_key=server.api_key, limit=2)
+        sent = server.stats.requests
+        partly = await estimate_job_async(local, sample=3, api_key=server.api_key)
+        assert server.stats.requests - sent == 1 and partly.sample is not None and partly.sample.rows == 1
+        await run_job_async(local, api_key=server.api_key)
+        sent = server.stats.requests
+        done = await estimate_job_async(local, sample=3, api_key=server.api_key)
+        assert server.stats.requests == sent
+    assert done.to_send == 0 and done.sample is None
+    assert "nothing is left to send" in render(done)

@@ -35,7 +35,7 @@ def test_every_example_is_listed_here() -> None:
 def test_the_example_runs_against_the_local_server(
     job: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    assert main(["check", str(job)]) == 0
+    assert main(["check", str(job), "--local-server"]) == 0
     out = tmp_path / job.stem
     assert main(["run", str(job), "--local-server", "--output", str(out), "--limit", str(LIMIT), "--quiet"]) == 0
     table = ds.dataset(out, format="parquet").to_table()

@@ -489,6 +489,30 @@ async def test_function_calls_follow_mode_and_prompt(
         assert isinstance(call["args"]["city"], str)
         assert call["args"]["unit"] in ("celsius", "fahrenheit")
         assert 1 <= call["args"].get("days", 1) <= 7
+        assert answer["candidates"][0]["finishMessage"] == "Model generated function call(s)."
+    else:
+        assert "finishMessage" not in answer["candidates"][0]
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize(
+    ("asked", "served"),
+    [
+        pytest.param(None, "standard", id="default"),
+        pytest.param("flex", "flex", id="flex"),
+        pytest.param("PRIORITY", "priority", id="upper-case"),
+    ],
+)
+async def test_usage_names_the_service_tier_that_served_the_call(
+    server: FakeServer, session: aiohttp.ClientSession, asked: str | None, served: str
+) -> None:
+    """usageMetadata.serviceTier is the tier asked for, lower case as the API writes "standard"."""
+    payload = body() if asked is None else body(serviceTier=asked)
+    status, answer = await post(session, server, payload)
+    assert status == 200, answer
+    assert answer["usageMetadata"]["serviceTier"] == served
+    status, refused = await post(session, server, body(serviceTier="cheapest"))
+    assert status == 400 and "ServiceTier" in refused["error"]["message"]
 
 
 @pytest.mark.anyio
@@ -535,14 +559,16 @@ def sse_events(raw: bytes) -> list[dict[str, Any]]:
 @pytest.mark.anyio
 async def test_sse_stream_framing_and_usage(server: FakeServer, session: aiohttp.ClientSession) -> None:
     """alt=sse: `data: <json>` events separated by CRLF blank lines; text over several events;
-    promptFeedback only first; early usage has prompt and total only; later candidatesTokenCount is
-    cumulative; the last event has finishReason and the full usage, equal to the unary answer's."""
+    promptFeedback only first; early usage has prompt and total only (and the service tier, on every event);
+    later candidatesTokenCount is cumulative; the last event has finishReason and the full usage, equal to the
+    unary answer's."""
     raw = await stream_raw(session, server, body(), "?alt=sse")
     events = sse_events(raw)
     assert len(events) >= 3
     assert "promptFeedback" in events[0]
     assert all("promptFeedback" not in e for e in events[1:])
-    assert set(events[0]["usageMetadata"]) == {"promptTokenCount", "totalTokenCount"}
+    assert set(events[0]["usageMetadata"]) == {"promptTokenCount", "totalTokenCount", "serviceTier"}
+    assert {e["usageMetadata"]["serviceTier"] for e in events} == {"standard"}
     counts = [e["usageMetadata"].get("candidatesTokenCount", 0) for e in events[1:]]
     assert counts == sorted(counts)
     assert all("finishReason" not in e["candidates"][0] for e in events[:-1])

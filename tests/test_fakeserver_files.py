@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import base64
 import hashlib
-from collections.abc import AsyncIterator
 
 import aiohttp
 import pytest
@@ -14,17 +13,6 @@ from fakebatch import KEY, call, send_chunk, start_upload, stats, upload
 from batchgen.fakeserver import FakeServer, FilesConfig, ServerConfig
 
 DATA = b'{"key": "a", "request": {"contents": [{"parts": [{"text": "hi"}]}]}}\n' * 3
-
-
-@pytest.fixture
-def anyio_backend() -> str:
-    return "asyncio"
-
-
-@pytest.fixture
-async def session() -> AsyncIterator[aiohttp.ClientSession]:
-    async with aiohttp.ClientSession() as client:
-        yield client
 
 
 def serve(**files: object) -> FakeServer:

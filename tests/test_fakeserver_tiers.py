@@ -5,7 +5,6 @@ sheds, and the ledger's per-tier counts."""
 from __future__ import annotations
 
 import time
-from collections.abc import AsyncIterator
 from typing import Any
 
 import aiohttp
@@ -16,17 +15,6 @@ from batchgen.fakeserver import FakeServer, ServerConfig, TierConfig
 
 KEY = "tier-key"
 URL = "/v1beta/models/gemini-2.5-flash:generateContent"
-
-
-@pytest.fixture
-def anyio_backend() -> str:
-    return "asyncio"
-
-
-@pytest.fixture
-async def session() -> AsyncIterator[aiohttp.ClientSession]:
-    async with aiohttp.ClientSession() as client:
-        yield client
 
 
 def serve(**tiers: Any) -> FakeServer:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import orjson
 import pytest
 from conftest import response
+from recorded_fixtures import RECORDED, load
 
 from batchgen.errors import (
     AuthError,
@@ -206,3 +207,94 @@ def test_merge_stream_without_final_event_is_a_transport_error() -> None:
         merge_stream([_chunk("Hel")])
     with pytest.raises(TransportError):
         merge_stream([])
+
+
+def _grounded(text: str, chunks: list[str], supports: list[int], finish: str | None = None) -> dict[str, object]:
+    event = _chunk(text, finish)
+    grounding: dict[str, object] = {}
+    if chunks:
+        grounding["groundingChunks"] = [{"retrievedContext": {"text": chunk}} for chunk in chunks]
+    if supports:
+        grounding["groundingSupports"] = [{"segment": {"endIndex": 5}, "groundingChunkIndices": supports}]
+    candidates = event["candidates"]
+    assert isinstance(candidates, list)
+    candidates[0]["groundingMetadata"] = grounding
+    return event
+
+
+def test_merge_stream_accumulates_grounding_across_events() -> None:
+    """Google numbers grounding chunks over the whole stream: a support on the last event may point at a chunk
+    that came on an earlier one, so chunks and supports are concatenated in arrival order, never replaced;
+    the empty `groundingMetadata: {}` of Google Search streams changes nothing."""
+    events = [
+        _grounded("The capital", ["Paris is the capital."], []),
+        _grounded(" of France", [], []),
+        _grounded(" is Paris.", ["The Eiffel Tower is in Paris."], [1], "STOP"),
+    ]
+    grounding = parse_response(merge_stream(events)).metadata["groundingMetadata"]
+    assert [c["retrievedContext"]["text"] for c in grounding["groundingChunks"]] == [
+        "Paris is the capital.",
+        "The Eiffel Tower is in Paris.",
+    ]
+    assert [s["groundingChunkIndices"] for s in grounding["groundingSupports"]] == [[1]]
+
+
+def test_merge_stream_of_the_recorded_file_search_stream_keeps_every_chunk_a_support_points_at() -> None:
+    """The recorded 2.5-pro file-search stream (tests/recorded): one chunk on event 2, one on event 5 whose
+    supports say chunk 1."""
+    recording = load(RECORDED / "gemini-2.5" / "stream-file-search.json")
+    grounding = parse_response(merge_stream(recording.events)).metadata["groundingMetadata"]
+    chunks = grounding["groundingChunks"]
+    assert len(chunks) == 2
+    assert all(i < len(chunks) for s in grounding["groundingSupports"] for i in s["groundingChunkIndices"])
+
+
+@pytest.mark.parametrize(
+    ("name", "calls"),
+    [
+        pytest.param(
+            "vertex-stream-partial-args.json",
+            [("getWeather", {"location": "Boston"}), ("getWeather", {"location": "San Francisco"})],
+            id="two-calls",
+        ),
+        pytest.param(
+            "vertex-stream-partial-args-provisioned.json",
+            [
+                (
+                    "writeItems",
+                    {
+                        "operations": [
+                            {"action": "add", "description": "Fresh red apple", "itemid": "apple_001", "price": 0.5},
+                            {
+                                "action": "add",
+                                "description": "Ripe yellow banana",
+                                "itemid": "banana_001",
+                                "price": 0.3,
+                            },
+                        ]
+                    },
+                )
+            ],
+            id="array-paths-no-closing-event",
+        ),
+    ],
+)
+def test_merge_stream_puts_together_function_call_arguments_streamed_in_pieces(
+    name: str, calls: list[tuple[str, dict[str, object]]]
+) -> None:
+    """Vertex streams a call's arguments as `partialArgs` pieces (JSON paths into the arguments, strings in
+    several pieces); merged, they are the call the unary answer would hold (recorded by vercel/ai)."""
+    recording = load(RECORDED / "gemini-3" / name)
+    reply = parse_response(merge_stream(recording.events))
+    assert [(call.name, call.args) for call in reply.function_calls] == calls
+
+
+def test_merge_stream_takes_usage_field_by_field() -> None:
+    """Vertex puts only trafficType on every event but the last; a count missing from the last event that an
+    earlier one had is kept."""
+    events = [
+        _chunk("a", usage={"promptTokenCount": 5, "thoughtsTokenCount": 9}),
+        _chunk("b", "STOP", usage={"promptTokenCount": 5, "totalTokenCount": 20}),
+    ]
+    merged = merge_stream(events)
+    assert merged["usageMetadata"] == {"promptTokenCount": 5, "thoughtsTokenCount": 9, "totalTokenCount": 20}

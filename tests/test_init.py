@@ -31,6 +31,7 @@ PUBLIC_API = [
     "ServerError",
     "Status",
     "TransportError",
+    "Unreachable",
     "Usage",
     "batch_status",
     "cancel_batches",

@@ -68,7 +68,7 @@ def test_paths_resolve_against_the_job_files_folder(tmp_path: Path, monkeypatch:
             id="window-over-a-minute",
         ),
         pytest.param(('model = "gemini-2.5-flash"\n', ""), "model", id="no-model"),
-        pytest.param(("[request]", "[request]\ncontents = []"), "request", id="contents-in-request"),
+        pytest.param(("[request]", "[request]\ncontents = []"), "request.contents", id="contents-in-request"),
         pytest.param(
             ('keep_columns = ["review"]', 'keep_columns = ["status"]'), "output.keep_columns", id="keep-collides"
         ),
@@ -170,3 +170,95 @@ def test_an_unknown_service_tier_is_refused(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="unknown serviceTier 'turbo'") as info:
         load_job(write_job(tmp_path, edited(request='serviceTier = "turbo"\n')))
     assert info.value.key == "request.serviceTier"
+
+
+@pytest.mark.parametrize(
+    ("edit", "key", "message"),
+    [
+        pytest.param(
+            ("temperature = 0.0", "temprature = 0.0"),
+            "request.generationConfig.temprature",
+            "unknown field (did you mean 'temperature'?)",
+            id="generation-config-typo",
+        ),
+        pytest.param(
+            ("temperature = 0.0", "max_output_tokens = 10"),
+            "request.generationConfig.max_output_tokens",
+            "camelCase: 'maxOutputTokens'",
+            id="snake-case",
+        ),
+        pytest.param(
+            ("[request]", "[request]\ntools = [{ googleSerach = {} }]"),
+            "request.tools[0].googleSerach",
+            "did you mean 'googleSearch'?",
+            id="tool-typo",
+        ),
+        pytest.param(
+            ("[request]", "[request]\nsystemInstructions = 'x'"),
+            "request.systemInstructions",
+            "did you mean 'systemInstruction'?",
+            id="request-typo",
+        ),
+        pytest.param(
+            ("concurrency = 8", "concurency = 8"),
+            "limits.concurency",
+            "unknown key (did you mean 'concurrency'?)",
+            id="job-key-typo",
+        ),
+        pytest.param(("[limits]", "[limit]"), "limit", "unknown key (did you mean 'limits'?)", id="table-typo"),
+        pytest.param(
+            ("concurrency = 8", "concurrency = 0"), "limits.concurrency", "must be greater than 0, not 0", id="bound"
+        ),
+        pytest.param(
+            ("concurrency = 8", "concurrency = 'many'"),
+            "limits.concurrency",
+            "must be a whole number, not 'many'",
+            id="type",
+        ),
+        pytest.param(
+            ("{review}", "{review"),
+            "input.prompt_template",
+            "not a usable template: expected '}' before end of string (write {{ and }} for a literal brace)",
+            id="unclosed-brace",
+        ),
+        pytest.param(
+            ("{review}", "{}"), "input.prompt_template", "put a column name inside the braces", id="positional"
+        ),
+        pytest.param(
+            ('base_url = "http://127.0.0.1:1"', 'base_url = "127.0.0.1:1"'),
+            "base_url",
+            "must be an http:// or https:// URL with a host, not '127.0.0.1:1'",
+            id="base-url",
+        ),
+    ],
+)
+def test_a_mistake_is_named_in_the_job_files_words_with_the_name_it_meant(
+    tmp_path: Path, edit: tuple[str, str], key: str, message: str
+) -> None:
+    """Typos in request fields are caught before the API's 400 (with a "did you mean"), job-key errors read
+    like the price file's ("unknown key"), not pydantic's ("Extra inputs are not permitted"), and a template
+    with an unclosed brace is a ConfigError, not a ValueError traceback."""
+    path = write_job(tmp_path, JOB.replace(*edit))
+    with pytest.raises(ConfigError) as caught:
+        load_job(path)
+    assert caught.value.key == key and str(path) in str(caught.value)
+    assert message in str(caught.value)
+    assert "Input should" not in str(caught.value) and "Extra inputs" not in str(caught.value)
+
+
+def test_a_bad_override_is_not_blamed_on_the_job_file(tmp_path: Path) -> None:
+    """`--concurrency 0` or `--base-url x` are wrong values given on the command line: the error names the key
+    they replace, not the job file (which says something else)."""
+    path = write_job(tmp_path)
+    job = load_job(path)
+    for change, key in (({"limits": {"concurrency": 0}}, "limits.concurrency"), ({"base_url": "x"}, "base_url")):
+        with pytest.raises(ConfigError) as caught:
+            job.with_overrides(**change)
+        assert caught.value.key == key and caught.value.file is None and str(path) not in str(caught.value)
+
+
+def test_batch_mode_runs_on_the_local_engine_only(tmp_path: Path) -> None:
+    """The Batch API does the work of a batch job: there is nothing for a Ray cluster's workers to do."""
+    with pytest.raises(ConfigError, match="mode batch runs on the local engine only") as info:
+        load_job(write_job(tmp_path, edited(top='mode = "batch"\nengine = "ray"\n')))
+    assert info.value.key == "mode"

@@ -24,10 +24,11 @@ LAYERS: dict[str, int] = {
     "console": 6,
     "report": 7,
     "pipeline": 8,
-    "api": 9,
-    "cli": 10,
-    "__init__": 10,
-    "__main__": 11,
+    "distributed": 9,
+    "api": 10,
+    "cli": 11,
+    "__init__": 11,
+    "__main__": 12,
 }
 # The local server is an independent implementation of the wire format: only the edges may start it.
 STANDALONE = "fakeserver"

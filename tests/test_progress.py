@@ -50,7 +50,9 @@ def text_log() -> Iterator[io.StringIO]:
 
 def finish(stats: RunStats, count: int, status: Status = Status.OK, **usage: int) -> None:
     for _ in range(count):
-        stats.record(Result(id="x", status=status, usage=Usage(**usage), attempts=1, responses=1))
+        stats.sent()
+        stats.answered(Usage.of_counts(usage))
+        stats.record(Result(id="x", status=status, usage=Usage.of_counts(usage), attempts=1, responses=1))
 
 
 BUSY = LimiterState(
@@ -190,6 +192,26 @@ def test_what_slow_rows_wait_on_is_shown_in_the_line_the_fields_and_the_panel() 
     console = Console(file=io.StringIO(), width=120, color_system=None, force_terminal=False)
     console.print(progress.panel(reading))
     assert "waiting on  batch: 1 job running" in console.file.getvalue()  # type: ignore[attr-defined]
+
+
+def test_a_stopping_run_says_so_in_the_panel_the_log_line_and_the_json_fields() -> None:
+    """After Ctrl-C the display must not look like a run going on: it says it is stopping and how many
+    requests are still out, and drops the ETA."""
+    clock = Clock()
+    stats = RunStats(total_rows=200)
+    stopping = False
+    run = Progress(Watch(stats, lambda: BUSY, stopping=lambda: stopping), clock=clock)
+    clock.now += 10
+    finish(stats, 50)
+    stats.in_flight = 3
+    assert "stopping" not in progress.line(run.read())
+    stopping = True
+    reading = run.read()
+    assert progress.line(reading).startswith("progress (stopping, 3 in flight finishing): 50/200 rows (25%), ETA ? |")
+    assert progress.line_fields(reading)["stopping"] is True
+    console = Console(file=io.StringIO(), width=140, color_system=None, force_terminal=False)
+    console.print(progress.panel(reading))
+    assert "stopping  nothing more is sent; 3 request(s) out are finishing" in console.file.getvalue()  # type: ignore[attr-defined]
 
 
 @pytest.mark.anyio

@@ -107,3 +107,51 @@ async def test_keep_column_missing_from_parquet_is_a_config_error(tmp_path: Path
     pq.write_table(pa.table({"id": ["a"], "p": ["x"]}), path)
     with pytest.raises(ConfigError, match="'n'"):
         await InputSource(path, BUILDER).keep_schema()
+
+
+@pytest.mark.anyio
+async def test_a_utf8_byte_order_mark_is_not_part_of_the_first_row(tmp_path: Path) -> None:
+    """Excel's "CSV UTF-8" and Notepad start the file with a BOM: the first row is still a row."""
+    path = tmp_path / "in.jsonl"
+    path.write_bytes(b'\xef\xbb\xbf{"id": "a", "p": "x"}\n{"id": "b", "p": "y"}\n')
+    prompts = await collect(InputSource(path, BUILDER))
+    assert [(p.id, p.problem) for p in prompts] == [("a", None), ("b", None)]
+    assert (await InputSource(path, BUILDER).columns()).names == ("id", "p")
+
+
+@pytest.mark.anyio
+async def test_a_byte_that_is_not_utf8_is_located_and_the_fix_named(tmp_path: Path) -> None:
+    """A Latin-1 export: the row's problem gives the byte, its column and its offset in the file, and how to
+    save the file as UTF-8 (not orjson's "surrogates not allowed: line 1 column 1")."""
+    path = tmp_path / "in.jsonl"
+    first = b'{"id": "a", "p": "x"}\n'
+    path.write_bytes(first + b'{"id": "b", "p": "caf\xe9"}\n')
+    (good, bad) = await collect(InputSource(path, BUILDER))
+    assert good.problem is None and bad.id == "line:2"
+    column = len(b'{"id": "b", "p": "caf') + 1
+    assert bad.problem == (
+        f"not valid UTF-8: byte 0xe9 at column {column} (byte offset {len(first) + column - 1} of the file); "
+        'save the input as UTF-8 (from Excel: "CSV UTF-8"; or iconv -f latin1 -t utf-8)'
+    )
+    scan = await InputSource(path, BUILDER).scan_ids()
+    assert scan.unreadable == 1 and (scan.first_unreadable or "").startswith(f"{path} line 2: not valid UTF-8")
+
+
+@pytest.mark.anyio
+async def test_a_utf16_file_is_refused_whole(tmp_path: Path) -> None:
+    path = tmp_path / "in.jsonl"
+    path.write_bytes('{"id": "a", "p": "x"}\n'.encode("utf-16"))
+    with pytest.raises(InputError, match="UTF-16"):
+        await InputSource(path, BUILDER).scan_ids()
+
+
+@pytest.mark.anyio
+async def test_each_prompt_knows_its_position_in_the_input_across_files(tmp_path: Path) -> None:
+    """`index` (the results' row_index) counts rows from 0 over the files in name order, bad rows included,
+    so results can be sorted back to input order."""
+    folder = tmp_path / "in"
+    folder.mkdir()
+    (folder / "b.jsonl").write_bytes(b'{"id": "c", "p": "x"}\n')
+    (folder / "a.jsonl").write_bytes(b'{"id": "a", "p": "x"}\nnot json\n\n{"id": "b", "p": "y"}\n')
+    prompts = await collect(InputSource(folder, BUILDER))
+    assert [(p.id, p.index) for p in prompts] == [("a", 0), ("a.jsonl:line:2", 1), ("b", 2), ("c", 3)]

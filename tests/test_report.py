@@ -49,7 +49,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from batchgen.errors import ConfigError, InputError, OutputError
-from batchgen.report.breakdown import OPTIONAL_COLUMNS, REPORT_COLUMNS, Report, build_report, load_results, load_runs
+from batchgen.report.breakdown import REPORT_COLUMNS, Report, build_report, load_results, load_runs
 from batchgen.report.html import (
     ATTEMPTS_COLOUR,
     LATENCY_COLOUR,
@@ -63,6 +63,8 @@ from batchgen.report.html import (
 from batchgen.report.pricing import PriceTable
 from batchgen.report.text import FORMATS, render
 from batchgen.results.columns import select
+from batchgen.results.folder import RunRecord, record_run
+from batchgen.results.read import read_results
 
 FLASH, PRO = "gemini-2.5-flash", "gemini-2.5-pro"
 RUN_A, RUN_B = "20260101T100000Z-aaaa", "20260102T090000Z-bbbb"
@@ -279,7 +281,45 @@ def test_load_results_reads_every_part_and_nothing_else(folder: Path) -> None:
     """All part files are read, files starting with `_` or `.` are not, and only the report's columns."""
     table = load_results([folder])
     assert sorted(table["id"].to_pylist()) == [row[0] for row in ROWS]
-    assert table.schema == select(REPORT_COLUMNS + OPTIONAL_COLUMNS)
+    assert table.schema == select(REPORT_COLUMNS)
+
+
+def test_a_part_written_before_a_metadata_column_existed_reads_it_as_null(folder: Path) -> None:
+    """These parts have no reply-metadata columns (`service_tier` among them): never reported, not an error."""
+    table = load_results([folder])
+    assert table["service_tier"].null_count == table.num_rows
+
+
+def test_a_part_without_a_fixed_column_is_not_a_results_part(tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    out.mkdir()
+    pq.write_table(contract_table(ROWS).drop_columns(["run_id"]), out / "part-0.parquet")
+    with pytest.raises(InputError, match="no column run_id"):
+        load_results([out])
+
+
+def test_rows_at_another_service_tier_are_counted_priced_at_it_and_noted(folder: Path, prices: PriceTable) -> None:
+    """Rows whose responses report the flex or priority tier are counted by it and priced at its multiplier
+    (r1, r2 flex at half; r4, failed, costs nothing at any tier), and the note says what that cost or saved; a
+    tier the price table does not know is noted and priced as the tier asked for."""
+    table = load_results([folder])
+    tiers = ["flex", "flex", "standard", "priority"] + [None] * (table.num_rows - 4)
+    table = table.set_column(table.schema.get_field_index("service_tier"), "service_tier", pa.array(tiers))
+    report = build_report(table, prices)
+    assert report.tiers == {"flex": 2, "priority": 1, "standard": 1}
+    by_tier = {line.key[0]: line for line in report.by_tier}
+    assert by_tier["flex"].cost.total == pytest.approx((0.0083 + 0.013445) / 2)
+    assert report.totals.at_standard.total == pytest.approx(1.08151)
+    assert "Service tiers: flex rows at 0.5x" in render(report, "markdown")
+    assert orjson.loads(render(report, "json"))["service_tiers"] == {"flex": 2, "priority": 1, "standard": 1}
+    standard = table.set_column(
+        table.schema.get_field_index("service_tier"), "service_tier", pa.array(["standard"] * table.num_rows)
+    )
+    assert "ervice tier" not in render(build_report(standard, prices), "markdown")
+    odd = table.set_column(table.schema.get_field_index("service_tier"), "service_tier", pa.array(["turbo"] * 7))
+    assert "(7 reported 'turbo', in usageMetadata.serviceTier) are priced at the tier they asked for" in render(
+        build_report(odd, prices), "markdown"
+    )
 
 
 def test_load_results_concatenates_folders(tmp_path: Path) -> None:
@@ -314,6 +354,29 @@ def test_unreadable_folder_is_an_input_error_naming_it(tmp_path: Path, setup: An
     with pytest.raises(InputError, match=message) as info:
         load_results([good, bad])
     assert info.value.file == str(bad)
+
+
+def test_a_folder_whose_first_part_is_not_written_yet_reports_no_rows(tmp_path: Path, prices: PriceTable) -> None:
+    """A run has started (its manifest is there) but not flushed: that is a batchgen folder with no rows yet,
+    not "not a batchgen results folder"."""
+    out = tmp_path / "out"
+    out.mkdir()
+    record_run(out, {"fingerprint": "f"}, RunRecord("r1", model=FLASH))
+    report = build_report(load_results([out]), prices, runs=load_runs([out]))
+    assert report.totals.rows == 0 and [entry.run.run_id for entry in report.runs] == ["r1"]
+    assert "No rows yet" in render(report, "table")
+    assert read_results([out]).num_rows == 0
+
+
+@pytest.mark.parametrize("width", [80, 120])
+def test_a_table_fits_the_terminal_it_is_shown_in(report: Report, width: int) -> None:
+    """Tables fit the terminal's width (tokens and dollars split when they would not fit together); without
+    a terminal they are as wide as the figures need, one table per breakdown."""
+    narrow = render(report, "table", width=width)
+    assert max(len(line) for line in narrow.splitlines()) <= width
+    assert "By model: tokens" in narrow and "By model: cost" in narrow and "$1.081510" in narrow
+    wide = render(report, "table")
+    assert "By model: tokens" not in wide and max(len(line) for line in wide.splitlines()) > 120
 
 
 def test_no_folder_is_a_config_error() -> None:

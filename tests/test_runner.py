@@ -10,7 +10,16 @@ import orjson
 import pytest
 from conftest import response
 
-from batchgen.errors import AuthError, JobRejected, QuotaExhausted, RateLimited, RequestRejected, ServerError
+from batchgen.errors import (
+    AuthError,
+    JobRejected,
+    QuotaExhausted,
+    RateLimited,
+    RequestRejected,
+    ServerError,
+    TransportError,
+    Unreachable,
+)
 from batchgen.gemini.request import RequestTemplate, user_contents
 from batchgen.online.retry import Retrier, RetryPolicy
 from batchgen.online.runner import Runner, RunPolicy
@@ -413,3 +422,261 @@ async def test_rows_in_flight_after_stop_are_cancelled_when_the_grace_period_end
         await runner.run(prompts(*"abcdef"), sink)
     assert runner.stopping and runner.stopped_by is None
     assert len(sink.results) == stalled_from
+
+
+# --- A job that cannot connect, and stopping ---------------------------------------------------------------------
+
+
+def refused() -> TransportError:
+    return TransportError(
+        "ClientConnectorError: Cannot connect to host 127.0.0.1:9 [Connect call failed]", connect=True
+    )
+
+
+@pytest.mark.anyio
+async def test_no_connection_on_the_first_rows_stops_the_job_after_one_attempt_each() -> None:
+    """Refused (or DNS, TLS) on every one of the first rows means a wrong base URL or a server that is down:
+    the job stops with `Unreachable` after one attempt per probe row, not six per row for every row, and the
+    rows are not written (a rerun sends them)."""
+    calls: list[str] = []
+
+    async def generate(body: bytes) -> Any:
+        calls.append(prompt_text(body))
+        raise refused()
+
+    runner = make_runner(generate)
+    sink = ListSink()
+    await runner.run(prompts(*"abcdefgh"), sink)
+    assert isinstance(runner.stopped_by, Unreachable)
+    assert "no connection on any of the first 3 request(s)" in str(runner.stopped_by)
+    assert "127.0.0.1:9" in str(runner.stopped_by) and "base_url" in str(runner.stopped_by)
+    assert calls == ["a", "b", "c"]
+    assert sink.results == []
+
+
+@pytest.mark.anyio
+async def test_a_probe_row_that_could_not_connect_is_sent_again_once_one_gets_through() -> None:
+    """One refused connection among the first rows is a blip: the job goes on and the row goes out again."""
+    calls: list[str] = []
+
+    async def generate(body: bytes) -> Any:
+        calls.append(prompt_text(body))
+        if len(calls) == 1:
+            raise refused()
+        return response('{"label": "x"}')
+
+    runner = make_runner(generate)
+    sink = ListSink()
+    await runner.run(prompts(*"abcd"), sink)
+    assert runner.stopped_by is None
+    assert sorted(r.id for r in sink.results) == ["r0", "r1", "r2", "r3"]
+    assert {r.status for r in sink.results} == {Status.OK}
+    assert calls.count("a") == 2
+
+
+@pytest.mark.anyio
+async def test_connection_errors_after_the_first_rows_are_retried_as_usual() -> None:
+    calls: list[str] = []
+
+    async def generate(body: bytes) -> Any:
+        text = prompt_text(body)
+        calls.append(text)
+        if text == "c" and calls.count("c") == 1:
+            raise refused()
+        return response('{"label": "x"}')
+
+    runner = make_runner(generate)
+    sink = ListSink()
+    await runner.run(prompts(*"abcd"), sink)
+    assert runner.stopped_by is None
+    assert sink.by_id()["r2"].status is Status.OK and sink.by_id()["r2"].attempts == 2
+
+
+class GatedLimiter(OpenLimiter):
+    """Admits the first `free` requests at once; the rest wait until `gate` is set."""
+
+    def __init__(self, free: int) -> None:
+        super().__init__()
+        self.free = free
+        self.gate = anyio.Event()
+
+    async def acquire(self, tokens: int) -> None:
+        self.acquired += 1
+        if self.acquired > self.free:
+            await self.gate.wait()
+
+
+@pytest.mark.parametrize("opens", [pytest.param(True, id="admitted-after-stop"), pytest.param(False, id="never")])
+@pytest.mark.anyio
+async def test_after_stop_rows_waiting_for_admission_are_not_sent(opens: bool) -> None:
+    """Stopping sends nothing more: rows queued at the limiter are dropped unsent and unwritten (the next run
+    sends them), whether the limiter admits them during the grace period or not at all (the run does not
+    wait out the grace period for them); the request out finishes and is written."""
+    sent: list[str] = []
+    limiter = GatedLimiter(free=2)
+    runner: Runner
+
+    async def generate(body: bytes) -> Any:
+        sent.append(prompt_text(body))
+        if len(sent) == 2:
+            await anyio.sleep(0.01)  # meanwhile the other workers take rows and queue at the limiter
+            assert limiter.acquired == 2 + 7
+            runner.stop()
+            if opens:
+                limiter.gate.set()  # admission opens just after the stop
+            await anyio.sleep(0.01)
+        return response('{"label": "x"}')
+
+    runner = make_runner(generate, limiter=limiter, concurrency=8, grace_s=5)
+    sink = ListSink()
+    with anyio.fail_after(2):  # well inside the grace period: nothing waits for it
+        await runner.run(prompts(*"abcdefghijkl"), sink)
+    assert sent == ["a", "b"]
+    assert sorted(r.id for r in sink.results) == ["r0", "r1"]
+    assert runner.stats.in_flight == 0
+
+
+@pytest.mark.anyio
+async def test_after_stop_a_failed_attempt_is_not_retried_and_its_row_is_not_written() -> None:
+    sent: list[str] = []
+    runner: Runner
+
+    async def generate(body: bytes) -> Any:
+        text = prompt_text(body)
+        sent.append(text)
+        if text == "b":
+            runner.stop()
+            raise ServerError("overloaded", http_status=503)
+        return response('{"label": "x"}')
+
+    runner = make_runner(generate)
+    sink = ListSink()
+    with anyio.fail_after(2):
+        await runner.run(prompts(*"abcdef"), sink)
+    assert sent.count("b") == 1
+    assert "r1" not in sink.by_id()
+
+
+@pytest.mark.anyio
+async def test_after_stop_a_reask_is_not_sent_and_the_row_keeps_the_answer_it_paid_for() -> None:
+    sent: list[str] = []
+    runner: Runner
+
+    async def generate(body: bytes) -> Any:
+        sent.append(prompt_text(body))
+        runner.stop()
+        return response("{")
+
+    runner = make_runner(generate, max_reasks=2)
+    sink = ListSink()
+    await runner.run(prompts(*"ab"), sink)
+    (result,) = sink.results
+    assert sent == ["a"]
+    assert result.status is Status.INVALID_JSON and result.responses == 1 and result.reasks == 0
+
+
+@pytest.mark.anyio
+async def test_abort_cancels_the_requests_out_at_once_and_run_returns() -> None:
+    """A second signal does not wait out the grace period, but `run` still returns what was answered."""
+    runner: Runner
+    sent: list[str] = []
+
+    async def generate(body: bytes) -> Any:
+        sent.append(prompt_text(body))
+        if len(sent) == 1:
+            return response('{"label": "x"}')
+        if len(sent) == 3:
+            runner.stop()
+            await anyio.sleep(0.01)
+            runner.abort()
+        await anyio.sleep_forever()
+
+    runner = make_runner(generate, concurrency=2, grace_s=60)
+    sink = ListSink()
+    with anyio.fail_after(2):
+        await runner.run(prompts(*"abcdef"), sink)
+    assert [r.id for r in sink.results] == ["r0"]
+
+
+@pytest.mark.anyio
+async def test_a_server_that_answered_is_not_unreachable() -> None:
+    """A 400 is an answer: connection failures beside it on the first rows do not make the job Unreachable,
+    and the rows that could not connect go out again once the probe is over."""
+    calls: list[str] = []
+
+    async def generate(body: bytes) -> Any:
+        text = prompt_text(body)
+        calls.append(text)
+        if text == "a":
+            raise RequestRejected("prompt too long", http_status=400)
+        if calls.count(text) == 1:
+            raise refused()
+        return response('{"label": "x"}')
+
+    runner = make_runner(generate)
+    sink = ListSink()
+    await runner.run(prompts(*"abcd"), sink)
+    assert runner.stopped_by is None
+    assert {r.id: r.status for r in sink.results} == {
+        "r0": Status.FAILED,
+        "r1": Status.OK,
+        "r2": Status.OK,
+        "r3": Status.OK,
+    }
+
+
+def _fatal_on(texts: str, error: Exception, sent: list[str]) -> Callable[[bytes], Any]:
+    async def generate(body: bytes) -> Any:
+        text = prompt_text(body)
+        sent.append(text)
+        if text in texts:
+            raise error
+        return response('{"label": "x"}')
+
+    return generate
+
+
+@pytest.mark.parametrize(
+    ("fatal_on", "error"),
+    [
+        pytest.param(
+            "a", AuthError("API key not valid", http_status=400, reason="API_KEY_INVALID"), id="first-row-400"
+        ),
+        pytest.param("a", AuthError("forbidden", http_status=403), id="first-row-403"),
+        pytest.param("a", RequestRejected("models/gemini-9 is not found", http_status=404), id="first-row-404"),
+        pytest.param("abc", RequestRejected("bad field", http_status=400), id="same-400-thrice"),
+        pytest.param("d", QuotaExhausted("daily quota", quota_id="PerDay"), id="mid-run-daily-quota"),
+    ],
+)
+@pytest.mark.anyio
+async def test_attempts_count_every_request_sent_whatever_stops_the_run(fatal_on: str, error: Exception) -> None:
+    """The run's attempts are the requests that went out, including the one whose fatal answer stopped the run
+    (its row is not written: the next run sends it again)."""
+    sent: list[str] = []
+    runner = make_runner(_fatal_on(fatal_on, error, sent), concurrency=1)
+    stats = await runner.run(prompts(*"abcdefgh"), ListSink())
+    assert runner.stopped_by is not None
+    assert stats.attempts == len(sent) >= 1
+
+
+@pytest.mark.anyio
+async def test_attempts_and_responses_of_rows_cut_off_by_the_grace_period_are_counted() -> None:
+    """A row cancelled when the grace period ends was sent (and may have had a response before a re-ask): the
+    run's counters keep both, though the row is not written."""
+    runner: Runner
+    sent: list[str] = []
+
+    async def generate(body: bytes) -> Any:
+        sent.append(prompt_text(body))
+        if len(sent) == 1:
+            return response("{")  # invalid JSON: re-asked
+        runner.stop()
+        await anyio.sleep_forever()
+
+    runner = make_runner(generate, concurrency=1, grace_s=0.01)
+    sink = ListSink()
+    with anyio.fail_after(5):
+        stats = await runner.run(prompts("a"), sink)
+    assert sink.results == []
+    assert (stats.attempts, stats.responses) == (2, 1)
+    assert stats.usage.prompt == 10

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import dataclasses
 import json
+from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import Any
 
 import duckdb
+import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
@@ -777,7 +779,8 @@ def test_schema_files_accept_realistic_outputs(name: str, dialect: Dialect, outp
     assert loaded.validate(output) is None
     columns = loaded.arrow_columns([output])
     row = pa.Table.from_arrays(columns, schema=loaded.arrow_schema()).to_pylist()[0]
-    assert all(row[f"out_{key}"] == value for key, value in output.items() if not isinstance(value, dict | list))
+    stored = {key: value.isoformat() if isinstance(value, date) else value for key, value in row.items()}
+    assert all(stored[f"out_{key}"] == value for key, value in output.items() if not isinstance(value, dict | list))
 
 
 # --- typed columns ------------------------------------------------------------------------------------------
@@ -956,6 +959,48 @@ def write_parquet(loaded: ResponseSchema, outputs: list[Any], path: Path) -> pa.
     )
     pq.write_table(table, path)
     return table
+
+
+def test_enum_categories_follow_the_schema_not_the_answers(tmp_path: Path) -> None:
+    """An enum column's categories are the schema's values in the schema's order, in every part (also one
+    whose rows used none, or used them in another order), at any depth: a DataFrame's categorical and a
+    chart's axis list them as the schema does, not in order of first appearance."""
+    schema = {
+        "type": "object",
+        "properties": {
+            "level": {"type": "string", "enum": ["low", "medium", "high"]},
+            "tags": {"type": "array", "items": {"type": "object", "properties": {"kind": {"enum": ["a", "b", "c"]}}}},
+        },
+    }
+    loaded = inline(Dialect.JSON_SCHEMA, schema)
+    write_parquet(
+        loaded, [{"level": "high", "tags": [{"kind": "c"}]}, {"level": "low", "tags": []}], tmp_path / "1.parquet"
+    )
+    write_parquet(loaded, [None, {"level": "extreme", "tags": None}], tmp_path / "2.parquet")
+    frame = pd.read_parquet(tmp_path)
+    assert list(frame["out_level"].cat.categories) == ["low", "medium", "high"]
+    assert frame["out_level"].tolist()[:2] == ["high", "low"] and frame["out_level"].isna().tolist()[2:] == [True] * 2
+    kinds = pq.read_table(tmp_path / "1.parquet").column("out_tags").combine_chunks().flatten().field("kind")
+    assert kinds.dictionary.to_pylist() == ["a", "b", "c"] and kinds.to_pylist() == ["c"]
+
+
+def test_date_and_date_time_formats_are_arrow_dates_and_utc_timestamps() -> None:
+    """`format: date` is date32 and `format: date-time` a UTC timestamp (an offset converted, none taken as
+    UTC); what does not parse is null, like any misfit."""
+    loaded = inline(
+        Dialect.OPENAPI,
+        obj(day={"type": "STRING", "format": "date"}, at={"type": "STRING", "format": "date-time", "nullable": True}),
+    )
+    assert loaded.arrow_schema().field("out_day").type == pa.date32()
+    assert loaded.arrow_schema().field("out_at").type == pa.timestamp("us", tz="UTC")
+    outputs = [
+        {"day": "2026-02-01", "at": "2026-02-01T10:30:00+02:00"},
+        {"day": "2026-02-01T23:00:00Z", "at": "2026-02-01T10:30:00"},
+        {"day": "next tuesday", "at": None},
+    ]
+    day, at = loaded.arrow_columns(outputs)
+    assert day.to_pylist() == [date(2026, 2, 1), date(2026, 2, 1), None]
+    assert at.to_pylist() == [datetime(2026, 2, 1, 8, 30, tzinfo=UTC), datetime(2026, 2, 1, 10, 30, tzinfo=UTC), None]
 
 
 def test_typed_columns_round_trip_through_parquet_with_pyarrow(tmp_path: Path) -> None:

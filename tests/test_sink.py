@@ -14,10 +14,10 @@ import pytest
 
 from batchgen.errors import ConfigError, OutputError
 from batchgen.records import Result, Status, Usage
-from batchgen.results.columns import CONTRACT
+from batchgen.results.columns import FEATURES, FIXED, METADATA
 from batchgen.results.folder import RunRecord, claim, read_manifest, record_exit_code, record_run
 from batchgen.results.sink import ParquetSink
-from batchgen.results.table import Layout
+from batchgen.results.table import Layout, features_of
 
 KEEP = pa.schema([pa.field("stars", pa.int64()), pa.field("review", pa.string())])
 
@@ -49,7 +49,8 @@ async def test_parts_hold_every_row_with_the_contract_columns(tmp_path: Path) ->
     assert parts == ["part-run1-00000.parquet", "part-run1-00001.parquet", "part-run1-00002.parquet"]
     table = ds.dataset(tmp_path).to_table()
     assert table.num_rows == 8
-    assert tuple(table.column_names) == (*CONTRACT.names, "stars", "review")
+    fixed = [name for name in FIXED.names if name not in ("id", "row_index", "status", "error")]
+    assert table.column_names == ["id", "row_index", "stars", "review", "status", "error", *fixed, *METADATA.names]
     assert table.schema.field("prompt_token_count").type == pa.int64()
     assert table.schema.field("attempts").type == pa.int32()
     failed = table.filter(ds.field("status") == "failed").to_pylist()[0]
@@ -153,3 +154,48 @@ async def test_a_failed_timed_flush_is_raised_by_the_next_write(
             await out.write(result(1))
             await anyio.sleep(0.3)
             await out.write(result(2))
+
+
+JSON = {"generationConfig": {"responseMimeType": "application/json"}}
+GROUNDING = set(FEATURES["grounding"])
+TOOL_PARTS = {"tool_parts"}
+
+
+@pytest.mark.parametrize(
+    ("request_", "columns"),
+    [
+        pytest.param(JSON, set(), id="json-mode"),
+        pytest.param({}, {"citations"}, id="text-mode"),
+        pytest.param(
+            {**JSON, "tools": [{"googleSearch": {}}]}, GROUNDING | TOOL_PARTS | {"citations"}, id="google-search"
+        ),
+        pytest.param(
+            {**JSON, "tools": [{"urlContext": {}}]}, GROUNDING | TOOL_PARTS | {"citations", "url_context"}, id="url"
+        ),
+        pytest.param({**JSON, "tools": [{"functionDeclarations": []}]}, {"function_calls"}, id="functions"),
+        pytest.param({**JSON, "tools": [{"codeExecution": {}}]}, TOOL_PARTS, id="code-execution"),
+    ],
+)
+def test_feature_columns_appear_only_when_the_job_uses_the_feature(request_: dict[str, Any], columns: set[str]) -> None:
+    """Grounding, function-call, tool-part, URL-context and citation columns are there when the job's request
+    can fill them (its tools; citations in text output), not empty in every job; the reply and usage details,
+    safety ratings and log-probabilities, which any reply (or failed call) may carry, always are."""
+    schema = Layout(keep=KEEP, features=features_of(request_)).schema
+    features = {name for names in FEATURES.values() for name in names}
+    assert features & set(schema.names) == columns
+    always = (set(METADATA.names) - features) | {"row_index"}
+    assert always <= set(schema.names)
+    assert {"safety_ratings", "service_tier", "prompt_tokens_details", "error_details"} <= always
+
+
+@pytest.mark.anyio
+async def test_a_run_into_a_folder_writes_parts_of_the_folders_schema(tmp_path: Path) -> None:
+    """A folder keeps one schema: parts written into a folder of another shape (an older batchgen: no
+    row_index, every metadata column, another order) take its columns, order and types."""
+    older = pa.schema([f for f in (*FIXED, *METADATA, *KEEP) if f.name != "row_index"])
+    layout = Layout(keep=KEEP, features=frozenset()).within(older)
+    assert layout.left_out() == ["row_index"]
+    async with ParquetSink(tmp_path, layout, run_id="r", model="m") as out:
+        await out.write(result(1, row_index=7))
+    table = ds.dataset(tmp_path).to_table()
+    assert table.schema == older and table.column("stars").to_pylist() == [1]

@@ -173,6 +173,12 @@ class BatchCarrier:
         if self._lanes is not None:
             self._lanes.stop(reason)
 
+    def abort(self, reason: BatchgenError | None = None) -> None:
+        """Stop, and cancel the online requests still out at once (a second Ctrl-C)."""
+        self.stop(reason)
+        if self._lanes is not None:
+            self._lanes.abort(reason)
+
     def note(self) -> str:
         """What the run waits on, for the progress display."""
         live = self._batches.live
@@ -497,7 +503,14 @@ class BatchCarrier:
                 plan.found += 1
                 line = plan.line(prompt.id)
                 action = dispose(
-                    prompt, plan.job, plan.carried.get(prompt.id), line, self._policy.rules, self._judge, self._clock()
+                    prompt,
+                    plan.job,
+                    plan.carried.get(prompt.id),
+                    line,
+                    rules=self._policy.rules,
+                    judge=self._judge,
+                    stats=self.stats,
+                    now=self._clock(),
                 )
                 if isinstance(action, Write):
                     await self._emit(action.result)

@@ -20,11 +20,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO
 
-from batchgen.errors import MalformedResponse, OutputError
+from batchgen.errors import ApiError, MalformedResponse, OutputError
 from batchgen.gemini.batch import ResultLine, parse_result_line
 from batchgen.gemini.response import Reply, parse_response
 from batchgen.input.ids import IdIndex, IdSet
-from batchgen.records import Prompt, Result, Status
+from batchgen.records import Prompt, Result, RunStats, Status
 from batchgen.results import rows
 from batchgen.results.batches import Carried, Submission, read_rows, results_path
 from batchgen.results.verdict import REASKABLE, Verdict
@@ -77,27 +77,33 @@ def dispose(
     job: Submission,
     carried: Carried | None,
     line: ResultLine | None,
+    *,
     rules: Rules,
     judge: Judge,
+    stats: RunStats,
     now: float,
 ) -> Action:
-    """What one row of an ended job becomes, given its results line (None when its key has none)."""
+    """What one row of an ended job becomes, given its results line (None when its key has none); the run's
+    counters learn of its request and of the response billed for it, if any."""
     carried = copy.deepcopy(carried) if carried is not None else Carried()
     tally = carried.tally
     # The row was sent once more, in this job; its latency runs from the first job that held it (wall clock).
     tally.sent(job.created_at if job.created_at is not None else now)
     if job.phase == "online":
+        # Collected again after a rerun: the run that ended this job counted its request and answer.
         return Online(job.template, carried)
+    stats.sent()
     if line is None:
         return _unanswered(prompt, job, carried, rules, now)
     if line.error is not None:
-        return Write(_failed(prompt, carried, rows.describe(line.error, tally.attempts), now, line.error.http_status))
+        return Write(_failed(prompt, carried, line.error, now))
     assert line.response is not None
     try:
         reply = parse_response(line.response)
     except MalformedResponse as exc:
-        return Write(_failed(prompt, carried, rows.describe(exc, tally.attempts), now))
+        return Write(_failed(prompt, carried, exc, now))
     tally.answered(reply.usage)
+    stats.answered(reply.usage)
     verdict = judge(reply)
     if verdict.status in REASKABLE and tally.reasks < rules.max_reasks:
         tally.reasks += 1
@@ -123,8 +129,8 @@ def _unanswered(prompt: Prompt, job: Submission, carried: Carried, rules: Rules,
     return Write(_failed(prompt, carried, error, now))
 
 
-def _failed(prompt: Prompt, carried: Carried, error: str, now: float, http_status: int | None = None) -> Result:
-    return rows.failed(prompt, carried.tally, error, now=now, traffic=TRAFFIC, http_status=http_status)
+def _failed(prompt: Prompt, carried: Carried, error: ApiError | str, now: float) -> Result:
+    return rows.failed(prompt, carried.tally, error, now=now, traffic=TRAFFIC)
 
 
 # --- the jobs of one pass over the input ---------------------------------------------------------------------

@@ -39,6 +39,8 @@ class OnlineRunner(Protocol):
 
     def stop(self, reason: BatchgenError | None = None) -> None: ...
 
+    def abort(self, reason: BatchgenError | None = None) -> None: ...
+
 
 MakeRunner = Callable[[RequestTemplate, int], OnlineRunner]
 """A runner whose rows are sent with the template given, with at most the number of re-asks given."""
@@ -114,6 +116,12 @@ class OnlineLanes:
         """Every lane stops taking rows; rows in flight get the runner's grace period."""
         for runner, _ in self._lanes.values():
             runner.stop(reason)
+        self.close()
+
+    def abort(self, reason: BatchgenError | None) -> None:
+        """Every lane stops, cancelling its requests still out."""
+        for runner, _ in self._lanes.values():
+            runner.abort(reason)
         self.close()
 
     async def _drive(self, runner: OnlineRunner, receive: MemoryObjectReceiveStream[Prompt]) -> None:

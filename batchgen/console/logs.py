@@ -125,6 +125,40 @@ class _CurrentStderr:
         sys.stderr.flush()
 
 
+def failed(message: str, exit_code: int) -> None:
+    """The `error` event: why a command stopped before or instead of running (a bad flag, job or input)."""
+    log.error("%s", message, extra={"event": "error", "exit_code": exit_code})
+
+
+def stopping(run_id: str, signal_name: str, *, in_flight: int, grace_s: float, again: str) -> None:
+    """The `stopping` event: a first Ctrl-C / SIGTERM; nothing more is sent, requests out get the grace."""
+    log.warning(
+        "stopping on %s: no new requests; %s in flight get up to %gs to finish (%s to quit now)",
+        signal_name,
+        f"{in_flight:,}",
+        grace_s,
+        again,
+        extra={
+            "event": "stopping",
+            "run_id": run_id,
+            "signal": signal_name,
+            "in_flight": in_flight,
+            "grace_s": grace_s,
+        },
+    )
+
+
+def quitting(run_id: str, signal_name: str, *, in_flight: int) -> None:
+    """The `quitting` event: a second signal; requests still out are cancelled, what finished is written."""
+    log.warning(
+        "quitting on a second %s: %s request(s) still out are cancelled (the next run sends them); "
+        "writing what finished",
+        signal_name,
+        f"{in_flight:,}",
+        extra={"event": "quitting", "run_id": run_id, "signal": signal_name, "in_flight": in_flight},
+    )
+
+
 def run_started(run_id: str, job: Job, stats: RunStats) -> None:
     """The `run_started` event: which job, which model, how many rows to send, where results go."""
     total = "?" if stats.total_rows is None else f"{stats.total_rows:,}"

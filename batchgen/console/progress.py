@@ -60,12 +60,14 @@ class RateState(Protocol):
 
 @dataclass(frozen=True, slots=True)
 class Watch:
-    """Where a reading comes from: the run's counters, the limiter, and the budget's spend when priced."""
+    """Where a reading comes from: the run's counters, the limiter, the budget's spend when priced, and
+    whether the run is stopping."""
 
     stats: RunStats
     limiter: Callable[[], RateState]
     spent_usd: Callable[[], float] | None = None
     note: Callable[[], str | None] | None = None
+    stopping: Callable[[], bool] = lambda: False
 
 
 @dataclass(frozen=True, slots=True)
@@ -84,6 +86,8 @@ class Reading:
     limiter: RateState
     cost_usd: float | None
     note: str | None = None
+    # After Ctrl-C / SIGTERM / a fatal error: nothing more is sent, the requests out are finishing.
+    stopping: bool = False
 
     @property
     def eta_s(self) -> float | None:
@@ -162,6 +166,7 @@ class Progress:
             limiter=self._watch.limiter(),
             cost_usd=None if spent is None else spent(),
             note=None if note is None else note(),
+            stopping=self._watch.stopping(),
         )
 
     def _sample(self, at: float) -> _Sample:
@@ -201,8 +206,10 @@ def line(reading: Reading) -> str:
     eta = reading.eta_s
     cost = "" if reading.cost_usd is None else f" | ${reading.cost_usd:,.6f}"
     note = "" if reading.note is None else f" | {reading.note}"
+    state = f"stopping, {reading.in_flight:,} in flight finishing" if reading.stopping else ""
     return (
-        f"progress: {_rows_text(reading)}, ETA {'?' if eta is None else duration(eta)} | "
+        f"progress{f' ({state})' if state else ''}: {_rows_text(reading)}, "
+        f"ETA {'?' if eta is None or reading.stopping else duration(eta)} | "
         f"{reading.rows_per_s:,.1f} rows/s, tokens/s in {reading.input_tokens_per_s:,.0f} "
         f"out {reading.output_tokens_per_s:,.0f} | limiter: {_limiter_text(reading.limiter)} | "
         f"{counts_text(reading.counts)} | {reading.in_flight:,} in flight{cost}{note}"
@@ -215,6 +222,7 @@ def line_fields(reading: Reading) -> dict[str, Any]:
     eta = reading.eta_s
     return {
         "event": "progress",
+        "stopping": reading.stopping,
         "done": reading.done,
         "total": reading.total,
         "skipped": reading.skipped,
@@ -271,6 +279,11 @@ def panel(reading: Reading) -> RenderableType:
         body.add_row("cost", f"${reading.cost_usd:,.6f} so far")
     if reading.note is not None:
         body.add_row("waiting on", reading.note)
+    if reading.stopping:
+        notice = (
+            f"nothing more is sent; {reading.in_flight:,} request(s) out are finishing (interrupt again to quit now)"
+        )
+        body.add_row(Text("stopping", style="bold red"), Text(notice, style="red"))
     return Group(head, body)
 
 

@@ -74,6 +74,8 @@ def _candidate(
         candidate["content"] = {"role": "model"}
     if final:
         candidate["finishReason"] = answer.finish_reason
+        if answer.function_call is not None:
+            candidate["finishMessage"] = "Model generated function call(s)."  # as 2.5-flash-lite and 3-pro say
         candidate["safetyRatings"] = _UNSAFE if answer.finish_reason == "SAFETY" else _SAFE
         if answer.citations is not None:
             candidate["citationMetadata"] = answer.citations

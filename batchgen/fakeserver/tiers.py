@@ -13,8 +13,10 @@ Inference_tiers.ipynb). Priority is served as standard is.
 Reporting: the live API names the tier that served a request in the response header `x-gemini-service-tier`
 ("flex", "standard" or "priority"; cookbook Inference_tiers.ipynb at commit 48e689e8, before its rewrite for
 the Interactions API, and a published benchmark that read it on requests sent without a tier). Only 200
-answers carry it. The SDK's `GenerateContentResponseUsageMetadata` has no tier field but `trafficType`
-(ON_DEMAND, ON_DEMAND_FLEX, ON_DEMAND_PRIORITY), documented "not supported in Gemini API"; with
+answers carry it. Recorded Gemini API answers also carry it as `usageMetadata.serviceTier` ("standard", lower
+case, on every stream event; absent from older recordings), which the SDK's response types lack; it is
+written there too. The SDK's `GenerateContentResponseUsageMetadata` has `trafficType` (ON_DEMAND,
+ON_DEMAND_FLEX, ON_DEMAND_PRIORITY), documented "not supported in Gemini API" and seen only on Vertex AI; with
 `usage_traffic_type` on, usageMetadata carries it anyway, for clients that want to be ready (UNCONFIRMED).
 """
 
@@ -138,11 +140,13 @@ class Tiers:
             await asyncio.sleep(self._config.flex_latency_ms / 1000.0)
 
     def label(self, request: web.BaseRequest, answer: dict[str, Any]) -> dict[str, Any]:
-        """`answer` (a GenerateContentResponse) with usageMetadata.trafficType, when configured."""
+        """`answer` (a GenerateContentResponse) with usageMetadata.serviceTier, and trafficType when configured."""
         tier = _served(request)
         usage = answer.get("usageMetadata")
-        if self._config.usage_traffic_type and tier is not None and usage is not None:
-            usage["trafficType"] = TRAFFIC_TYPES[tier]
+        if tier is not None and usage is not None:
+            usage["serviceTier"] = tier
+            if self._config.usage_traffic_type:
+                usage["trafficType"] = TRAFFIC_TYPES[tier]
         return answer
 
     def _shed(self) -> errors.RpcError | None:

@@ -32,6 +32,8 @@ def error_from_response(http_status: int, body: bytes, retry_after_header: str |
     details: list[Any] = raw_details if isinstance(raw_details, list) else []
     reason = _detail(details, "ErrorInfo").get("reason")
     context: dict[str, Any] = {"http_status": http_status, "status": status, "reason": reason}
+    if details:
+        context["details"] = orjson.dumps(details).decode()
     if http_status in (401, 403) or reason == "API_KEY_INVALID":
         return AuthError(message, **context)
     if http_status == 429:

@@ -12,6 +12,7 @@ from batchgen.errors import (
     TransportError,
 )
 from batchgen.gemini.errors import error_from_response
+from batchgen.gemini.partial_args import StreamedCalls
 
 
 class SseDecoder:
@@ -80,25 +81,74 @@ def _stream_error(error: Any) -> ApiError:
 def merge_stream(events: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
     """Fold SSE events into one response equal to what the unary call would have returned.
 
-    Text parts are concatenated (thought and answer parts separately); usageMetadata is taken from the last
-    event that has one, never summed, because 2.5 models report cumulative counts on every chunk.
+    Text parts are concatenated (thought and answer parts separately) and function calls streamed in pieces
+    (`partialArgs`) are put together; grounding, URL-context and citation metadata accumulate over the events
+    (see `_accumulate`); usageMetadata is merged field by field, the latest value winning, never summed,
+    because the counts are cumulative on every event.
     """
     if not events:
         raise TransportError("stream ended before any event")
-    last = events[-1]
+    usage = _merge_usage(events)
     candidate_events = [e["candidates"][0] for e in events if e.get("candidates")]
     if not candidate_events:
-        return dict(last, promptFeedback=events[0].get("promptFeedback") or last.get("promptFeedback"))
-    final = candidate_events[-1]
-    if not final.get("finishReason"):
+        last = events[-1]
+        blocked = dict(last, promptFeedback=events[0].get("promptFeedback") or last.get("promptFeedback"))
+        return dict(blocked, usageMetadata=usage) if usage else blocked
+    # A finishReason may come mid-stream (file search, code execution) with more parts after it: only the last
+    # candidate event decides whether the stream was complete.
+    if not candidate_events[-1].get("finishReason"):
         raise TransportError("stream ended before its final event")
+    merged: dict[str, Any] = {"candidates": [_merge_candidate(candidate_events)]}
+    for event in events:
+        merged.update({k: v for k, v in event.items() if k not in ("candidates", "usageMetadata") and v is not None})
+    if usage:
+        merged["usageMetadata"] = usage
+    return merged
+
+
+def _merge_usage(events: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
+    # Field by field: Vertex sends `{"trafficType"}` alone on every event but the last, and a thought-only event
+    # may leave out candidatesTokenCount.
+    usage: dict[str, Any] = {}
+    for event in events:
+        meta = event.get("usageMetadata")
+        if isinstance(meta, Mapping):
+            usage.update(meta)
+    return usage
+
+
+# Candidate fields a stream builds up over its events rather than repeats: see `_accumulate`.
+_ACCUMULATED = frozenset({"groundingMetadata", "urlContextMetadata", "citationMetadata"})
+
+
+def _merge_candidate(candidate_events: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
     candidate: dict[str, Any] = {}
     for event in candidate_events:
-        candidate.update({k: v for k, v in event.items() if k != "content"})
+        for key, value in event.items():
+            if key == "content":
+                continue
+            if key in _ACCUMULATED and isinstance(value, Mapping):
+                candidate[key] = _accumulate(candidate.get(key), value)
+            else:
+                candidate[key] = value
     candidate["content"] = {"role": "model", "parts": _merge_parts(candidate_events)}
-    merged: dict[str, Any] = {"candidates": [candidate]}
-    for event in events:
-        merged.update({k: v for k, v in event.items() if k != "candidates" and v is not None})
+    return candidate
+
+
+def _accumulate(earlier: Mapping[str, Any] | None, later: Mapping[str, Any]) -> dict[str, Any]:
+    """Two events' metadata objects as one: lists concatenate in arrival order, anything else the latest wins.
+
+    Chunks must never be replaced: a 2.5-pro file-search stream sends one groundingChunk on event 2 and one on
+    event 5, whose groundingSupports say chunk index 1 (tests/recorded/gemini-2.5/stream-file-search.json);
+    Google numbers chunks over the whole stream. Lists of strings (search queries) skip repeats.
+    """
+    merged = dict(earlier or {})
+    for key, value in later.items():
+        before = merged.get(key)
+        if isinstance(value, list) and isinstance(before, list):
+            merged[key] = [*before, *(v for v in value if not (isinstance(v, str) and v in before))]
+        else:
+            merged[key] = value
     return merged
 
 
@@ -106,11 +156,12 @@ def _merge_parts(candidate_events: Sequence[Mapping[str, Any]]) -> list[dict[str
     thoughts: list[str] = []
     texts: list[str] = []
     others: list[dict[str, Any]] = []
+    calls = StreamedCalls(others)
     for event in candidate_events:
         for part in (event.get("content") or {}).get("parts") or ():
             if "text" in part:
                 (thoughts if part.get("thought") else texts).append(part["text"])
-            else:
+            elif not (isinstance(call := part.get("functionCall"), Mapping) and calls.take(call)):
                 others.append(part)
     parts: list[dict[str, Any]] = []
     if thoughts:

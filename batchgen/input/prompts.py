@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import base64
+import difflib
 import mimetypes
+import re
 import string
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -38,26 +40,57 @@ class PromptBuilder:
     _template_fields: tuple[str, ...] = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
-        names: tuple[str, ...] = ()
-        if self.prompt_template is not None:
-            parsed = string.Formatter().parse(self.prompt_template)
-            names = tuple(dict.fromkeys(name for _, name, _, _ in parsed if name))
+        names = () if self.prompt_template is None else template_fields(self.prompt_template)
         object.__setattr__(self, "_template_fields", names)
+
+    def missing_columns(self, columns: Sequence[str]) -> list[tuple[str, str]]:
+        """What the job names that the input's `columns` lack, as (job key, why): the id field, the columns
+        the template or prompt field read (or a prompt source at all), kept and media columns.
+
+        Rows carrying `contents_field` need no prompt column; when none of them does, the prompt must come
+        from somewhere else.
+        """
+        have = set(columns)
+        named: list[tuple[str, str]] = []
+        if self.id_field is not None:
+            named.append(("input.id_field", self.id_field))
+        if self.contents_field not in have:
+            if self.prompt_template is not None:
+                named.extend(("input.prompt_template", name) for name in self._template_fields)
+            elif self.prompt_field is not None:
+                named.append(("input.prompt_field", self.prompt_field))
+            else:
+                return [
+                    (
+                        "input",
+                        f"no prompt: set prompt_template or prompt_field, or give the rows a "
+                        f"{self.contents_field!r} column (Gemini contents)",
+                    )
+                ]
+        named.extend(("output.keep_columns", name) for name in self.keep_columns)
+        for key, name in (
+            ("input.media_field", self.media_field),
+            ("input.media_uri_field", self.media_uri_field),
+            ("input.mime_field", self.mime_field),
+        ):
+            if name is not None:
+                named.append((key, name))
+        return [(key, f"no column {name!r}{_closest(name, columns)}") for key, name in named if name not in have]
 
     def build(self, row: Any, index: int, file: str, locator: str) -> Prompt:
         """The prompt for row number `index` (0-based), found in `file` at `locator` ("line:12", "row:7")."""
         if not isinstance(row, Mapping):
-            return unusable(file, locator, f"row is a JSON {type(row).__name__}, not an object")
+            return unusable(file, locator, f"row is a JSON {type(row).__name__}, not an object", index)
         row_id = self._row_id(row, index)
         where = _where(file, locator)
         if row_id is None:
-            return unusable(file, locator, f"id field {self.id_field!r} is missing or not a string/integer")
+            return unusable(file, locator, f"id field {self.id_field!r} is missing or not a string/integer", index)
         keep = {name: row.get(name) for name in self.keep_columns}
         try:
             contents = self._contents(row)
         except ValueError as exc:
-            return Prompt(id=row_id, where=where, contents=b"", keep=keep, problem=str(exc))
-        return Prompt(id=row_id, where=where, contents=contents, keep=keep)
+            return Prompt(id=row_id, where=where, contents=b"", keep=keep, problem=str(exc), index=index)
+        return Prompt(id=row_id, where=where, contents=contents, keep=keep, index=index)
 
     def _row_id(self, row: Mapping[str, Any], index: int) -> str | None:
         if self.id_field is None:
@@ -118,9 +151,37 @@ class PromptBuilder:
             raise ValueError(f"prompt_template cannot be rendered: {exc}") from exc
 
 
-def unusable(file: str, locator: str, problem: str) -> Prompt:
+def template_fields(template: str) -> tuple[str, ...]:
+    """The columns a prompt template names, in order (`{review}`, `{meta.lang}` names `meta`).
+
+    Raises ValueError saying what is wrong with a template that cannot be rendered with a row: an unclosed or
+    stray brace, or a field without a column name (`{}`, `{0}`).
+    """
+    try:
+        parsed = list(string.Formatter().parse(template))
+    except ValueError as exc:
+        raise ValueError(f"{exc} (write {{{{ and }}}} for a literal brace)") from None
+    names: list[str] = []
+    for _, name, _, conversion in parsed:
+        if name is None:
+            continue
+        if conversion not in (None, "r", "s", "a"):
+            raise ValueError(f"{{{name}!{conversion}}}: unknown conversion !{conversion} (only !r, !s, !a)")
+        column = re.split(r"[.\[]", name, maxsplit=1)[0]
+        if not column or column.isdigit():
+            raise ValueError(f"{{{name}}} names no column: put a column name inside the braces, like {{review}}")
+        names.append(column)
+    return tuple(dict.fromkeys(names))
+
+
+def _closest(name: str, columns: Sequence[str]) -> str:
+    close = difflib.get_close_matches(name, list(columns), n=1, cutoff=0.6)
+    return f" (did you mean {close[0]!r}?)" if close else ""
+
+
+def unusable(file: str, locator: str, problem: str, index: int | None = None) -> Prompt:
     """A row whose id cannot be read: its locator is its id, so it is still reported exactly once."""
-    return Prompt(id=locator, where=_where(file, locator), contents=b"", problem=problem)
+    return Prompt(id=locator, where=_where(file, locator), contents=b"", problem=problem, index=index)
 
 
 def _where(file: str, locator: str) -> str:

@@ -30,10 +30,23 @@ TYPE_SAMPLE_ROWS = 1000
 
 @dataclass(frozen=True, slots=True)
 class IdScan:
-    """What a pass over the ids found: the row count and the ids seen more than once (with counts)."""
+    """What a pass over the ids found: the row count, the ids seen more than once (with counts), and the lines
+    that cannot be a row at all (malformed JSON, not UTF-8), with the first one's problem."""
 
     rows: int
     duplicates: dict[str, int]
+    unreadable: int = 0
+    first_unreadable: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Columns:
+    """The columns of the input's rows, as far as they are known before it is read: the first file's Parquet
+    schema, or the keys found in its first `TYPE_SAMPLE_ROWS` JSONL rows (`sampled`, None for a schema)."""
+
+    file: Path
+    names: tuple[str, ...]
+    sampled: int | None = None
 
 
 class InputSource:
@@ -72,6 +85,10 @@ class InputSource:
         """Count rows and find duplicate ids, reading only what ids need (memory stays in Arrow buffers)."""
         return await anyio.to_thread.run_sync(self._scan_ids)
 
+    async def columns(self) -> Columns:
+        """The columns of the rows (`Columns`), for the start-up checks of what a job names."""
+        return await anyio.to_thread.run_sync(self._columns)
+
     async def keep_schema(self) -> pa.Schema:
         """Arrow types of the keep columns: the Parquet schema's, or inferred from leading JSONL rows."""
         return await anyio.to_thread.run_sync(self._keep_schema)
@@ -79,7 +96,7 @@ class InputSource:
     def _batches(self) -> Iterator[list[Prompt]]:
         index = 0
         for file in self.files:
-            rows = _jsonl_rows(file) if self.kind == "jsonl" else _parquet_rows(file, self._batch_rows)
+            rows = file_rows(file, self.kind, self._batch_rows)
             batch: list[Prompt] = []
             # In a folder, a line number alone does not tell two files' bad lines apart, and their locators
             # become ids: the file's name goes in front.
@@ -87,7 +104,7 @@ class InputSource:
             for line_or_row, row, problem in rows:
                 locator = prefix + line_or_row
                 if problem is not None:
-                    batch.append(unusable(str(file), locator, problem))
+                    batch.append(unusable(str(file), locator, problem, index))
                 else:
                     batch.append(self.builder.build(row, index, str(file), locator))
                 index += 1
@@ -102,26 +119,48 @@ class InputSource:
         # without a million strings in memory; the input is read a second time only if some id repeats.
         rows = 0
         hashes = IdHashes()
-        for ids in self._id_chunks():
+        unreadable = _Unreadable()
+        for ids in self._id_chunks(unreadable):
             rows += len(ids)
             hashes.add(value for value in ids if value is not None)
+        scan = IdScan(rows=rows, duplicates={}, unreadable=unreadable.count, first_unreadable=unreadable.first)
         repeated = hashes.repeated()
         if not repeated:
-            return IdScan(rows=rows, duplicates={})
+            return scan
         counts: dict[str, int] = {}
-        for ids in self._id_chunks():
+        for ids in self._id_chunks(_Unreadable()):
             for value in ids:
                 if value is not None and hash(value) in repeated:
                     counts[value] = counts.get(value, 0) + 1
-        return IdScan(rows=rows, duplicates={value: count for value, count in counts.items() if count > 1})
+        return replace(scan, duplicates={value: count for value, count in counts.items() if count > 1})
 
-    def _id_chunks(self) -> Iterator[list[str | None]]:
-        """Every row's id as text (None when unreadable or not configured), in bounded chunks."""
+    def _id_chunks(self, unreadable: _Unreadable) -> Iterator[list[str | None]]:
+        """Every row's id as text (None when unreadable or not configured), in bounded chunks; lines that are
+        no row at all are counted in `unreadable`."""
         for file in self.files:
             if self.kind == "jsonl":
-                yield from _jsonl_id_chunks(file, self.builder.id_field)
+                yield from _jsonl_id_chunks(file, self.builder.id_field, unreadable)
             else:
                 yield from _parquet_id_chunks(file, self.builder.id_field)
+
+    def _columns(self) -> Columns:
+        first = self.files[0]
+        if self.kind == "parquet":
+            try:
+                return Columns(first, tuple(pq.read_schema(first).names))
+            except (OSError, pa.ArrowException) as exc:
+                raise InputError(
+                    f"not a readable Parquet file (truncated or corrupt?): {exc}", file=str(first)
+                ) from exc
+        names: dict[str, None] = {}
+        sampled = 0
+        for _, row, _ in _jsonl_rows(first):
+            if sampled >= TYPE_SAMPLE_ROWS:
+                break
+            sampled += 1
+            if isinstance(row, dict):
+                names.update(dict.fromkeys(row))
+        return Columns(first, tuple(names), sampled)
 
     def _keep_schema(self) -> pa.Schema:
         names = list(self.builder.keep_columns)
@@ -158,20 +197,56 @@ def _input_files(path: Path) -> list[Path]:
     return files
 
 
+_UTF8_BOM = b"\xef\xbb\xbf"
+_UTF16_BOMS = (b"\xff\xfe", b"\xfe\xff")
+
+
+def file_rows(file: Path, kind: str, batch_rows: int = BATCH_ROWS) -> Iterator[tuple[str, Any, str | None]]:
+    """(locator, row, problem) of each row of one input file (`kind` "jsonl" or "parquet"), as `prompts` reads
+    them (a reader of the same input elsewhere, such as a Ray worker, reads it through this too)."""
+    return _jsonl_rows(file) if kind == "jsonl" else _parquet_rows(file, batch_rows)
+
+
 def _jsonl_rows(file: Path) -> Iterator[tuple[str, Any, str | None]]:
-    """(locator, row, problem) per non-blank line; a line that is not JSON comes with its problem."""
+    """(locator, row, problem) per non-blank line; a line that is not JSON comes with its problem.
+
+    A UTF-8 byte-order mark (Excel's "CSV UTF-8", Notepad) is skipped; a UTF-16 file is refused whole.
+    """
     try:
         handle = file.open("rb")
     except OSError as exc:
         raise InputError(f"cannot read: {exc.strerror or exc}", file=str(file)) from exc
     with handle:
+        offset = 0
         for number, line in enumerate(handle, start=1):
+            start, offset = offset, offset + len(line)
+            if number == 1:
+                line = _first_line(line, file)
             if not line.strip():
                 continue
             try:
                 yield f"line:{number}", orjson.loads(line), None
             except orjson.JSONDecodeError as exc:
-                yield f"line:{number}", None, f"malformed JSON line: {exc}"
+                yield f"line:{number}", None, _not_json(line, start, exc)
+
+
+def _first_line(line: bytes, file: Path) -> bytes:
+    if line.startswith(_UTF16_BOMS):
+        raise InputError('the file is UTF-16 (Excel\'s "Unicode Text"?): save it as UTF-8', file=str(file))
+    return line.removeprefix(_UTF8_BOM)
+
+
+def _not_json(line: bytes, start: int, error: orjson.JSONDecodeError) -> str:
+    """Why a line is not a row: its bytes are not UTF-8 (where, and how to fix the file), or not JSON."""
+    try:
+        line.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        byte = line[exc.start]
+        return (
+            f"not valid UTF-8: byte 0x{byte:02x} at column {exc.start + 1} (byte offset {start + exc.start} of the "
+            'file); save the input as UTF-8 (from Excel: "CSV UTF-8"; or iconv -f latin1 -t utf-8)'
+        )
+    return f"malformed JSON line: {error}"
 
 
 def _parquet_rows(file: Path, batch_rows: int) -> Iterator[tuple[str, Any, str | None]]:
@@ -195,9 +270,24 @@ def _parquet_batches(file: Path, batch_rows: int, columns: list[str] | None) -> 
         raise InputError(f"not a readable Parquet file (truncated or corrupt?): {exc}", file=str(file)) from exc
 
 
-def _jsonl_id_chunks(file: Path, id_field: str | None) -> Iterator[list[str | None]]:
+@dataclass(slots=True)
+class _Unreadable:
+    """Lines that are no row at all: how many, and the first one's place and problem."""
+
+    count: int = 0
+    first: str | None = None
+
+    def add(self, file: Path, locator: str, problem: str) -> None:
+        self.count += 1
+        if self.first is None:
+            self.first = f"{file} {locator.replace(':', ' ')}: {problem}"
+
+
+def _jsonl_id_chunks(file: Path, id_field: str | None, unreadable: _Unreadable) -> Iterator[list[str | None]]:
     chunk: list[str | None] = []
-    for _, row, _ in _jsonl_rows(file):
+    for locator, row, problem in _jsonl_rows(file):
+        if problem is not None:
+            unreadable.add(file, locator, problem)
         chunk.append(_id_text(row.get(id_field)) if id_field and isinstance(row, dict) else None)
         # Short chunks: each id outlives the parsed row around it, and many of them at once pin the freed
         # rows' memory pools, so long chunks raise the scan's peak well above the hashes it keeps.

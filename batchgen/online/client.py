@@ -14,7 +14,7 @@ from typing import Any, Literal, Self
 
 import aiohttp
 
-from batchgen.errors import ApiError, BatchgenError, TransportError
+from batchgen.errors import ApiError, AuthError, BatchgenError, TransportError
 from batchgen.gemini.errors import error_from_response
 from batchgen.gemini.response import decode_json
 from batchgen.gemini.stream import SseDecoder, merge_stream
@@ -98,14 +98,24 @@ class GeminiClient:
             raise self._redacted(exc) from None
         except TimeoutError as exc:
             raise TransportError(f"no complete answer within {self.endpoint.timeout_s:g}s") from exc
+        except aiohttp.ClientConnectorError as exc:
+            # Refused, DNS, TLS (the certificate and SSL errors subclass it): no connection was made at all.
+            # A connect timeout is a TimeoutError above: a slow server, not a wrong address.
+            raise TransportError(self._key.redact(f"{type(exc).__name__}: {exc}"), connect=True) from exc
         except aiohttp.ClientError as exc:
             raise TransportError(self._key.redact(f"{type(exc).__name__}: {exc}")) from exc
 
     def _redacted(self, exc: ApiError) -> ApiError:
+        """The error without the key in its message or details (a google.rpc.DebugInfo detail can say "Invalid
+        API key: <key>"); an auth error also says which key was refused."""
         text = str(exc)
         clean = self._key.redact(text)
+        if isinstance(exc, AuthError) and self._key.source:
+            clean += f" (the key in {self._key.source})"
         if clean != text:
             exc.args = (clean,)
+        if exc.details is not None:
+            exc.details = self._key.redact(exc.details)
         return exc
 
 

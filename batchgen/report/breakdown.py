@@ -36,11 +36,12 @@ REPORT_COLUMNS = (
     "latency_ms",
     "run_id",
     "finished_at",
+    # How each row was sent and the tier it was served at: what it is priced by (null in older folders).
+    "traffic",
+    "service_tier",
 )
-# Columns results written before they existed lack; such rows are priced as standard.
-OPTIONAL_COLUMNS = ("traffic",)
 _TOKENS = {field: column for column, field in USAGE_COLUMNS}
-_GROUP = ("model", "long", "status", "run_id", "day", "traffic")
+_GROUP = ("model", "long", "status", "run_id", "day", "traffic", "service_tier")
 UNKNOWN_DAY = "unknown"
 
 
@@ -108,12 +109,13 @@ class Report:
     prices: Mapping[str, Price]
     runs: tuple[FolderRun, ...] = ()
     by_tier: tuple[Line, ...] = ()
+    tiers: Mapping[str, int] = field(default_factory=dict)
+    """Rows by the service tier their response reported (`service_tier`; rows that reported none left out)."""
 
 
 def load_results(paths: Sequence[Path]) -> pa.Table:
-    """The report's columns (`REPORT_COLUMNS`, `OPTIONAL_COLUMNS`) of every part in the given results folders,
-    concatenated."""
-    return read_results(paths, REPORT_COLUMNS, optional=OPTIONAL_COLUMNS)
+    """The report's columns (`REPORT_COLUMNS`) of every part in the given results folders, concatenated."""
+    return read_results(paths, REPORT_COLUMNS)
 
 
 def load_runs(paths: Sequence[Path]) -> tuple[FolderRun, ...]:
@@ -135,6 +137,7 @@ def build_report(table: pa.Table, prices: PriceTable, *, runs: Sequence[FolderRu
     Raises ConfigError when a model in the results has no price: the whole report fails rather than show a
     cost of 0.
     """
+    tiers = _tiers(table)
     table = _normalise(table)
     used = {model: prices.price_for(model) for model in table["model"].unique().to_pylist()}
     groups = _grouped(table.append_column("long", _long_tier(table, used)))
@@ -149,13 +152,21 @@ def build_report(table: pa.Table, prices: PriceTable, *, runs: Sequence[FolderRu
         prices={model: used[model] for model in sorted(used)},
         runs=tuple(runs),
         by_tier=tuple(sorted(_sum_by(lines, ("tier",)), key=_tier_order)),
+        tiers=tiers,
     )
+
+
+def _tiers(table: pa.Table) -> dict[str, int]:
+    if "service_tier" not in table.column_names:
+        return {}
+    counts = pc.value_counts(pc.drop_null(table["service_tier"])).to_pylist()
+    return {entry["values"]: entry["counts"] for entry in sorted(counts, key=lambda entry: entry["values"])}
 
 
 def _normalise(table: pa.Table) -> pa.Table:
     """Missing counts become 0 tokens, missing labels a visible placeholder, and each row gets its UTC day."""
     columns: dict[str, pa.ChunkedArray] = {}
-    for name in ("model", "status", "run_id", *OPTIONAL_COLUMNS):
+    for name in ("model", "status", "run_id", "traffic", "service_tier"):
         columns[name] = pc.fill_null(table[name], "")
     for name in (*_TOKENS.values(), "responses"):
         columns[name] = pc.fill_null(table[name].cast(pa.int64()), 0)
@@ -174,19 +185,20 @@ def _long_tier(table: pa.Table, used: Mapping[str, Price]) -> pa.ChunkedArray:
 
 
 def _grouped(table: pa.Table) -> Iterable[tuple[dict[str, Any], dict[str, int]]]:
-    """(group key, sums) for each distinct (model, long-context tier, status, run, day, service tier)."""
+    """(group key, sums) for each distinct (model, long-context tier, status, run, day, traffic, reported tier);
+    the key also holds the service tier the group is billed at."""
     aggregated = table.group_by(list(_GROUP)).aggregate(
         [(column, "sum") for column in _TOKENS.values()] + [([], "count_all")]
     )
     for row in aggregated.to_pylist():
         key = {name: row[name] for name in _GROUP}
-        key["tier"] = billed_tier(row["traffic"] or None)
+        key["tier"] = billed_tier(row["traffic"] or None, row["service_tier"] or None)
         sums = {name: row[f"{column}_sum"] for name, column in _TOKENS.items()}
         yield key, {**sums, "rows": row["count_all"]}
 
 
 def _priced(key: Mapping[str, Any], sums: Mapping[str, int], used: Mapping[str, Price]) -> Line:
-    usage = Usage(**{name: sums[name] for name in _TOKENS})
+    usage = Usage.of_counts({name: sums[name] for name in _TOKENS})
     return Line(
         key=(),
         rows=sums["rows"],

@@ -156,6 +156,8 @@ def _lines(result: Estimate) -> list[tuple[str, str]]:
 
 def _sample_lines(result: Estimate) -> list[tuple[str, str]]:
     sample = result.sample
+    if result.to_send == 0:
+        return [("output tokens", "none: nothing is left to send (so no sample was run)")]
     if sample is None:
         return [("output tokens", "unknown: pass --sample N to run N rows for real and measure them")]
     per_row: Callable[[float], float] = sample.per_row

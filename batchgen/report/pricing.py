@@ -143,11 +143,15 @@ def billed_tier(traffic: str | None, reported: str | None = None) -> str:
     """
     if traffic == "batch":
         return "batch"
-    for name in (reported, traffic):
-        tier = _TIER_ALIASES.get(name.lower(), name.lower()) if name else None
-        if tier in TIERS:
-            return tier
-    return STANDARD
+    return known_tier(reported) or known_tier(traffic) or STANDARD
+
+
+def known_tier(name: str | None) -> str | None:
+    """`name` as one of `TIERS` (any case; Vertex's trafficType spellings too); None when it is none of them."""
+    if not name:
+        return None
+    tier = _TIER_ALIASES.get(name.lower(), name.lower())
+    return tier if tier in TIERS else None
 
 
 @dataclass(frozen=True, slots=True)

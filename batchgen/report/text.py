@@ -18,7 +18,7 @@ from rich.table import Table
 
 from batchgen.console.format import usd
 from batchgen.report.breakdown import FolderRun, Line, Report
-from batchgen.report.pricing import Price, Rates
+from batchgen.report.pricing import Price, Rates, known_tier
 
 Format = Literal["table", "csv", "json", "markdown"]
 FORMATS: tuple[Format, ...] = ("table", "csv", "json", "markdown")
@@ -58,10 +58,11 @@ def line_fields(line: Line) -> dict[str, int | float]:
     return {name: round(value(line), 12) for name, _, value in COLUMNS}
 
 
-def render(report: Report, fmt: Format) -> str:
-    """The report as text in format `fmt` (one of FORMATS)."""
+def render(report: Report, fmt: Format, *, width: int | None = None) -> str:
+    """The report as text in format `fmt` (one of FORMATS); a table fits in `width` columns (a terminal's),
+    or is as wide as its figures need when None (a file)."""
     renderers: Mapping[str, Callable[[Report], str]] = {
-        "table": _table,
+        "table": lambda report: _table(report, width),
         "csv": _csv,
         "json": _json,
         "markdown": _markdown,
@@ -129,6 +130,17 @@ def notes(report: Report) -> list[str]:
             f"{usd(totals.at_standard.total)} at standard, {word} {usd(abs(totals.saving))} "
             f"({abs(totals.saving) / totals.at_standard.total:.0%})."
         )
+    unknown = {tier: rows for tier, rows in report.tiers.items() if known_tier(tier) is None}
+    if unknown:
+        served = ", ".join(f"{rows:,} reported {tier!r}" for tier, rows in unknown.items())
+        lines.append(
+            f"Rows whose responses named a service tier the price table does not know ({served}, in "
+            "usageMetadata.serviceTier) are priced at the tier they asked for."
+        )
+    if not report.totals.rows:
+        lines.append(
+            "No rows yet: a run writes its first part after [output] flush_seconds (default 2 s) or flush_rows rows."
+        )
     return lines
 
 
@@ -137,27 +149,46 @@ def _multiplier(report: Report, tier: str) -> str:
     return f"{factors.pop():g}x" if len(factors) == 1 else "the table's multiplier"
 
 
-def _table(report: Report) -> str:
-    console = Console(file=io.StringIO(), width=400, color_system=None, force_terminal=False)
+# Without a terminal, tables are as wide as their figures need: a file is not wrapped.
+_UNBOUNDED = 1000
+# The figures a narrow table splits into: tokens, then dollars (with the rows on both).
+_TOKEN_FIGURES = tuple(name for name, _, _ in COLUMNS if not name.endswith("_usd"))
+_COST_FIGURES = ("rows", *(name for name, _, _ in COLUMNS if name.endswith("_usd")))
+
+
+def _table(report: Report, width: int | None) -> str:
+    console = Console(file=io.StringIO(), width=width or _UNBOUNDED, color_system=None, force_terminal=False)
     for name, heading, lines in sections(report):
-        table = Table(title="Total" if name == "total" else f"By {heading}", title_justify="left")
-        if heading:
-            table.add_column(heading)
-        for _, column_heading, _ in COLUMNS:
-            table.add_column(column_heading, justify="right")
-        for line in lines:
-            figures = [display(key, value) for key, value in line_fields(line).items()]
-            table.add_row(*([" / ".join(line.key)] if heading else []), *figures)
-        console.print(table)
+        title = "Total" if name == "total" else f"By {heading}"
+        whole = _figures_table(title, heading, lines, tuple(name for name, _, _ in COLUMNS))
+        if console.measure(whole, options=console.options.update_width(_UNBOUNDED)).maximum <= console.width:
+            console.print(whole)
+            continue
+        # Too wide for the terminal: tokens and dollars as two tables rather than every cell wrapped.
+        console.print(_figures_table(f"{title}: tokens", heading, lines, _TOKEN_FIGURES))
+        console.print(_figures_table(f"{title}: cost", heading, lines, _COST_FIGURES))
     if report.runs:
         console.print(_runs_table(report.runs))
     console.print(_prices_table(report.prices))
     for note in notes(report):
-        console.print(note, soft_wrap=True)
+        console.print(note, soft_wrap=width is None)
     output = console.file
     assert isinstance(output, io.StringIO)
     # rich pads titles to the table's width; trailing blanks are noise in a file or a diff.
     return "".join(line.rstrip() + "\n" for line in output.getvalue().splitlines())
+
+
+def _figures_table(title: str, heading: str, lines: tuple[Line, ...], figures: tuple[str, ...]) -> Table:
+    table = Table(title=title, title_justify="left")
+    if heading:
+        table.add_column(heading)
+    for name, column_heading, _ in COLUMNS:
+        if name in figures:
+            table.add_column(column_heading, justify="right")
+    for line in lines:
+        values = [display(key, value) for key, value in line_fields(line).items() if key in figures]
+        table.add_row(*([" / ".join(line.key)] if heading else []), *values)
+    return table
 
 
 def _runs_table(runs: tuple[FolderRun, ...]) -> Table:
@@ -209,6 +240,7 @@ def _json(report: Report) -> str:
         "by_day_model": keyed(("day", "model"), report.by_day_model),
         "by_tier": keyed(("tier",), report.by_tier),
         "runs": [_run_fields(run) for run in report.runs],
+        "service_tiers": dict(report.tiers),
         "prices": {model: {"priced_as": price.model} | price_fields(price) for model, price in report.prices.items()},
     }
     return orjson.dumps(document, option=orjson.OPT_INDENT_2).decode() + "\n"

@@ -19,6 +19,7 @@ from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field, replace
 from datetime import UTC, datetime
+from itertools import count
 from pathlib import Path
 from typing import Any
 
@@ -37,6 +38,15 @@ _FORMAT = 1
 def part_name(run_id: str, sequence: int, *, compacted: bool = False) -> str:
     """The file name of a run's `sequence`-th part (or of a part compaction rewrote)."""
     return f"part-{run_id}-{'c' if compacted else ''}{sequence:05d}.parquet"
+
+
+def compacted_names(folder: Path, run_id: str) -> Iterator[str]:
+    """Names for the parts run `run_id` rewrites (compaction, reshaping), skipping those the folder has: a
+    rename onto an existing part would replace its rows."""
+    for sequence in count():
+        name = part_name(run_id, sequence, compacted=True)
+        if not (folder / name).exists():
+            yield name
 
 
 def part_files(folder: Path) -> list[Path]:
@@ -58,6 +68,20 @@ def part_schema(part: Path) -> pa.Schema:
     """The columns a part holds, read from its footer alone."""
     try:
         return pq.read_schema(part)
+    except (OSError, pa.ArrowException) as exc:
+        raise OutputError(f"unreadable results part (remove it to resend its rows): {exc}", path=str(part)) from exc
+
+
+def folder_schema(folder: Path) -> pa.Schema | None:
+    """The schema of the folder's newest part (the one a run into it writes its own parts in), or None."""
+    parts = part_files(folder)
+    return part_schema(parts[-1]) if parts else None
+
+
+def part_row_count(part: Path) -> int:
+    """How many rows a part holds, read from its footer alone."""
+    try:
+        return int(pq.ParquetFile(part).metadata.num_rows)
     except (OSError, pa.ArrowException) as exc:
         raise OutputError(f"unreadable results part (remove it to resend its rows): {exc}", path=str(part)) from exc
 
@@ -89,6 +113,20 @@ def place(temporary: Path, final: Path) -> None:
     _fsync(temporary)
     os.replace(temporary, final)
     _fsync(final.parent)
+
+
+def check_writable(folder: Path) -> None:
+    """Raise ConfigError when `folder` cannot become a results folder: it is a file, lies under one, or its
+    nearest existing parent cannot be written. Nothing is created."""
+    if folder.exists() and not folder.is_dir():
+        raise ConfigError(f"{folder} is a file; results go to a folder (of Parquet parts): name a folder")
+    existing = next((path for path in (folder, *folder.parents) if path.exists()), None)
+    if existing is None:
+        return
+    if not existing.is_dir():
+        raise ConfigError(f"cannot create {folder}: {existing} is a file")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise ConfigError(f"cannot write in {existing} (permission denied)")
 
 
 @contextmanager
@@ -139,6 +177,8 @@ class RunRecord:
     counts: Mapping[str, int] = field(default_factory=dict)
     tokens: Mapping[str, int] = field(default_factory=dict)
     stopped_by: str | None = None
+    # The fingerprint of the job the run ran: its rows answer that version of the job.
+    fingerprint: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -171,10 +211,18 @@ def read_manifest(folder: Path) -> Manifest | None:
 
 
 def record_run(folder: Path, job: Mapping[str, Any], run: RunRecord) -> None:
-    """Record `run` (replacing an earlier record of the same run) and the job's identity, atomically."""
+    """Record `run` (replacing an earlier record of the same run) and the job's identity, atomically.
+
+    Runs recorded without a fingerprint (by an older batchgen) get the one the manifest held until now, so
+    they keep naming the job they ran once a changed job takes the folder over.
+    """
     manifest = read_manifest(folder) or Manifest()
-    runs = (*(r for r in manifest.runs if r.run_id != run.run_id), run)
-    _save(folder, Manifest(job=dict(job), runs=runs))
+    earlier = (
+        r if r.fingerprint is not None else replace(r, fingerprint=manifest.fingerprint)
+        for r in manifest.runs
+        if r.run_id != run.run_id
+    )
+    _save(folder, Manifest(job=dict(job), runs=(*earlier, run)))
 
 
 def record_exit_code(folder: Path, run_id: str, code: int) -> None:
@@ -220,6 +268,7 @@ def _run_record(run: Mapping[str, Any]) -> RunRecord:
         counts=counts("counts"),
         tokens=counts("tokens"),
         stopped_by=text("stopped_by"),
+        fingerprint=text("fingerprint"),
     )
 
 

@@ -70,14 +70,24 @@ def answered(prompt: Prompt, tally: Tally, reply: Reply, verdict: Verdict, *, no
         function_calls=reply.function_calls,
         metadata=reply.metadata,
         keep=prompt.keep,
+        row_index=prompt.index,
+        finish_message=reply.finish_message,
+        block_reason_message=reply.block_reason_message,
+        service_tier=reply.service_tier,
+        traffic_type=reply.traffic_type,
+        tool_parts=reply.tool_parts,
         traffic=traffic,
     )
 
 
-def failed(
-    prompt: Prompt, tally: Tally, error: str, *, now: float, traffic: str, http_status: int | None = None
-) -> Result:
-    """The row's result when no usable reply came: `error` says why (see `describe`)."""
+def failed(prompt: Prompt, tally: Tally, error: ApiError | str, *, now: float, traffic: str) -> Result:
+    """The row's result when no usable reply came: the API error that ended it (its kind, the attempts it took,
+    what the API said, its HTTP status and details), or why in words."""
+    if isinstance(error, ApiError):
+        tries = f" after {tally.attempts} attempt(s)" if tally.attempts > 1 else ""
+        text, http_status, details = f"{type(error).__name__}{tries}: {error}", error.http_status, error.details
+    else:
+        text, http_status, details = error, None, None
     return Result(
         id=prompt.id,
         status=Status.FAILED,
@@ -86,22 +96,20 @@ def failed(
         responses=tally.responses,
         reasks=tally.reasks,
         latency_ms=tally.latency_ms(now),
-        error=error,
+        error=text,
         http_status=http_status,
         keep=prompt.keep,
+        row_index=prompt.index,
+        error_details=details,
         traffic=traffic,
     )
 
 
 def unsendable(prompt: Prompt, problem: str) -> Result:
     """The row's result when it could not be sent at all (bad input line, no prompt, too large)."""
-    return Result(prompt.id, Status.FAILED, error=f"{prompt.where}: {problem}", keep=prompt.keep)
-
-
-def describe(error: ApiError, attempts: int) -> str:
-    """An API error as a row's `error`: its kind, how many attempts it took, and what the API said."""
-    tries = f" after {attempts} attempt(s)" if attempts > 1 else ""
-    return f"{type(error).__name__}{tries}: {error}"
+    return Result(
+        prompt.id, Status.FAILED, error=f"{prompt.where}: {problem}", keep=prompt.keep, row_index=prompt.index
+    )
 
 
 def log_problem(result: Result) -> None:

@@ -32,7 +32,7 @@ class ParquetSink:
         run_id: str,
         model: str,
         flush_rows: int = 5000,
-        flush_seconds: float = 10.0,
+        flush_seconds: float = 2.0,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self.folder = folder

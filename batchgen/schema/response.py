@@ -36,6 +36,11 @@ class ResponseSchema:
         object.__setattr__(self, "_validator", _compile(self.json_schema, self.source))
         object.__setattr__(self, "_fields", property_shapes(self.json_schema))
 
+    def __reduce__(self) -> tuple[type[ResponseSchema], tuple[Any, ...]]:
+        # A compiled validator cannot be pickled: a schema sent to another process (a Ray worker) is rebuilt
+        # from its values there, and compiled again.
+        return ResponseSchema, (self.dialect, self.wire, self.json_schema, self.source)
+
     def validate(self, value: Any) -> str | None:
         """None when `value` conforms, else a short message starting with the JSON pointer of the problem."""
         if self._validator.is_valid(value):
@@ -50,10 +55,7 @@ class ResponseSchema:
     def arrow_columns(self, outputs: Sequence[Any]) -> list[pa.Array]:
         """The arrays for `arrow_schema`'s fields, one value per output; None or a misfit becomes null."""
         return [
-            pa.array(
-                [shape.convert(out.get(name)) if isinstance(out, dict) else None for out in outputs],
-                shape.type,
-            )
+            shape.array([shape.convert(out.get(name)) if isinstance(out, dict) else None for out in outputs])
             for name, shape in self._fields
         ]
 
