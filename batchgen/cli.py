@@ -405,9 +405,9 @@ def _run(args: argparse.Namespace) -> int:
     _print_summary(summary, job.model, sys.stdout)
     if summary.live_batch_jobs:
         print(
-            f"batchgen: {summary.live_batch_jobs} batch job(s) keep running at Google: rerun the same command to "
-            f"collect their rows (`batchgen status {summary.output}` shows them, `batchgen cancel {summary.output}` "
-            "gives them up)",
+            f"batchgen: {summary.live_batch_jobs} batch job(s) keep running at the Batch API: rerun the same command "
+            f"to collect their rows (`batchgen status {summary.output}` shows them, `batchgen cancel "
+            f"{summary.output}` gives them up)",
             file=sys.stderr,
         )
     return summary.exit_code

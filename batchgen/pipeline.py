@@ -174,7 +174,7 @@ class RunSummary:
     tally: resume.Tally = field(default_factory=resume.Tally)
     # The rate limiter as the run left it.
     limiter: LimiterSnapshot | None = None
-    # Batch mode: the folder's batch jobs still running at Google when the run ended (a rerun collects them).
+    # Batch mode: the folder's batch jobs still at the Batch API when the run ended (a rerun collects them).
     live_batch_jobs: int = 0
 
     @property
@@ -315,7 +315,7 @@ async def execute(
         budget=budget,
         tally=tally,
         limiter=limiter.snapshot(),
-        live_batch_jobs=len(carrier.live_jobs) if isinstance(carrier, BatchCarrier) else 0,
+        live_batch_jobs=len(carrier.jobs_at_google) if isinstance(carrier, BatchCarrier) else 0,
     )
 
 

@@ -344,7 +344,7 @@ def polling(job: Job) -> bool:
 
 
 async def test_a_stopped_run_leaves_its_jobs_running_and_the_rerun_collects_them(tmp_path: Path) -> None:
-    """Ctrl-C while polling: the run ends at once (exit 130) with its job still at Google; the rerun
+    """Ctrl-C while polling: the run ends at once (exit 130) with its job still at the Batch API; the rerun
     re-attaches to it, submits nothing, and writes each row once."""
     job = make_job(tmp_path, texts())
     async with serve(turnaround_s=1.0) as server:

@@ -12,7 +12,7 @@ import anyio
 import pytest
 
 from batchgen.batch.client import BatchClient
-from batchgen.errors import AuthError, RateLimited, RequestRejected
+from batchgen.errors import AuthError, RateLimited, RequestRejected, Unreachable
 from batchgen.fakeserver import BatchConfig, FakeServer, FilesConfig, ServerConfig
 from batchgen.gemini.batch import parse_result_line, request_line
 from batchgen.gemini.request import RequestTemplate, user_contents
@@ -140,3 +140,13 @@ async def test_an_unknown_job_is_rejected_and_a_wrong_key_is_an_auth_error_witho
         with pytest.raises(AuthError) as caught:
             await batches.get("batches/nosuchjob")
     assert "wrong-key-0042" not in str(caught.value)
+
+
+async def test_an_address_nothing_answers_at_is_unreachable_at_once() -> None:
+    """No connection before the API ever answered: a wrong base_url or a server down, which retries would only
+    wait on; the run stops at once with the address."""
+    counting = LostAnswer(lose=0)
+    async with BatchClient("http://127.0.0.1:9", "gemini-2.5-flash", ApiKey(KEY), retry=counting) as batches:
+        with pytest.raises(Unreachable, match=r"no connection to http://127\.0\.0\.1:9"):
+            await batches.get("batches/x")
+    assert counting.calls == 1

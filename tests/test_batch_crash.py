@@ -168,7 +168,7 @@ def test_sigkill_then_rerun_submits_each_row_once_and_writes_each_id_once(
 def test_ctrl_c_while_polling_leaves_the_job_running_says_how_to_reattach_and_cancel_releases_its_rows(
     tmp_path: Path, url: str, runs: list[Run], capsys: pytest.CaptureFixture[str]
 ) -> None:
-    """Ctrl-C: exit 130 at once, the job still at Google, and the way back printed. `status` shows the job;
+    """Ctrl-C: exit 130 at once, the job still at the Batch API, and the way back printed. `status` shows the job;
     `cancel` cancels it; the next run sends its rows again, each id written once."""
     job = write_job(tmp_path, rows=200)
     out = out_of(job)
@@ -178,7 +178,7 @@ def test_ctrl_c_while_polling_leaves_the_job_running_says_how_to_reattach_and_ca
     run.process.send_signal(signal.SIGINT)
     assert run.process.wait(timeout=30) == 130
     said = run.output()
-    assert "batch job(s) keep running at Google: rerun the same command to collect their rows" in said
+    assert "batch job(s) keep running at the Batch API: rerun the same command to collect their rows" in said
     assert f"batchgen status {out}" in said and f"batchgen cancel {out}" in said
     assert main(["status", str(out)]) == 0
     shown = capsys.readouterr().out

@@ -11,7 +11,7 @@ written into the results folder; the jobs a stopped or killed run left behind re
               jobs, or sent online (`online.OnlineLanes`); one pass over the input for every job ready
 
 Each step saves the job's new phase before the next one starts, so a run killed anywhere resumes where it was:
-nothing submitted twice, no job forgotten. Stopping (Ctrl-C) leaves the jobs running at Google; rows already
+nothing submitted twice, no job forgotten. Stopping (Ctrl-C) leaves the jobs running at the Batch API; rows already
 online get the runner's grace period. Implements the run interface `pipeline` drives (run, stop, stats,
 stopped_by), like the online runner.
 """
@@ -162,11 +162,17 @@ class BatchCarrier:
 
     @property
     def live_jobs(self) -> tuple[Submission, ...]:
-        """The folder's jobs still on their way (after a stop: those a rerun re-attaches)."""
+        """The folder's jobs still on their way (after a stop: those a rerun takes up)."""
         return self._batches.live
 
+    @property
+    def jobs_at_google(self) -> tuple[Submission, ...]:
+        """Live jobs that exist at the Batch API (or may: a create whose answer was lost), running on without
+        this run."""
+        return tuple(job for job in self._batches.live if job.phase in ("creating", "running"))
+
     def stop(self, reason: BatchgenError | None = None) -> None:
-        """Stop at once: jobs stay at Google for a rerun to re-attach; rows online get their grace period."""
+        """Stop at once: jobs stay at the Batch API for a rerun to re-attach; rows online get their grace period."""
         if reason is not None and self.stopped_by is None:
             self.stopped_by = reason
         self._scope.cancel()

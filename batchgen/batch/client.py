@@ -22,7 +22,7 @@ import aiohttp
 import anyio
 import orjson
 
-from batchgen.errors import ApiError, MalformedResponse, OutputError, TransportError
+from batchgen.errors import ApiError, MalformedResponse, OutputError, TransportError, Unreachable
 from batchgen.gemini.batch import INPUT_MIME_TYPE, Operation, create_body, file_name, parse_operation, parse_operations
 from batchgen.gemini.errors import error_from_response
 from batchgen.gemini.response import decode_json
@@ -66,6 +66,9 @@ class BatchClient:
             {"Authorization": f"Bearer {key.reveal()}"} if auth == "bearer" else {"x-goog-api-key": key.reveal()}
         )
         self._session: aiohttp.ClientSession | None = None
+        # Whether the API ever answered: until it has, a connection that cannot be made means a wrong base_url
+        # or a server that is down, which no retry mends.
+        self._answered = False
 
     async def __aenter__(self) -> Self:
         timeout = aiohttp.ClientTimeout(total=self._timeout_s)
@@ -147,6 +150,7 @@ class BatchClient:
         headers = {"Content-Type": "application/json"} if body is not None else None
         async with self._mapped() as session, session.request(method, url, data=body, headers=headers) as response:
             payload = await response.read()
+            self._answered = True
             if response.status != 200:
                 raise error_from_response(response.status, payload, response.headers.get("Retry-After"))
             return decode_json(payload) if payload else {}
@@ -163,6 +167,7 @@ class BatchClient:
         body = orjson.dumps({"file": {"displayName": display_name, "mimeType": INPUT_MIME_TYPE}})
         async with self._mapped() as session, session.post(url, data=body, headers=headers) as response:
             payload = await response.read()
+            self._answered = True
             if response.status != 200:
                 raise error_from_response(response.status, payload, response.headers.get("Retry-After"))
             session_url = response.headers.get("X-Goog-Upload-URL")
@@ -237,6 +242,14 @@ class BatchClient:
             raise
         except TimeoutError as exc:
             raise TransportError(f"no complete answer within {self._timeout_s:g}s") from exc
+        except aiohttp.ClientConnectorError as exc:
+            # Refused, DNS, TLS: no connection was made at all.
+            problem = self._key.redact(f"{type(exc).__name__}: {exc}")
+            if not self._answered:
+                raise Unreachable(
+                    f"no connection to {self._root}: {problem} (is base_url right, and the server up?)"
+                ) from exc
+            raise TransportError(problem, connect=True) from exc
         except aiohttp.ClientError as exc:
             raise TransportError(self._key.redact(f"{type(exc).__name__}: {exc}")) from exc
 
