@@ -23,9 +23,10 @@ from typing import Any, Protocol, TypeVar
 
 import anyio
 
-from batchgen.batch.carrier import BatchCarrier, BatchPolicy
+from batchgen.batch.carrier import BatchCarrier
 from batchgen.batch.client import BatchClient
 from batchgen.batch.collect import Rules
+from batchgen.batch.follow import BatchPolicy
 from batchgen.console.format import duration
 from batchgen.errors import BatchgenError, ConfigError, ExitCode, InputError, exit_code_for
 from batchgen.gemini.request import RequestTemplate

@@ -4,16 +4,14 @@ written into the results folder; the jobs a stopped or killed run left behind re
     attach    the folder's live jobs (`results.batches`) are taken up in the phase each was left in; their
               ids are skipped when new rows are read
     spool     new rows become input lines (the online request bodies), a job per `max_file_bytes`
-    follow    upload -> create (a job whose create may have reached the API is looked up by its display
-              name first) -> polled (after 1 s, then at doubling intervals up to `poll_s`) -> cancelled at
-              the deadline -> its results file downloaded
+    follow    each job from upload to its results file (`follow.Follower`)
     collect   ended jobs' rows joined by key with the input (`collect`): written, resubmitted in follow-up
               jobs, or sent online (`online.OnlineLanes`); one pass over the input for every job ready
 
 Each step saves the job's new phase before the next one starts, so a run killed anywhere resumes where it was:
-nothing submitted twice, no job forgotten. Stopping (Ctrl-C) leaves the jobs running at the Batch API; rows already
-online get the runner's grace period. Implements the run interface `pipeline` drives (run, stop, stats,
-stopped_by), like the online runner.
+nothing submitted twice, no job forgotten. Stopping (Ctrl-C) leaves the jobs running at the Batch API; rows
+already online get the runner's grace period. Implements the carrier interface `pipeline` drives (run, stop,
+abort, stats, stopped_by), like the online runner.
 """
 
 from __future__ import annotations
@@ -23,26 +21,22 @@ import logging
 import time
 from collections import Counter
 from collections.abc import AsyncIterator, Awaitable, Callable, Container, Iterator, Mapping
-from dataclasses import dataclass, replace
-from datetime import datetime
+from dataclasses import replace
 from pathlib import Path
 from typing import Any, Protocol
 
 import anyio
 import anyio.abc
 
-from batchgen.batch.collect import Elsewhere, Judge, Online, Plan, Resubmit, Rules, Write, dispose
+from batchgen.batch.collect import Elsewhere, Judge, Online, Plan, Resubmit, Write, dispose
+from batchgen.batch.follow import FOLLOWED, BatchPolicy, Book, Follower, Jobs, log_event
 from batchgen.batch.online import MakeRunner, OnlineLanes
 from batchgen.errors import (
     ApiError,
-    AuthError,
     BatchgenError,
-    FatalApiError,
     OutputError,
-    RateLimited,
-    RequestRejected,
 )
-from batchgen.gemini.batch import SUCCEEDED, Operation, request_line
+from batchgen.gemini.batch import request_line
 from batchgen.gemini.request import RequestTemplate
 from batchgen.input.ids import IdSet
 from batchgen.records import Admission, Prompt, Result, RunStats, Sink, Status
@@ -52,7 +46,6 @@ from batchgen.results.batches import (
     Carried,
     Spool,
     Submission,
-    batch_dir,
     job_id,
     read_batches,
     read_rows,
@@ -60,47 +53,17 @@ from batchgen.results.batches import (
     requests_path,
     results_path,
     rows_path,
-    save_batches,
 )
-from batchgen.results.folder import place
 
 log = logging.getLogger(__name__)
 Rows = Callable[[Container[str]], AsyncIterator[Prompt]]
 """The input's prompts, in order, but for the ids in the container given (a pass over the input)."""
-# Polls of a job that SUCCEEDED without naming its results file yet (a live quirk) before it counts as lost.
-_OUTPUT_LAG_POLLS = 10
-_FIRST_POLL_S = 1.0
-
-
-class Jobs(Protocol):
-    """The Files and Batch API calls the carrier makes (`batch.client.BatchClient`)."""
-
-    async def upload(self, path: Path, display_name: str) -> str: ...
-    async def create(self, display_name: str, input_file: str) -> Operation: ...
-    async def get(self, name: str) -> Operation: ...
-    async def find(self, display_name: str) -> Operation | None: ...
-    async def cancel(self, name: str) -> None: ...
-    async def download(self, file: str, destination: Path) -> int: ...
-    async def delete_file(self, file: str) -> None: ...
 
 
 class DurableSink(Sink, Protocol):
     """A sink that can be told to make what it holds durable (a job is marked collected only after that)."""
 
     async def flush(self) -> None: ...
-
-
-@dataclass(frozen=True, slots=True)
-class BatchPolicy:
-    """How jobs are made and followed, and what a row may get (`rules`)."""
-
-    rules: Rules
-    max_file_bytes: int
-    max_jobs: int = 100
-    poll_s: float = 30.0
-    deadline_s: float | None = None
-    # Create calls that fail (and the job was not made) before the run stops with the error.
-    max_attempts: int = 6
 
 
 class BatchCarrier:
@@ -139,11 +102,10 @@ class BatchCarrier:
         self._sleep = sleep
         self.stats = stats
         self.stopped_by: BatchgenError | None = None
-        self._batches = Batches.new(origin)
+        self._book = Book(folder, Batches.new(origin))
+        self._follower = Follower(jobs, self._book, policy, ended=self._queue, clock=clock, sleep=sleep)
         self._numbers: Iterator[int] = itertools.count(1)
         self._in_jobs = IdSet()
-        self._slots = _Slots(policy.max_jobs)
-        self._save_lock = anyio.Lock()
         self._ready: list[str] = []
         self._spooling = True
         self._wake = anyio.Event()
@@ -163,13 +125,13 @@ class BatchCarrier:
     @property
     def live_jobs(self) -> tuple[Submission, ...]:
         """The folder's jobs still on their way (after a stop: those a rerun takes up)."""
-        return self._batches.live
+        return self._book.batches.live
 
     @property
     def jobs_at_google(self) -> tuple[Submission, ...]:
         """Live jobs that exist at the Batch API (or may: a create whose answer was lost), running on without
         this run."""
-        return tuple(job for job in self._batches.live if job.phase in ("creating", "running"))
+        return tuple(job for job in self._book.batches.live if job.phase in ("creating", "running"))
 
     def stop(self, reason: BatchgenError | None = None) -> None:
         """Stop at once: jobs stay at the Batch API for a rerun to re-attach; rows online get their grace period."""
@@ -187,7 +149,7 @@ class BatchCarrier:
 
     def note(self) -> str:
         """What the run waits on, for the progress display."""
-        live = self._batches.live
+        live = self._book.batches.live
         phases = Counter(job.state.lower() if job.phase == "running" and job.state else job.phase for job in live)
         text = f"batch: {len(live)} job(s)" + (
             f" ({', '.join(f'{n} {p}' for p, n in sorted(phases.items()))})" if live else ""
@@ -232,14 +194,13 @@ class BatchCarrier:
     async def _attach(self) -> None:
         """Take up the folder's live jobs: their ids are in flight, and each running job holds a slot."""
         batches = await anyio.to_thread.run_sync(read_batches, self._folder)
-        self._batches = Batches.new(self._origin) if batches is None else replace(batches, origin=self._origin)
-        self._numbers = itertools.count(len(self._batches.jobs) + 1)
-        live = self._batches.live
+        self._book.batches = Batches.new(self._origin) if batches is None else replace(batches, origin=self._origin)
+        self._numbers = itertools.count(len(self._book.batches.jobs) + 1)
+        live = self._book.batches.live
         self._in_jobs, waiting = await anyio.to_thread.run_sync(self._live_ids, live)
         self.stats.in_flight += waiting
         for job in live:
-            if job.phase == "running":
-                self._slots.force()
+            self._follower.attach(job)
         if live:
             ids = ", ".join(f"{job.id} ({job.phase})" for job in live)
             log.info(
@@ -248,7 +209,7 @@ class BatchCarrier:
                 ids,
                 extra={"event": "batch_reattach", "jobs": [job.id for job in live]},
             )
-        await self._save()
+        await self._book.save()
 
     def _live_ids(self, live: tuple[Submission, ...]) -> tuple[IdSet, int]:
         waiting = 0
@@ -263,9 +224,9 @@ class BatchCarrier:
         return IdSet(chunks()), waiting
 
     def _resume(self, work: anyio.abc.TaskGroup) -> None:
-        for job in self._batches.live:
-            if job.phase in _STEPS:
-                work.start_soon(self._guarded, self._follow, job.id)
+        for job in self._book.batches.live:
+            if job.phase in FOLLOWED:
+                work.start_soon(self._guarded, self._follower.follow, job.id)
             else:  # ended or online: its rows are collected again, skipping those already written
                 self._ready.append(job.id)
 
@@ -303,183 +264,25 @@ class BatchCarrier:
 
     async def _submitted(self, *jobs: Submission) -> None:
         """Jobs whose files are sealed: recorded, then followed."""
-        await self._save(*jobs)
+        await self._book.save(*jobs)
         self._follow_all(jobs)
 
     def _follow_all(self, jobs: tuple[Submission, ...] | list[Submission]) -> None:
         assert self._work is not None
         for job in jobs:
-            self._work.start_soon(self._guarded, self._follow, job.id)
+            self._work.start_soon(self._guarded, self._follower.follow, job.id)
 
     def _new_id(self) -> str:
         return job_id(next(self._numbers))
 
     # --- follow a job to its end -----------------------------------------------------------------------------
 
-    async def _follow(self, name: str) -> None:
-        while (job := self._batches.get(name)).phase in _STEPS:
-            await _STEPS[job.phase](self, job)
-
-    async def _upload(self, job: Submission) -> None:
-        file = await self._jobs.upload(requests_path(self._folder, job.id), self._batches.display_name(job))
-        await self._save(job.to("uploaded", file=file))
-
-    async def _create(self, job: Submission) -> None:
-        """Create the job: a create is never retried blindly (after a lost answer a retry would make a second
-        job): after a failure the job is looked up by its display name, and created again only if absent."""
-        await self._slots.take()
-        file, name = job.file, self._batches.display_name(job)
-        assert file is not None
-        for attempt in itertools.count(1):
-            await self._save(job.to("creating"))
-            try:
-                operation = await self._jobs.create(name, file)
-            except (RequestRejected, AuthError) as exc:
-                # A file the Files API no longer has is answered 403 PERMISSION_DENIED ("...or it may not exist").
-                self._slots.give()
-                await self._upload_again(job, exc)
-                return
-            except ApiError as exc:
-                found = None if isinstance(exc, FatalApiError) else await self._jobs.find(name)
-                if found is None:
-                    await self._save(job.to("uploaded"))
-                    await self._back_off(exc, attempt)
-                    continue
-                operation = found
-            await self._running(job, operation)
-            return
-
-    async def _upload_again(self, job: Submission, error: ApiError) -> None:
-        """The create was refused: its input file may be gone (the Files API keeps files 48 h). It is uploaded
-        once more; refused again (or the upload refused: a bad key), the run stops with the error."""
-        if job.note == "uploaded again":
-            raise error
-        log.warning("batch job %s: its input file was refused (%s); uploading it again", job.id, error)
-        await self._save(job.to("spooled", file=None, note="uploaded again"))
-
-    async def _back_off(self, error: ApiError, attempt: int) -> None:
-        if isinstance(error, FatalApiError):
-            raise error
-        if isinstance(error, RateLimited) and self._slots.used > 1:
-            # Too many jobs (or enqueued tokens) at once: wait for one of ours to end, then try again.
-            self._slots.give()
-            await self._slots.take(after_next_free=True)
-            return
-        if attempt >= self._policy.max_attempts:
-            raise error
-        delay = getattr(error, "retry_after", None) or min(self._policy.poll_s, 2.0**attempt)
-        await self._sleep(delay)
-
-    async def _recover(self, job: Submission) -> None:
-        """A job left `creating`: if the create reached the API, it is followed; else it is created again."""
-        operation = await self._jobs.find(self._batches.display_name(job))
-        if operation is None:
-            await self._save(job.to("uploaded"))
-            return
-        self._slots.force()
-        await self._running(job, operation)
-
-    async def _running(self, job: Submission, operation: Operation) -> None:
-        created = _epoch(operation.create_time) or self._clock()
-        counts = dict(operation.counts)
-        running = job.to("running", job=operation.name, created_at=created, state=operation.state, counts=counts)
-        await self._save(running)
-        _event(running, f"batch job {job.id} is {operation.name}: {job.rows:,} rows, {job.size:,} bytes")
-        await anyio.to_thread.run_sync(remove, requests_path(self._folder, job.id))
-
-    async def _watch(self, job: Submission) -> None:
-        """Poll the job until it ends (cancelling it at the deadline), then fetch its results."""
-        delay = min(_FIRST_POLL_S, self._policy.poll_s)
-        lagged = 0
-        while True:
-            operation = await self._poll(job)
-            if operation is not None:
-                job = await self._noted(job, operation)
-                if operation.terminal and (operation.state != SUCCEEDED or operation.responses_file):
-                    break
-                lagged += operation.terminal
-                if lagged > _OUTPUT_LAG_POLLS:
-                    break
-            left = self._until_deadline(job)
-            if left is not None and left <= 0 and job.outcome != "deadline":
-                job = await self._cancel_at_deadline(job)
-                continue
-            await self._sleep(delay if left is None else max(0.0, min(delay, left)))
-            delay = min(delay * 2, self._policy.poll_s)
-        await self._ended(job, operation)
-
-    async def _poll(self, job: Submission) -> Operation | None:
-        assert job.job is not None
-        try:
-            return await self._jobs.get(job.job)
-        except RequestRejected as exc:  # the job is gone (deleted): its rows are lost with it
-            return Operation(job.job, "NOT_FOUND", error=str(exc), done=True)
-        except FatalApiError:
-            raise
-        except ApiError as exc:
-            # A transient failure outlasting its retries: the job is still there; look again later.
-            log.warning("batch job %s: cannot get its state (%s); trying again later", job.job, exc)
-            return None
-
-    async def _noted(self, job: Submission, operation: Operation) -> Submission:
-        if (operation.state, dict(operation.counts)) == (job.state, dict(job.counts)):
-            return job
-        changed = job.to("running", state=operation.state, counts=dict(operation.counts))
-        await self._save(changed)
-        return changed
-
-    def _until_deadline(self, job: Submission) -> float | None:
-        deadline = self._policy.deadline_s
-        if deadline is None or job.created_at is None:
-            return None
-        return job.created_at + deadline - self._clock()
-
-    async def _cancel_at_deadline(self, job: Submission) -> Submission:
-        name = job.job
-        assert name is not None
-        # Saved first: a rerun must know that this job's rows go online, whatever state it ends in.
-        await self._save(job := job.to("running", outcome="deadline"))
-        log.info("batch job %s passed its deadline: cancelling it; its rows not answered go online", name)
-        try:
-            await self._jobs.cancel(name)
-        except RequestRejected as exc:  # it ended meanwhile
-            log.info("batch job %s: cancel refused (%s)", name, exc)
-        return job
-
-    async def _ended(self, job: Submission, operation: Operation | None) -> None:
-        self._slots.give()
-        assert operation is not None
-        succeeded = operation.state == SUCCEEDED and operation.responses_file is not None
-        outcome = "succeeded" if succeeded else job.outcome or "lost"
-        note = operation.error or (None if succeeded else f"ended {operation.state}")
-        results = operation.responses_file is not None
-        if results:
-            assert operation.responses_file is not None
-            await self._download(job, operation.responses_file)
-        ended = job.to(
-            "ended",
-            outcome=outcome,
-            results=results,
-            output_file=operation.responses_file,
-            note=note,
-            state=operation.state,
-            ended_at=self._clock(),
-        )
-        await self._save(ended)
-        _event(ended, f"batch job {job.id} ended {operation.state}" + (f": {note}" if note and not succeeded else ""))
-        self._ready.append(job.id)
-        self._wake.set()
-
-    async def _download(self, job: Submission, file: str) -> None:
-        final = results_path(self._folder, job.id)
-        temporary = batch_dir(self._folder) / f".{final.name}.tmp"
-        await self._jobs.download(file, temporary)
-        try:
-            await anyio.to_thread.run_sync(place, temporary, final)
-        except OSError as exc:
-            raise OutputError(f"cannot keep a batch results file: {exc.strerror or exc}", path=str(final)) from exc
-
     # --- collect ended jobs ----------------------------------------------------------------------------------
+
+    def _queue(self, name: str) -> None:
+        """A job ended: its rows are collected in the collector's next pass."""
+        self._ready.append(name)
+        self._wake.set()
 
     async def _collector(self) -> None:
         while True:
@@ -490,14 +293,14 @@ class BatchCarrier:
                 continue
             # Done when no job can end any more and none that ended waits to be collected (a job is `ended` on
             # record a moment before it joins `_ready`): what is left is online, in the lanes' hands.
-            if not self._spooling and all(job.phase == "online" for job in self._batches.live):
+            if not self._spooling and all(job.phase == "online" for job in self._book.batches.live):
                 return
             await self._wake.wait()
 
     async def _collect(self, names: list[str]) -> None:
         """One pass over the input for every job in `names`: each of their rows written, resubmitted or sent
         online; then, once the rows written are durable, the jobs and their follow-ups saved in one write."""
-        plans = {name: Plan(self._folder, self._batches.get(name), self._final) for name in names}
+        plans = {name: Plan(self._folder, self._book.get(name), self._final) for name in names}
         for plan in plans.values():
             await anyio.to_thread.run_sync(plan.load)
         skip = Elsewhere(plans, self._final)
@@ -560,12 +363,12 @@ class BatchCarrier:
         assert self._sink is not None
         await self._sink.flush()
         settled = [job.to("online") if self._online_left[job.id] else job.to("collected") for job in jobs]
-        await self._save(*settled, *follow_ups)
+        await self._book.save(*settled, *follow_ups)
         for job in settled:
             online = f", {self._online_left[job.id]:,} row(s) sent online" if self._online_left[job.id] else ""
-            _event(job, f"batch job {job.id} collected{online}")
+            log_event(job, f"batch job {job.id} collected{online}")
         for job in follow_ups:
-            _event(job, f"batch job {job.id} follows up {job.rows:,} row(s) (re-asks, missing keys, lost jobs)")
+            log_event(job, f"batch job {job.id} follows up {job.rows:,} row(s) (re-asks, missing keys, lost jobs)")
         self._follow_all(follow_ups)
         for job in settled:
             if job.phase == "collected":
@@ -574,11 +377,11 @@ class BatchCarrier:
     async def _online_written(self, name: str) -> None:
         """A row sent online was written: its job is collected once its last one is, durably."""
         self._online_left[name] -= 1
-        job = self._batches.get(name)
+        job = self._book.get(name)
         if self._online_left[name] == 0 and job.phase == "online":
             assert self._sink is not None
             await self._sink.flush()
-            await self._save(collected := job.to("collected"))
+            await self._book.save(collected := job.to("collected"))
             await self._clean(collected)
 
     async def _clean(self, job: Submission) -> None:
@@ -608,21 +411,6 @@ class BatchCarrier:
             self._admission.charge(result)
         if result.status is not Status.OK:
             rows.log_problem(result)
-
-    async def _save(self, *changed: Submission) -> None:
-        """Record changed jobs: in memory at once, on disk in order (each write holds every change before it)."""
-        self._batches = self._batches.updated(*changed)
-        async with self._save_lock:
-            await anyio.to_thread.run_sync(save_batches, self._folder, self._batches)
-
-
-_STEPS: Mapping[str, Callable[[BatchCarrier, Submission], Awaitable[None]]] = {
-    "spooled": BatchCarrier._upload,
-    "uploaded": BatchCarrier._create,
-    "creating": BatchCarrier._recover,
-    "running": BatchCarrier._watch,
-}
-"""What follows each phase of a job until it ends; ended jobs are collected, not followed."""
 
 
 class _Spooler:
@@ -657,53 +445,3 @@ class _Spooler:
         if self._spool is not None:
             self._spool.__exit__(None, None, None)
             self._spool = None
-
-
-class _Slots:
-    """Jobs pending or running at once, within the limit: `take` waits for room; `force` takes it regardless
-    (a job that already exists)."""
-
-    def __init__(self, limit: int) -> None:
-        self.limit = limit
-        self.used = 0
-        self._freed = anyio.Event()
-
-    async def take(self, *, after_next_free: bool = False) -> None:
-        if after_next_free:
-            await self._freed.wait()
-        while self.used >= self.limit:
-            await self._freed.wait()
-        self.used += 1
-
-    def force(self) -> None:
-        self.used += 1
-
-    def give(self) -> None:
-        self.used -= 1
-        self._freed.set()
-        self._freed = anyio.Event()
-
-
-def _event(job: Submission, message: str) -> None:
-    """An operator's line about a batch job, with its figures as event fields for the JSON log."""
-    fields = {
-        "event": "batch_job",
-        "job": job.id,
-        "phase": job.phase,
-        "batch": job.job,
-        "rows": job.rows,
-        "state": job.state,
-    }
-    log.info("%s", message, extra=fields)
-
-
-def _epoch(timestamp: str | None) -> float | None:
-    """An RFC 3339 time (nanoseconds allowed) in seconds since the epoch."""
-    if not timestamp:
-        return None
-    whole, _, fraction = timestamp.rstrip("Z").partition(".")
-    try:
-        seconds = datetime.fromisoformat(whole + "+00:00").timestamp()
-    except ValueError:
-        return None
-    return seconds + (float(f"0.{fraction}") if fraction.isdigit() else 0.0)

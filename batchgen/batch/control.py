@@ -15,7 +15,7 @@ from pathlib import Path
 
 import anyio
 
-from batchgen.batch.carrier import Jobs
+from batchgen.batch.follow import Jobs
 from batchgen.errors import ApiError, ConfigError, FatalApiError, RequestRejected
 from batchgen.gemini.batch import Operation
 from batchgen.results.batches import Batches, Submission, read_batches, remove, requests_path, save_batches
